@@ -1,0 +1,795 @@
+//! The wire format of one cached list (SPEC §4): a concatenation of
+//! self-delimiting frames, newest first, closed by a fixed-size trailer.
+//!
+//! ```text
+//! record     = 0xA1 varint(pk) [null bitmap] field*      (fields of the layout)
+//! tombstone  = 0xA2 varint(pk)                            (soft: a later record revives)
+//! final tomb = 0xA3 varint(pk)                            (hard delete: hides every record of pk)
+//! trailer    = 0xAF version:u8 fingerprint:u32le "LY"     (8 bytes, always last)
+//! ```
+//!
+//! Records carry no length: a `Layout` (the schema minus the fields the
+//! list's key fixes) says how to walk them. The trailer's fingerprint covers
+//! the layout, so a value written for another schema is never read as a list.
+//! Integers are zigzag varints, datetimes microseconds from 2024-01-01 UTC,
+//! dates days from 1970-01-01.
+
+use crate::error::{Error, Result};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+pub const TAG_RECORD: u8 = 0xA1;
+pub const TAG_TOMBSTONE: u8 = 0xA2;
+pub const TAG_FINAL_TOMBSTONE: u8 = 0xA3;
+pub const TAG_TRAILER: u8 = 0xAF;
+pub const FORMAT_VERSION: u8 = 1;
+pub const TRAILER_LEN: usize = 8;
+const TRAILER_MAGIC: &[u8; 2] = b"LY";
+
+/// Microseconds from the Unix epoch to 2024-01-01T00:00:00Z: datetimes are
+/// stored relative to it so that recent ones take 7 varint bytes, not 8.
+pub const DATETIME_BASE_MICROS: i64 = 1_704_067_200_000_000;
+
+/// The type of one field, as the codec packs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Int,
+    Bool,
+    Float,
+    Str,
+    Bytes,
+    /// Microseconds since the Unix epoch (UTC).
+    Datetime,
+    /// Days since 1970-01-01.
+    Date,
+    /// Microseconds since midnight.
+    Time,
+    /// Decimal as its canonical text.
+    Decimal,
+    Uuid,
+    /// JSON as text.
+    Json,
+}
+
+impl Kind {
+    pub fn parse(name: &str) -> Result<Kind> {
+        Ok(match name {
+            "int" => Kind::Int,
+            "bool" => Kind::Bool,
+            "float" => Kind::Float,
+            "str" => Kind::Str,
+            "bytes" => Kind::Bytes,
+            "datetime" => Kind::Datetime,
+            "date" => Kind::Date,
+            "time" => Kind::Time,
+            "decimal" => Kind::Decimal,
+            "uuid" => Kind::Uuid,
+            "json" => Kind::Json,
+            other => return Err(Error::Schema(format!("unknown field kind {other:?}"))),
+        })
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// One field of a schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub kind: Kind,
+    pub nullable: bool,
+}
+
+impl Field {
+    pub fn new(name: &str, kind: Kind, nullable: bool) -> Field {
+        Field { name: name.to_string(), kind, nullable }
+    }
+}
+
+/// An owned field value (rows handed in for encoding, key values).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Bool(bool),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Datetime(i64),
+    Date(i32),
+    Time(i64),
+    Decimal(String),
+    Uuid([u8; 16]),
+    Json(String),
+}
+
+/// A decoded field value borrowing from the cached bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Null,
+    Int(i64),
+    Bool(bool),
+    Float(f64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+    Datetime(i64),
+    Date(i32),
+    Time(i64),
+    Decimal(&'a str),
+    Uuid(&'a [u8; 16]),
+    Json(&'a str),
+}
+
+impl ValueRef<'_> {
+    pub fn to_owned(self) -> Value {
+        match self {
+            ValueRef::Null => Value::Null,
+            ValueRef::Int(v) => Value::Int(v),
+            ValueRef::Bool(v) => Value::Bool(v),
+            ValueRef::Float(v) => Value::Float(v),
+            ValueRef::Str(v) => Value::Str(v.to_string()),
+            ValueRef::Bytes(v) => Value::Bytes(v.to_vec()),
+            ValueRef::Datetime(v) => Value::Datetime(v),
+            ValueRef::Date(v) => Value::Date(v),
+            ValueRef::Time(v) => Value::Time(v),
+            ValueRef::Decimal(v) => Value::Decimal(v.to_string()),
+            ValueRef::Uuid(v) => Value::Uuid(*v),
+            ValueRef::Json(v) => Value::Json(v.to_string()),
+        }
+    }
+}
+
+/// A row in schema order; the first value is the integer primary key.
+pub type Row = Vec<Value>;
+
+/// The fields of one model, primary key first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schema {
+    fields: Vec<Field>,
+}
+
+impl Schema {
+    pub fn new(fields: Vec<Field>) -> Result<Schema> {
+        match fields.first() {
+            Some(f) if f.kind == Kind::Int && !f.nullable => {}
+            _ => return Err(Error::Schema("the first field must be a non-null integer primary key".into())),
+        }
+        let mut seen = HashSet::new();
+        for f in &fields {
+            if !seen.insert(f.name.as_str()) {
+                return Err(Error::Schema(format!("field {:?} appears twice", f.name)));
+            }
+        }
+        Ok(Schema { fields })
+    }
+
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name == name)
+    }
+
+    /// FNV-1a over names, kinds and nullability: two processes agree on a
+    /// layout exactly when they agree on this number.
+    pub fn fingerprint(&self) -> u32 {
+        let mut h = Fnv::new();
+        for f in &self.fields {
+            h.write(f.name.as_bytes());
+            h.write(&[0, f.kind.code(), f.nullable as u8]);
+        }
+        h.finish()
+    }
+}
+
+/// The record layout of one list: the schema minus the fields its key fixes.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    schema: Arc<Schema>,
+    /// Schema positions stored in each record, after the pk.
+    stored: Vec<usize>,
+    /// How many of `stored` are nullable (they get a null bitmap).
+    nullable: usize,
+    fingerprint: u32,
+}
+
+impl Layout {
+    /// `fixed`: schema positions whose value the list key fixes.
+    pub fn new(schema: Arc<Schema>, fixed: &[usize]) -> Layout {
+        let stored: Vec<usize> = (1..schema.fields.len()).filter(|i| !fixed.contains(i)).collect();
+        let nullable = stored.iter().filter(|&&i| schema.fields[i].nullable).count();
+        let mut h = Fnv::new();
+        h.write(&schema.fingerprint().to_le_bytes());
+        for i in &stored {
+            h.write(&(*i as u32).to_le_bytes());
+        }
+        Layout { schema, stored, nullable, fingerprint: h.finish() }
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// Schema positions carried by each record after the pk, in order.
+    pub fn stored(&self) -> &[usize] {
+        &self.stored
+    }
+
+    pub fn fingerprint(&self) -> u32 {
+        self.fingerprint
+    }
+
+    pub fn trailer(&self) -> [u8; TRAILER_LEN] {
+        let fp = self.fingerprint.to_le_bytes();
+        [TAG_TRAILER, FORMAT_VERSION, fp[0], fp[1], fp[2], fp[3], TRAILER_MAGIC[0], TRAILER_MAGIC[1]]
+    }
+
+    /// Appends one record frame for `row` (schema order) to `out`.
+    pub fn encode_record(&self, row: &[Value], out: &mut Vec<u8>) -> Result<()> {
+        if row.len() != self.schema.fields.len() {
+            return Err(Error::Schema(format!(
+                "row has {} values, the schema has {} fields",
+                row.len(),
+                self.schema.fields.len()
+            )));
+        }
+        let pk = match row[0] {
+            Value::Int(pk) => pk,
+            ref other => return Err(Error::Schema(format!("primary key must be an integer, got {other:?}"))),
+        };
+        let start = out.len();
+        out.push(TAG_RECORD);
+        put_varint(out, zigzag(pk));
+        if self.nullable > 0 {
+            let mut bits = 0u64;
+            let mut n = 0;
+            for &i in &self.stored {
+                if self.schema.fields[i].nullable {
+                    if row[i] == Value::Null {
+                        bits |= 1 << n;
+                    }
+                    n += 1;
+                }
+            }
+            put_varint(out, bits);
+        }
+        for &i in &self.stored {
+            let field = &self.schema.fields[i];
+            if let Err(e) = encode_value(field, &row[i], out) {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A complete list value: the records (newest first) and the trailer.
+    pub fn encode_list<'r>(&self, rows: impl IntoIterator<Item = &'r Row>) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for row in rows {
+            self.encode_record(row, &mut out)?;
+        }
+        out.extend_from_slice(&self.trailer());
+        Ok(out)
+    }
+
+    /// Walks `bytes` and returns the live records, or why it is not a list.
+    pub fn read<'a>(&self, bytes: &'a [u8]) -> Result<ListView<'a>> {
+        ListView::new(self, bytes)
+    }
+
+    /// Decodes the stored fields of one record frame (as found by `read`).
+    /// Returns the pk and the values of `stored()` in order.
+    pub fn decode_record<'a>(&self, frame: &'a [u8], out: &mut Vec<ValueRef<'a>>) -> Result<i64> {
+        let mut r = Reader { buf: frame, pos: 0 };
+        if r.byte()? != TAG_RECORD {
+            return Err(Error::Decode("not a record frame".into()));
+        }
+        let pk = unzigzag(r.varint()?);
+        self.decode_fields(&mut r, Some(out))?;
+        Ok(pk)
+    }
+
+    fn decode_fields<'a>(&self, r: &mut Reader<'a>, mut out: Option<&mut Vec<ValueRef<'a>>>) -> Result<()> {
+        let nulls = if self.nullable > 0 { r.varint()? } else { 0 };
+        let mut n = 0;
+        for &i in &self.stored {
+            let field = &self.schema.fields[i];
+            let is_null = field.nullable && {
+                n += 1;
+                nulls & (1 << (n - 1)) != 0
+            };
+            let value = if is_null { ValueRef::Null } else { decode_value(field.kind, r)? };
+            if let Some(out) = out.as_deref_mut() {
+                out.push(value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips one frame starting at `pos`; returns (kind tag, pk, end).
+    fn frame_at(&self, bytes: &[u8], pos: usize) -> Result<(u8, i64, usize)> {
+        let mut r = Reader { buf: bytes, pos };
+        let tag = r.byte()?;
+        match tag {
+            TAG_RECORD => {
+                let pk = unzigzag(r.varint()?);
+                self.decode_fields(&mut r, None)?;
+                Ok((tag, pk, r.pos))
+            }
+            TAG_TOMBSTONE | TAG_FINAL_TOMBSTONE => {
+                let pk = unzigzag(r.varint()?);
+                Ok((tag, pk, r.pos))
+            }
+            other => Err(Error::Decode(format!("unknown frame tag 0x{other:02x} at byte {pos}"))),
+        }
+    }
+}
+
+/// A tombstone frame; `hard` ones hide every record of `pk` wherever it is.
+pub fn encode_tombstone(pk: i64, hard: bool, out: &mut Vec<u8>) {
+    out.push(if hard { TAG_FINAL_TOMBSTONE } else { TAG_TOMBSTONE });
+    put_varint(out, zigzag(pk));
+}
+
+/// A frame as the reader saw it (for inspection tools).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub offset: usize,
+    pub len: usize,
+    pub tag: u8,
+    pub pk: i64,
+    pub live: bool,
+}
+
+/// A validated list: where its live records are. Building it walks frame
+/// headers only; values are decoded on demand with `Layout::decode_record`.
+#[derive(Debug, Clone)]
+pub struct ListView<'a> {
+    bytes: &'a [u8],
+    /// (start, end) of each live record, newest first.
+    live: Vec<(u32, u32)>,
+    frames: usize,
+}
+
+impl<'a> ListView<'a> {
+    fn new(layout: &Layout, bytes: &'a [u8]) -> Result<ListView<'a>> {
+        let body_len = check_trailer(layout, bytes)?;
+        let (frames, hard) = walk(layout, &bytes[..body_len])?;
+        let mut seen = HashSet::with_capacity(frames.len());
+        let mut live = Vec::with_capacity(frames.len());
+        for &(start, end, tag, pk) in &frames {
+            // The first frame for a pk is the truth; a hard tombstone anywhere wins.
+            if seen.insert(pk) && tag == TAG_RECORD && !hard.contains(&pk) {
+                live.push((start as u32, end as u32));
+            }
+        }
+        Ok(ListView { bytes, live, frames: frames.len() })
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Frames that no longer count (superseded records, tombstones).
+    pub fn dead_frames(&self) -> usize {
+        self.frames - self.live.len()
+    }
+
+    /// The bytes of the i-th live record frame.
+    pub fn record(&self, i: usize) -> &'a [u8] {
+        let (s, e) = self.live[i];
+        &self.bytes[s as usize..e as usize]
+    }
+
+    /// Byte ranges of the live records, newest first.
+    pub fn ranges(&self) -> &[(u32, u32)] {
+        &self.live
+    }
+
+    /// The same list without dead frames (for compaction).
+    pub fn compacted(&self, layout: &Layout) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len());
+        for i in 0..self.live.len() {
+            out.extend_from_slice(self.record(i));
+        }
+        out.extend_from_slice(&layout.trailer());
+        out
+    }
+}
+
+/// Describes every frame of `bytes` (even of an incomplete value) for
+/// inspection; stops at the first undecodable byte.
+pub fn describe(layout: &Layout, bytes: &[u8]) -> (Vec<FrameInfo>, Option<String>) {
+    let body_len = match check_trailer(layout, bytes) {
+        Ok(n) => n,
+        Err(_) => bytes.len(),
+    };
+    let live: HashSet<usize> = layout
+        .read(bytes)
+        .map(|v| v.live.iter().map(|&(s, _)| s as usize).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < body_len {
+        match layout.frame_at(bytes, pos) {
+            Ok((tag, pk, end)) => {
+                out.push(FrameInfo { offset: pos, len: end - pos, tag, pk, live: live.contains(&pos) });
+                pos = end;
+            }
+            Err(e) => return (out, Some(e.to_string())),
+        }
+    }
+    (out, None)
+}
+
+/// Checks the trailer; returns the length of the frames before it.
+fn check_trailer(layout: &Layout, bytes: &[u8]) -> Result<usize> {
+    if bytes.len() < TRAILER_LEN {
+        return Err(Error::Decode("no trailer: the list is incomplete".into()));
+    }
+    let body_len = bytes.len() - TRAILER_LEN;
+    if bytes[body_len..] != layout.trailer() {
+        return Err(Error::Decode("no trailer for this schema: incomplete list or another schema".into()));
+    }
+    Ok(body_len)
+}
+
+type WalkedFrame = (usize, usize, u8, i64);
+
+fn walk(layout: &Layout, body: &[u8]) -> Result<(Vec<WalkedFrame>, HashSet<i64>)> {
+    let mut frames = Vec::new();
+    let mut hard = HashSet::new();
+    let mut pos = 0;
+    while pos < body.len() {
+        let (tag, pk, end) = layout.frame_at(body, pos)?;
+        if tag == TAG_FINAL_TOMBSTONE {
+            hard.insert(pk);
+        }
+        frames.push((pos, end, tag, pk));
+        pos = end;
+    }
+    Ok((frames, hard))
+}
+
+fn encode_value(field: &Field, value: &Value, out: &mut Vec<u8>) -> Result<()> {
+    let mismatch = || Error::Schema(format!("field {:?} ({:?}) cannot hold {value:?}", field.name, field.kind));
+    match (field.kind, value) {
+        (_, Value::Null) if field.nullable => {}
+        (Kind::Int, Value::Int(v)) => put_varint(out, zigzag(*v)),
+        (Kind::Bool, Value::Bool(v)) => out.push(*v as u8),
+        (Kind::Float, Value::Float(v)) => out.extend_from_slice(&v.to_le_bytes()),
+        (Kind::Str, Value::Str(s)) | (Kind::Decimal, Value::Decimal(s)) | (Kind::Json, Value::Json(s)) => {
+            put_bytes(out, s.as_bytes())
+        }
+        (Kind::Bytes, Value::Bytes(b)) => put_bytes(out, b),
+        (Kind::Datetime, Value::Datetime(us)) => put_varint(out, zigzag(us.wrapping_sub(DATETIME_BASE_MICROS))),
+        (Kind::Date, Value::Date(d)) => put_varint(out, zigzag(*d as i64)),
+        (Kind::Time, Value::Time(us)) => put_varint(out, zigzag(*us)),
+        (Kind::Uuid, Value::Uuid(u)) => out.extend_from_slice(u),
+        _ => return Err(mismatch()),
+    }
+    Ok(())
+}
+
+fn decode_value<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<ValueRef<'a>> {
+    Ok(match kind {
+        Kind::Int => ValueRef::Int(unzigzag(r.varint()?)),
+        Kind::Bool => match r.byte()? {
+            0 => ValueRef::Bool(false),
+            1 => ValueRef::Bool(true),
+            b => return Err(Error::Decode(format!("bad boolean byte {b}"))),
+        },
+        Kind::Float => ValueRef::Float(f64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"))),
+        Kind::Str => ValueRef::Str(r.str()?),
+        Kind::Decimal => ValueRef::Decimal(r.str()?),
+        Kind::Json => ValueRef::Json(r.str()?),
+        Kind::Bytes => {
+            let n = r.len()?;
+            ValueRef::Bytes(r.take(n)?)
+        }
+        Kind::Datetime => ValueRef::Datetime(unzigzag(r.varint()?).wrapping_add(DATETIME_BASE_MICROS)),
+        Kind::Date => {
+            let d = unzigzag(r.varint()?);
+            ValueRef::Date(i32::try_from(d).map_err(|_| Error::Decode("date out of range".into()))?)
+        }
+        Kind::Time => ValueRef::Time(unzigzag(r.varint()?)),
+        Kind::Uuid => ValueRef::Uuid(r.take(16)?.try_into().expect("16 bytes")),
+    })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8> {
+        let b = *self.buf.get(self.pos).ok_or_else(truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        let (v, n) = get_varint(&self.buf[self.pos.min(self.buf.len())..])?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    fn len(&mut self) -> Result<usize> {
+        usize::try_from(self.varint()?).map_err(|_| truncated())
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(truncated)?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn str(&mut self) -> Result<&'a str> {
+        let n = self.len()?;
+        std::str::from_utf8(self.take(n)?).map_err(|_| Error::Decode("text field is not UTF-8".into()))
+    }
+}
+
+fn truncated() -> Error {
+    Error::Decode("frame truncated".into())
+}
+
+/// LEB128 unsigned varint.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a varint; returns (value, bytes used).
+pub fn get_varint(buf: &[u8]) -> Result<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in buf.iter().enumerate().take(10) {
+        if i == 9 && b > 1 {
+            return Err(Error::Decode("varint overflows 64 bits".into()));
+        }
+        v |= ((b & 0x7f) as u64) << (7 * i);
+        if b < 0x80 {
+            return Ok((v, i + 1));
+        }
+    }
+    Err(truncated())
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+struct Fnv(u32);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0x811c_9dc5)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u32).wrapping_mul(0x0100_0193);
+        }
+    }
+    fn finish(&self) -> u32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn follow_schema() -> Arc<Schema> {
+        Arc::new(
+            Schema::new(vec![
+                Field::new("id", Kind::Int, false),
+                Field::new("created", Kind::Datetime, false),
+                Field::new("follower_id", Kind::Int, false),
+                Field::new("followee_id", Kind::Int, false),
+            ])
+            .unwrap(),
+        )
+    }
+
+    fn follow(pk: i64, followee: i64) -> Row {
+        // 2026-11-26T09:00:00.123456Z
+        vec![Value::Int(pk), Value::Datetime(1_795_683_600_123_456), Value::Int(7), Value::Int(followee)]
+    }
+
+    fn decode_all(layout: &Layout, bytes: &[u8]) -> Vec<(i64, Vec<Value>)> {
+        let view = layout.read(bytes).unwrap();
+        (0..view.len())
+            .map(|i| {
+                let mut vals = Vec::new();
+                let pk = layout.decode_record(view.record(i), &mut vals).unwrap();
+                (pk, vals.into_iter().map(ValueRef::to_owned).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_follow_record_on_a_follower_list_is_at_most_16_bytes() {
+        let layout = Layout::new(follow_schema(), &[2]);
+        let mut out = Vec::new();
+        layout.encode_record(&follow(1_234_567, 987_654), &mut out).unwrap();
+        assert!(out.len() <= 16, "{} bytes", out.len());
+    }
+
+    #[test]
+    fn round_trip_skips_fixed_fields_and_keeps_order() {
+        let layout = Layout::new(follow_schema(), &[2]);
+        let rows = vec![follow(3, 30), follow(2, 20), follow(1, 10)];
+        let bytes = layout.encode_list(&rows).unwrap();
+        let got = decode_all(&layout, &bytes);
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!(got[0].1, vec![rows[0][1].clone(), rows[0][3].clone()]);
+    }
+
+    #[test]
+    fn first_frame_for_a_pk_wins_and_hard_tombstones_win_anywhere() {
+        let layout = Layout::new(follow_schema(), &[2]);
+        let mut bytes = layout.encode_list(&[follow(2, 20), follow(1, 10)]).unwrap();
+        // Soft tombstone of 2, then a newer record of 2 revives it.
+        let mut head = Vec::new();
+        layout.encode_record(&follow(2, 21), &mut head).unwrap();
+        encode_tombstone(2, false, &mut head);
+        head.extend_from_slice(&bytes);
+        bytes = head;
+        let got = decode_all(&layout, &bytes);
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(got[0].1[1], Value::Int(21));
+        // A hard tombstone behind a record still hides it (add/delete race).
+        let mut head = Vec::new();
+        layout.encode_record(&follow(1, 10), &mut head).unwrap();
+        let mut tail = Vec::new();
+        encode_tombstone(1, true, &mut tail);
+        head.extend_from_slice(&tail);
+        head.extend_from_slice(&bytes);
+        let view = layout.read(&head).unwrap();
+        assert_eq!(view.len(), 1);
+        assert_eq!(view.dead_frames(), 5);
+        let compact = view.compacted(&layout);
+        assert_eq!(decode_all(&layout, &compact).len(), 1);
+    }
+
+    #[test]
+    fn values_without_the_trailer_or_of_another_layout_are_not_lists() {
+        let layout = Layout::new(follow_schema(), &[2]);
+        let other = Layout::new(follow_schema(), &[3]);
+        let bytes = layout.encode_list(&[follow(1, 1)]).unwrap();
+        assert!(layout.read(&bytes[..bytes.len() - 1]).is_err());
+        assert!(other.read(&bytes).is_err());
+        assert!(layout.read(b"").is_err());
+        let mut prepended_marker = bytes.clone();
+        prepended_marker.extend_from_slice(b"LEASE");
+        assert!(layout.read(&prepended_marker).is_err());
+    }
+
+    #[test]
+    fn nullable_and_text_fields_round_trip() {
+        let schema = Arc::new(
+            Schema::new(vec![
+                Field::new("id", Kind::Int, false),
+                Field::new("title", Kind::Str, true),
+                Field::new("score", Kind::Float, true),
+                Field::new("day", Kind::Date, false),
+                Field::new("u", Kind::Uuid, false),
+                Field::new("ok", Kind::Bool, false),
+            ])
+            .unwrap(),
+        );
+        let layout = Layout::new(schema, &[]);
+        let rows = vec![
+            vec![Value::Int(1), Value::Null, Value::Float(1.5), Value::Date(-3), Value::Uuid([7; 16]), Value::Bool(true)],
+            vec![Value::Int(2), Value::Str("é x".into()), Value::Null, Value::Date(20000), Value::Uuid([1; 16]), Value::Bool(false)],
+        ];
+        let bytes = layout.encode_list(&rows).unwrap();
+        let got = decode_all(&layout, &bytes);
+        assert_eq!(got[0].1, rows[0][1..].to_vec());
+        assert_eq!(got[1].1, rows[1][1..].to_vec());
+    }
+
+    #[test]
+    fn a_row_of_the_wrong_shape_is_refused_without_output() {
+        let layout = Layout::new(follow_schema(), &[]);
+        let mut out = vec![1, 2, 3];
+        let bad = vec![Value::Int(1), Value::Str("x".into()), Value::Int(1), Value::Int(2)];
+        assert!(layout.encode_record(&bad, &mut out).is_err());
+        assert_eq!(out, vec![1, 2, 3]);
+        assert!(layout.encode_record(&[Value::Int(1)], &mut out).is_err());
+    }
+
+    fn arb_row() -> impl Strategy<Value = Row> {
+        (any::<i64>(), any::<i64>(), proptest::option::of(".{0,20}"), any::<f64>(), any::<bool>()).prop_map(
+            |(pk, ts, s, f, b)| {
+                vec![
+                    Value::Int(pk),
+                    Value::Datetime(ts),
+                    s.map(Value::Str).unwrap_or(Value::Null),
+                    Value::Float(f),
+                    Value::Bool(b),
+                ]
+            },
+        )
+    }
+
+    fn prop_schema() -> Arc<Schema> {
+        Arc::new(
+            Schema::new(vec![
+                Field::new("id", Kind::Int, false),
+                Field::new("ts", Kind::Datetime, false),
+                Field::new("s", Kind::Str, true),
+                Field::new("f", Kind::Float, false),
+                Field::new("b", Kind::Bool, false),
+            ])
+            .unwrap(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_rows_round_trip(rows in proptest::collection::vec(arb_row(), 0..40)) {
+            let layout = Layout::new(prop_schema(), &[]);
+            let bytes = layout.encode_list(&rows).unwrap();
+            let got = decode_all(&layout, &bytes);
+            let mut seen = HashSet::new();
+            let expected: Vec<&Row> = rows.iter().filter(|r| match r[0] { Value::Int(pk) => seen.insert(pk), _ => false }).collect();
+            prop_assert_eq!(got.len(), expected.len());
+            for (g, e) in got.iter().zip(expected) {
+                prop_assert_eq!(Value::Int(g.0), e[0].clone());
+                for (a, b) in g.1.iter().zip(&e[1..]) {
+                    match (a, b) {
+                        (Value::Float(x), Value::Float(y)) => prop_assert_eq!(x.to_bits(), y.to_bits()),
+                        _ => prop_assert_eq!(a, b),
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), with_trailer in any::<bool>()) {
+            let layout = Layout::new(prop_schema(), &[]);
+            let mut bytes = bytes;
+            if with_trailer { bytes.extend_from_slice(&layout.trailer()); }
+            if let Ok(view) = layout.read(&bytes) {
+                for i in 0..view.len() {
+                    let mut vals = Vec::new();
+                    let _ = layout.decode_record(view.record(i), &mut vals);
+                }
+            }
+            let _ = describe(&layout, &bytes);
+        }
+
+        #[test]
+        fn varints_round_trip(v in any::<i64>()) {
+            let mut out = Vec::new();
+            put_varint(&mut out, zigzag(v));
+            let (got, n) = get_varint(&out).unwrap();
+            prop_assert_eq!(n, out.len());
+            prop_assert_eq!(unzigzag(got), v);
+        }
+    }
+}

@@ -1,0 +1,935 @@
+//! The list protocol: how a model's lists and counters are read, built and
+//! kept in step with the database over a `Store`.
+//!
+//! - **Meta.** Each model has one meta value: its generation (every key
+//!   carries it, so `flush` is one write) and the registry of every client's
+//!   indexes (so a write updates lists that only another client reads).
+//!   Reads fetch it in the same round trip as the list.
+//! - **Leases.** On a miss the builder `add`s a lease marker, reads the
+//!   database, and stores the list with `cas`. Any write landing meanwhile
+//!   (a prepend onto the marker, a delete) changes the CAS and the stale
+//!   build is dropped and redone. Losers wait briefly, then read the
+//!   database without storing.
+//! - **Writes.** One pipelined batch: the meta, one `prepend` per list (a
+//!   record, or a tombstone for deletes), one `incr`/`decr` per counter. A
+//!   prepend that is not stored (missing key, or the value would pass the
+//!   item size limit) deletes the key so it can never be read without the
+//!   write.
+//! - **Compaction.** A hit whose dead frames outnumber the live ones is
+//!   rewritten with `cas` from its own bytes (no database query).
+
+use crate::calendar::Period;
+use crate::codec::{encode_tombstone, Layout, Row, Schema, Value};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::store::{Item, Op, Reply, Store};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where the engine gets rows and counts on a miss (the Django side).
+pub trait Source {
+    /// The live rows of one list, newest first, in schema order.
+    fn rows(&self, fields: &[String], values: &[Value]) -> Result<Vec<Row>>;
+    /// The number of live rows of one list (`fields` empty: the whole
+    /// model), optionally only those whose local date is in `[start, end)`.
+    fn count(&self, fields: &[String], values: &[Value], days: Option<(i32, i32)>) -> Result<u64>;
+}
+
+/// Points where tests can pause one side of a race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPoint {
+    /// A builder holds the lease and is about to read the database.
+    LeaseTaken,
+    /// A builder read the database and is about to `cas` the list.
+    BeforeStore,
+    /// A counter builder read the count and is about to `cas` it.
+    BeforeCounterStore,
+    /// A compaction is about to `cas` the compacted value.
+    BeforeCompact,
+}
+
+pub type Hook = Arc<dyn Fn(HookPoint, &str) + Send + Sync>;
+
+/// Tunables of the protocol.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A lease older than this belongs to a builder that died.
+    pub lease_ttl: Duration,
+    /// How long a reader waits for another process's build before reading
+    /// the database itself.
+    pub lease_wait: Duration,
+    /// Compact when dead frames exceed live ones and this many.
+    pub compact_min_dead: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { lease_ttl: Duration::from_secs(3), lease_wait: Duration::from_millis(60), compact_min_dead: 16 }
+    }
+}
+
+/// One list as a reader receives it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub key: String,
+    /// A complete list value (records and trailer).
+    pub bytes: Vec<u8>,
+    /// True when the bytes came from the cache (a hit).
+    pub hit: bool,
+    /// Why the cache was bypassed, if it was (server down, list too large).
+    pub fault: Option<String>,
+}
+
+/// What a write could not do: keys that may now be stale and must be
+/// repaired (deleted) once the server is back.
+#[derive(Debug, Clone, Default)]
+pub struct WriteReport {
+    pub failed_keys: Vec<String>,
+    pub faults: Vec<String>,
+}
+
+/// One index of the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Entry {
+    schema_fp: u32,
+    layout_fp: u32,
+    fields: Vec<String>,
+}
+
+/// The model's meta value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Meta {
+    generation: u64,
+    entries: Vec<Entry>,
+}
+
+impl Meta {
+    fn encode(&self) -> Vec<u8> {
+        let mut s = format!("listy-meta 1\ng {:x}\n", self.generation);
+        for e in &self.entries {
+            s.push_str(&format!("i {:08x} {:08x} {}\n", e.schema_fp, e.layout_fp, e.fields.join(",")));
+        }
+        s.into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Meta> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != "listy-meta 1" {
+            return None;
+        }
+        let generation = u64::from_str_radix(lines.next()?.strip_prefix("g ")?, 16).ok()?;
+        let mut entries = Vec::new();
+        for line in lines {
+            let mut parts = line.strip_prefix("i ")?.splitn(3, ' ');
+            let schema_fp = u32::from_str_radix(parts.next()?, 16).ok()?;
+            let layout_fp = u32::from_str_radix(parts.next()?, 16).ok()?;
+            let fields = parts.next()?.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect();
+            entries.push(Entry { schema_fp, layout_fp, fields });
+        }
+        Some(Meta { generation, entries })
+    }
+}
+
+/// A list of this client's schema: its fields and its record layout.
+#[derive(Debug)]
+struct ListSpec {
+    fields: Vec<String>,
+    layout: Layout,
+}
+
+/// The list protocol for one model.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    prefix: String,
+    model: String,
+    schema: Arc<Schema>,
+    schema_fp: u32,
+    indexes: Vec<Vec<String>>,
+    specs: Mutex<HashMap<Vec<String>, Arc<ListSpec>>>,
+    meta: Mutex<Option<Meta>>,
+    options: Options,
+    hook: Option<Hook>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Lease markers end the value (prepends go before them): magic, owner
+/// token, and the time it was taken.
+const LEASE_MAGIC: &[u8; 6] = b"\0LEASE";
+const LEASE_LEN: usize = 22;
+
+fn lease_marker(token: u64) -> Vec<u8> {
+    let mut m = LEASE_MAGIC.to_vec();
+    m.extend_from_slice(&token.to_le_bytes());
+    m.extend_from_slice(&now_millis().to_le_bytes());
+    m
+}
+
+/// (token, age) of the lease a value ends with, if it does.
+fn lease_of(value: &[u8]) -> Option<(u64, Duration)> {
+    let tail = value.len().checked_sub(LEASE_LEN).map(|s| &value[s..])?;
+    if &tail[..6] != LEASE_MAGIC {
+        return None;
+    }
+    let token = u64::from_le_bytes(tail[6..14].try_into().ok()?);
+    let taken = u64::from_le_bytes(tail[14..22].try_into().ok()?);
+    Some((token, Duration::from_millis(now_millis().saturating_sub(taken))))
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn new_token() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() as u64;
+    (now_micros() ^ (pid << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
+}
+
+/// What a reader found under a list key.
+enum Found {
+    List(Item),
+    Leased,
+    Broken(Item),
+    Missing,
+}
+
+impl Engine {
+    /// `indexes`: this client's indexes, each a list of schema field names.
+    pub fn new(
+        store: Arc<dyn Store>,
+        prefix: &str,
+        model: &str,
+        schema: Schema,
+        indexes: Vec<Vec<String>>,
+        options: Options,
+    ) -> Result<Engine> {
+        let schema = Arc::new(schema);
+        let mut normalized = Vec::new();
+        for index in indexes {
+            let mut fields = index.clone();
+            fields.sort();
+            fields.dedup();
+            if fields.is_empty() {
+                return Err(Error::Config("an index needs at least one field".into()));
+            }
+            if let Some(bad) = fields.iter().find(|f| schema.position(f).is_none()) {
+                return Err(Error::Config(format!("index {index:?} names {bad:?}, which is not a field of {model}")));
+            }
+            normalized.push(fields);
+        }
+        Ok(Engine {
+            store,
+            prefix: prefix.to_string(),
+            model: model.to_string(),
+            schema_fp: schema.fingerprint(),
+            schema,
+            indexes: normalized,
+            specs: Mutex::new(HashMap::new()),
+            meta: Mutex::new(None),
+            options,
+            hook: None,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// Installs a hook called at the protocol's race points (tests).
+    pub fn set_hook(&mut self, hook: Hook) {
+        self.hook = Some(hook);
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn indexes(&self) -> &[Vec<String>] {
+        &self.indexes
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    pub fn reset_stats(&self) {
+        self.hits.store(0, Ordering::Relaxed);
+        self.misses.store(0, Ordering::Relaxed);
+    }
+
+    fn hook(&self, point: HookPoint, key: &str) {
+        if let Some(h) = &self.hook {
+            h(point, key);
+        }
+    }
+
+    /// The layout of the list over `fields` (sorted field names).
+    pub fn layout(&self, fields: &[String]) -> Result<Layout> {
+        Ok(self.spec(fields)?.layout.clone())
+    }
+
+    fn spec(&self, fields: &[String]) -> Result<Arc<ListSpec>> {
+        let mut specs = self.specs.lock().expect("specs poisoned");
+        if let Some(s) = specs.get(fields) {
+            return Ok(s.clone());
+        }
+        let positions = fields
+            .iter()
+            .map(|f| self.schema.position(f).ok_or_else(|| Error::Config(format!("{f:?} is not a field of {}", self.model))))
+            .collect::<Result<Vec<_>>>()?;
+        let spec = Arc::new(ListSpec { fields: fields.to_vec(), layout: Layout::new(self.schema.clone(), &positions) });
+        specs.insert(fields.to_vec(), spec.clone());
+        Ok(spec)
+    }
+
+    fn meta_key(&self) -> String {
+        keys::meta_key(&self.prefix, &self.model)
+    }
+
+    fn list_key(&self, spec_fp: u32, generation: u64, fields: &[String], values: &[Value]) -> String {
+        keys::list_key(&self.prefix, &self.model, spec_fp, generation, fields, values)
+    }
+
+    /// Counter keys do not depend on the record layout: every client of the
+    /// model, whatever its schema, counts the same rows.
+    fn counter_key(&self, generation: u64, fields: &[String], values: &[Value], suffix: &str) -> String {
+        keys::counter_key(&self.list_key(0, generation, fields, values), suffix)
+    }
+
+    fn own_entry(&self, spec: &ListSpec) -> Entry {
+        Entry { schema_fp: self.schema_fp, layout_fp: spec.layout.fingerprint(), fields: spec.fields.clone() }
+    }
+
+    /// The literal key of a list under the current generation.
+    pub fn key(&self, fields: &[String], values: &[Value]) -> Result<String> {
+        let spec = self.spec(fields)?;
+        let meta = self.current_meta()?;
+        Ok(self.list_key(spec.layout.fingerprint(), meta.generation, fields, values))
+    }
+
+    // ------------------------------------------------------------ meta
+
+    fn cached_meta(&self) -> Option<Meta> {
+        self.meta.lock().expect("meta poisoned").clone()
+    }
+
+    fn remember_meta(&self, meta: &Meta) {
+        *self.meta.lock().expect("meta poisoned") = Some(meta.clone());
+    }
+
+    /// The meta value as the store has it now, created if missing.
+    fn current_meta(&self) -> Result<Meta> {
+        let item = self.store.get(&self.meta_key())?;
+        self.meta_from(item)
+    }
+
+    /// Interprets a fetched meta value; a missing or unreadable one is
+    /// replaced by a fresh generation (never an old one: lists of an evicted
+    /// generation must stay unreachable).
+    fn meta_from(&self, item: Option<Item>) -> Result<Meta> {
+        if let Some(meta) = item.as_ref().and_then(|i| Meta::decode(&i.value)) {
+            self.remember_meta(&meta);
+            return Ok(meta);
+        }
+        let floor = self.cached_meta().map(|m| m.generation + 1).unwrap_or(0);
+        let fresh = Meta { generation: now_micros().max(floor), entries: Vec::new() };
+        let op = match item {
+            Some(broken) => Op::Cas { key: self.meta_key(), value: fresh.encode(), cas: broken.cas },
+            None => Op::Add { key: self.meta_key(), value: fresh.encode() },
+        };
+        match self.store.one(op)? {
+            Reply::Stored => {
+                self.remember_meta(&fresh);
+                Ok(fresh)
+            }
+            // Another process created it first: use theirs.
+            _ => {
+                let item = self.store.get(&self.meta_key())?;
+                match item.as_ref().and_then(|i| Meta::decode(&i.value)) {
+                    Some(meta) => {
+                        self.remember_meta(&meta);
+                        Ok(meta)
+                    }
+                    None => Err(Error::protocol(&self.store.server_for(&self.meta_key()), "meta value keeps changing")),
+                }
+            }
+        }
+    }
+
+    /// Adds `entry` to the registry before a builder reads the database, so
+    /// that every write committed after that read updates the new list.
+    fn register(&self, entry: &Entry) -> Result<Meta> {
+        for _ in 0..16 {
+            let item = self.store.get(&self.meta_key())?;
+            let meta = self.meta_from(item.clone())?;
+            if meta.entries.contains(entry) {
+                return Ok(meta);
+            }
+            let Some(item) = item.filter(|i| Meta::decode(&i.value).is_some()) else { continue };
+            let mut next = meta.clone();
+            next.entries.push(entry.clone());
+            if self.store.one(Op::Cas { key: self.meta_key(), value: next.encode(), cas: item.cas })? == Reply::Stored {
+                self.remember_meta(&next);
+                return Ok(next);
+            }
+        }
+        Err(Error::protocol(&self.store.server_for(&self.meta_key()), "could not register the index: meta keeps changing"))
+    }
+
+    /// Runs `ops(meta)` in one batch together with a fetch of the meta,
+    /// guessing the meta from the last one seen; when the guess was wrong,
+    /// runs `ops` again for the real meta. Returns the meta the ops ran for.
+    fn with_meta(&self, ops: impl Fn(&Meta) -> Result<Vec<Op>>) -> Result<(Meta, Vec<Result<Reply>>)> {
+        let mut guess = match self.cached_meta() {
+            Some(m) => m,
+            None => self.current_meta()?,
+        };
+        for _ in 0..4 {
+            let mut batch = vec![Op::Get { key: self.meta_key() }];
+            batch.extend(ops(&guess)?);
+            let mut replies = self.store.execute(batch);
+            let meta_reply = replies.remove(0)?;
+            let item = match meta_reply {
+                Reply::Value(item) => item,
+                other => return Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
+            };
+            let meta = self.meta_from(item)?;
+            if meta == guess {
+                return Ok((meta, replies));
+            }
+            guess = meta;
+        }
+        Err(Error::protocol(&self.store.server_for(&self.meta_key()), "meta changed on every attempt"))
+    }
+
+    // ------------------------------------------------------------ reads
+
+    /// One list: from the cache, or built under the lease, or (cache down,
+    /// lease held too long, list too large) straight from the source.
+    pub fn get(&self, fields: &[String], values: &[Value], source: &dyn Source) -> Result<Fetched> {
+        Ok(self.get_multi(&[(fields.to_vec(), values.to_vec())], source)?.pop().expect("one result"))
+    }
+
+    /// Several lists in one batched round trip; misses are built one by one.
+    pub fn get_multi(&self, requests: &[(Vec<String>, Vec<Value>)], source: &dyn Source) -> Result<Vec<Fetched>> {
+        let specs = requests.iter().map(|(f, _)| self.spec(f)).collect::<Result<Vec<_>>>()?;
+        let batch = self.with_meta(|meta| {
+            Ok(requests
+                .iter()
+                .zip(&specs)
+                .map(|((f, v), s)| Op::Get { key: self.list_key(s.layout.fingerprint(), meta.generation, f, v) })
+                .collect())
+        });
+        let (meta, replies) = match batch {
+            Ok(x) => x,
+            Err(e) => {
+                return requests
+                    .iter()
+                    .zip(&specs)
+                    .map(|((f, v), s)| self.uncached(s, String::new(), f, v, source, e.to_string()))
+                    .collect()
+            }
+        };
+        let mut out = Vec::with_capacity(requests.len());
+        for (((fields, values), spec), reply) in requests.iter().zip(&specs).zip(replies) {
+            let key = self.list_key(spec.layout.fingerprint(), meta.generation, fields, values);
+            let fetched = match reply {
+                Ok(Reply::Value(item)) => self.serve(spec, &key, values, item, source)?,
+                Ok(other) => self.uncached(spec, key, fields, values, source, format!("unexpected reply {other:?}"))?,
+                Err(e) => self.uncached(spec, key, fields, values, source, e.to_string())?,
+            };
+            out.push(fetched);
+        }
+        Ok(out)
+    }
+
+    fn classify(&self, spec: &ListSpec, item: Option<Item>) -> Found {
+        match item {
+            None => Found::Missing,
+            Some(item) if spec.layout.read(&item.value).is_ok() => Found::List(item),
+            Some(item) => match lease_of(&item.value) {
+                Some((_, age)) if age < self.options.lease_ttl => Found::Leased,
+                _ => Found::Broken(item),
+            },
+        }
+    }
+
+    fn serve(&self, spec: &ListSpec, key: &str, values: &[Value], item: Option<Item>, source: &dyn Source) -> Result<Fetched> {
+        let mut found = self.classify(spec, item);
+        let deadline = std::time::Instant::now() + self.options.lease_wait;
+        loop {
+            match found {
+                Found::List(item) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    let bytes = self.maybe_compact(spec, key, item);
+                    return Ok(Fetched { key: key.to_string(), bytes, hit: true, fault: None });
+                }
+                Found::Missing | Found::Broken(_) => {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                    let current = match found {
+                        Found::Broken(item) => Some(item),
+                        _ => None,
+                    };
+                    return match self.build(spec, key, values, current, source) {
+                        Ok(Some(bytes)) => Ok(Fetched { key: key.to_string(), bytes, hit: false, fault: None }),
+                        Ok(None) => self.uncached(spec, key.to_string(), &spec.fields, values, source, "lease lost".into()),
+                        Err(e @ Error::Source(_)) => Err(e),
+                        Err(e) => self.uncached(spec, key.to_string(), &spec.fields, values, source, e.to_string()),
+                    };
+                }
+                Found::Leased => {
+                    // Another process is building: wait a little for it.
+                    if std::time::Instant::now() >= deadline {
+                        self.misses.fetch_add(1, Ordering::Relaxed);
+                        return self.uncached(spec, key.to_string(), &spec.fields, values, source, "another process holds the lease".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                    found = match self.store.get(key) {
+                        Ok(item) => self.classify(spec, item),
+                        Err(e) => return self.uncached(spec, key.to_string(), &spec.fields, values, source, e.to_string()),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The list read from the source and encoded, not stored.
+    fn uncached(&self, spec: &ListSpec, key: String, fields: &[String], values: &[Value], source: &dyn Source, fault: String) -> Result<Fetched> {
+        let rows = source.rows(fields, values)?;
+        let bytes = spec.layout.encode_list(&rows)?;
+        Ok(Fetched { key, bytes, hit: false, fault: Some(fault) })
+    }
+
+    /// Builds a list under the lease. `current` is a broken value found under
+    /// the key (taken over by `cas`). Returns the stored bytes, or `None`
+    /// when another process owns the key now.
+    fn build(&self, spec: &ListSpec, key: &str, values: &[Value], current: Option<Item>, source: &dyn Source) -> Result<Option<Vec<u8>>> {
+        let token = new_token();
+        let marker = lease_marker(token);
+        let take = match current {
+            None => Op::Add { key: key.to_string(), value: marker.clone() },
+            Some(item) => Op::Cas { key: key.to_string(), value: marker.clone(), cas: item.cas },
+        };
+        if self.store.one(take)? != Reply::Stored {
+            return Ok(None);
+        }
+        self.register(&self.own_entry(spec))?;
+        for _ in 0..4 {
+            let Some(item) = self.store.get(key)? else { return Ok(None) };
+            if lease_of(&item.value).map(|(t, _)| t) != Some(token) {
+                return Ok(None);
+            }
+            self.hook(HookPoint::LeaseTaken, key);
+            let rows = source.rows(&spec.fields, values)?;
+            let bytes = spec.layout.encode_list(&rows)?;
+            if bytes.len() > self.store.max_item_size() {
+                self.store.one(Op::Delete { key: key.to_string() })?;
+                return Err(Error::TooLarge { size: bytes.len(), limit: self.store.max_item_size() });
+            }
+            self.hook(HookPoint::BeforeStore, key);
+            match self.store.one(Op::Cas { key: key.to_string(), value: bytes.clone(), cas: item.cas })? {
+                Reply::Stored => return Ok(Some(bytes)),
+                // A write landed on the marker while we read: read again.
+                Reply::Exists => continue,
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    fn maybe_compact(&self, spec: &ListSpec, key: &str, item: Item) -> Vec<u8> {
+        let compacted = match spec.layout.read(&item.value) {
+            Ok(view) if view.dead_frames() >= self.options.compact_min_dead && view.dead_frames() > view.len() => {
+                view.compacted(&spec.layout)
+            }
+            _ => return item.value,
+        };
+        self.hook(HookPoint::BeforeCompact, key);
+        // A lost cas only means a write came first; the next read compacts.
+        let _ = self.store.one(Op::Cas { key: key.to_string(), value: compacted.clone(), cas: item.cas });
+        compacted
+    }
+
+    /// Re-reads one list from the source (after writes Listy did not see).
+    pub fn rebuild(&self, fields: &[String], values: &[Value], source: &dyn Source) -> Result<()> {
+        let key = self.key(fields, values)?;
+        self.store.one(Op::Delete { key: key.clone() })?;
+        let spec = self.spec(fields)?;
+        self.build(spec.as_ref(), &key, values, None, source)?;
+        Ok(())
+    }
+
+    /// Drops every list and counter of the model at once.
+    pub fn flush(&self) -> Result<()> {
+        for _ in 0..16 {
+            let item = self.store.get(&self.meta_key())?;
+            let meta = self.meta_from(item.clone())?;
+            let Some(item) = item else { continue };
+            let next = Meta { generation: (meta.generation + 1).max(now_micros()), entries: meta.entries };
+            if self.store.one(Op::Cas { key: self.meta_key(), value: next.encode(), cas: item.cas })? == Reply::Stored {
+                self.remember_meta(&next);
+                return Ok(());
+            }
+        }
+        Err(Error::protocol(&self.store.server_for(&self.meta_key()), "could not flush: meta keeps changing"))
+    }
+
+    /// The union of every client's indexes (field names), as registered.
+    pub fn registered_indexes(&self) -> Result<Vec<Vec<String>>> {
+        let meta = self.current_meta()?;
+        let mut out: Vec<Vec<String>> = Vec::new();
+        for e in meta.entries {
+            if !out.contains(&e.fields) {
+                out.push(e.fields);
+            }
+        }
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------ writes
+
+    /// A new row: its record goes to every list it belongs to; lists not
+    /// cached are built from the source so the next read is a hit.
+    pub fn add(&self, row: &Row, day: Option<i32>, source: &dyn Source) -> Result<WriteReport> {
+        self.write(&[], Some((row, day)), source, true)
+    }
+
+    /// A removed row: tombstones in every list it was in.
+    pub fn delete(&self, row: &Row, day: Option<i32>, hard: bool) -> Result<WriteReport> {
+        self.write(&[(row, day, hard)], None, &NoSource, false)
+    }
+
+    /// A changed row: tombstones where it left, the new record where it is.
+    pub fn update(&self, old: &Row, old_day: Option<i32>, new: &Row, new_day: Option<i32>, source: &dyn Source) -> Result<WriteReport> {
+        self.write(&[(old, old_day, false)], Some((new, new_day)), source, false)
+    }
+
+    fn write(&self, removed: &[(&Row, Option<i32>, bool)], added: Option<(&Row, Option<i32>)>, source: &dyn Source, build_missing: bool) -> Result<WriteReport> {
+        let mut report = WriteReport::default();
+        // Keys already written: a retry for a newer meta must not bump a
+        // counter twice.
+        let mut done: HashSet<String> = HashSet::new();
+        let mut to_build = Vec::new();
+        let mut guess = match self.cached_meta() {
+            Some(m) => m,
+            None => match self.current_meta() {
+                Ok(m) => m,
+                Err(e) => return Ok(self.unreached(report, e, None, removed, added)),
+            },
+        };
+        for _ in 0..4 {
+            let planned: Vec<_> = self.plan(&guess, removed, added)?.into_iter().filter(|(op, _)| !done.contains(op.key())).collect();
+            let mut batch = vec![Op::Get { key: self.meta_key() }];
+            batch.extend(planned.iter().map(|(op, _)| op.clone()));
+            let mut replies = self.store.execute(batch);
+            let meta_reply = replies.remove(0);
+            let mut repairs = Vec::new();
+            for ((op, target), reply) in planned.into_iter().zip(replies) {
+                let key = op.key().to_string();
+                done.insert(key.clone());
+                match (&op, reply) {
+                    (_, Err(e)) => {
+                        report.faults.push(e.to_string());
+                        report.failed_keys.push(key);
+                    }
+                    (Op::Prepend { .. }, Ok(Reply::NotStored)) => {
+                        // Missing, or too large for one item (memcached kept the
+                        // old value): either way it must not stay without this write.
+                        repairs.push(Op::Delete { key: key.clone() });
+                        if let (true, Some((spec, values))) = (build_missing, target) {
+                            to_build.push((spec, key, values));
+                        }
+                    }
+                    // A counter under construction: break the builder's lease.
+                    (Op::Incr { .. } | Op::Decr { .. }, Ok(Reply::NonNumeric)) => repairs.push(Op::Delete { key }),
+                    _ => {}
+                }
+            }
+            self.repair(repairs, &mut report);
+            let meta = match meta_reply.and_then(|r| match r {
+                Reply::Value(item) => self.meta_from(item),
+                other => Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
+            }) {
+                Ok(meta) => meta,
+                Err(e) => return Ok(self.unreached(report, e, Some(&guess), removed, added)),
+            };
+            if meta == guess {
+                break;
+            }
+            guess = meta;
+        }
+        for (spec, key, values) in to_build {
+            match self.build(&spec, &key, &values, None, source) {
+                Err(e @ Error::Source(_)) => return Err(e),
+                Err(e) => report.faults.push(e.to_string()),
+                Ok(_) => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Deletes keys that must not keep a value that misses a write.
+    fn repair(&self, repairs: Vec<Op>, report: &mut WriteReport) {
+        if repairs.is_empty() {
+            return;
+        }
+        for (op, r) in repairs.iter().zip(self.store.execute(repairs.clone())) {
+            if let Err(e) = r {
+                report.faults.push(e.to_string());
+                report.failed_keys.push(op.key().to_string());
+            }
+        }
+    }
+
+    /// The report of a write whose meta could not be read: every key the
+    /// write would have touched (for the last meta known) needs repair.
+    fn unreached(&self, mut report: WriteReport, e: Error, meta: Option<&Meta>, removed: &[(&Row, Option<i32>, bool)], added: Option<(&Row, Option<i32>)>) -> WriteReport {
+        report.faults.push(e.to_string());
+        if let Some(meta) = meta.cloned().or_else(|| self.cached_meta()) {
+            if let Ok(planned) = self.plan(&meta, removed, added) {
+                report.failed_keys.extend(planned.into_iter().map(|(op, _)| op.key().to_string()));
+            }
+        }
+        report
+    }
+
+    /// The ops of one write for the registry in `meta`: each with the list
+    /// it targets when it is a record prepend (for building a missing list).
+    #[allow(clippy::type_complexity)]
+    fn plan(&self, meta: &Meta, removed: &[(&Row, Option<i32>, bool)], added: Option<(&Row, Option<i32>)>) -> Result<Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)>> {
+        let gen = meta.generation;
+        let mut ops: Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)> = Vec::new();
+        let mut new_lists: HashMap<String, ()> = HashMap::new();
+        let mut new_counters: HashSet<String> = HashSet::new();
+        let mut counter_sets: Vec<Vec<String>> = vec![Vec::new()];
+        for e in &meta.entries {
+            if !counter_sets.contains(&e.fields) {
+                counter_sets.push(e.fields.clone());
+            }
+        }
+        if let Some((row, day)) = added {
+            for e in &meta.entries {
+                let values = self.values_of(row, &e.fields)?;
+                if e.schema_fp != self.schema_fp {
+                    let key = self.list_key(e.layout_fp, gen, &e.fields, &values);
+                    new_lists.insert(key.clone(), ());
+                    ops.push((Op::Delete { key }, None));
+                    continue;
+                }
+                let spec = self.spec(&e.fields)?;
+                let key = self.list_key(spec.layout.fingerprint(), gen, &e.fields, &values);
+                let mut record = Vec::new();
+                spec.layout.encode_record(row, &mut record)?;
+                new_lists.insert(key.clone(), ());
+                ops.push((Op::Prepend { key, value: record }, Some((spec, values))));
+            }
+            for fields in &counter_sets {
+                new_counters.extend(self.counter_keys(gen, row, fields, day)?);
+            }
+        }
+        for (row, day, hard) in removed {
+            for e in &meta.entries {
+                let values = self.values_of(row, &e.fields)?;
+                let key = self.list_key(e.layout_fp, gen, &e.fields, &values);
+                if new_lists.contains_key(&key) {
+                    continue;
+                }
+                if e.schema_fp != self.schema_fp {
+                    ops.push((Op::Delete { key }, None));
+                    continue;
+                }
+                let mut tomb = Vec::new();
+                encode_tombstone(pk_of(row)?, *hard, &mut tomb);
+                ops.push((Op::Prepend { key, value: tomb }, None));
+            }
+            for fields in &counter_sets {
+                for key in self.counter_keys(gen, row, fields, *day)? {
+                    if !new_counters.remove(&key) {
+                        ops.push((Op::Decr { key, delta: 1 }, None));
+                    }
+                }
+            }
+        }
+        let mut incrs: Vec<String> = new_counters.into_iter().collect();
+        incrs.sort();
+        ops.extend(incrs.into_iter().map(|key| (Op::Incr { key, delta: 1 }, None)));
+        Ok(ops)
+    }
+
+    fn values_of(&self, row: &Row, fields: &[String]) -> Result<Vec<Value>> {
+        fields
+            .iter()
+            .map(|f| {
+                let pos = self.schema.position(f).ok_or_else(|| Error::Config(format!("{f:?} is not a field of {}", self.model)))?;
+                row.get(pos).cloned().ok_or_else(|| Error::Schema(format!("row has no value for {f:?}")))
+            })
+            .collect()
+    }
+
+    fn counter_keys(&self, gen: u64, row: &Row, fields: &[String], day: Option<i32>) -> Result<Vec<String>> {
+        let values = self.values_of(row, fields)?;
+        let mut keys = vec![self.counter_key(gen, fields, &values, "c")];
+        if let Some(day) = day {
+            for p in Period::ALL {
+                keys.push(self.counter_key(gen, fields, &values, &format!("{}{}", p.letter(), p.start(day))));
+            }
+        }
+        Ok(keys)
+    }
+
+    // ------------------------------------------------------------ counters
+
+    /// Live rows of a list (`fields` empty: the whole model).
+    pub fn count(&self, fields: &[String], values: &[Value], source: &dyn Source) -> Result<u64> {
+        Ok(self.counts(fields, values, &[("c".to_string(), None)], source)?[0])
+    }
+
+    /// Counts of the buckets of `period` that contain each of `days`.
+    pub fn period_counts(&self, fields: &[String], values: &[Value], period: Period, days: &[i32], source: &dyn Source) -> Result<Vec<u64>> {
+        let buckets: Vec<(String, Option<(i32, i32)>)> = days
+            .iter()
+            .map(|&d| (format!("{}{}", period.letter(), period.start(d)), Some((period.start(d), period.end(d)))))
+            .collect();
+        self.counts(fields, values, &buckets, source)
+    }
+
+    fn counts(&self, fields: &[String], values: &[Value], buckets: &[(String, Option<(i32, i32)>)], source: &dyn Source) -> Result<Vec<u64>> {
+        let mut fields = fields.to_vec();
+        fields.sort();
+        if !fields.is_empty() && !self.indexes.contains(&fields) {
+            return Err(Error::Config(format!("{fields:?} is not an index of {}", self.model)));
+        }
+        let fetched = self.with_meta(|meta| {
+            Ok(buckets.iter().map(|(suffix, _)| Op::Get { key: self.counter_key(meta.generation, &fields, values, suffix) }).collect())
+        });
+        let (meta, replies) = match fetched {
+            Ok(x) => x,
+            Err(_) => return buckets.iter().map(|(_, range)| source.count(&fields, values, *range)).collect(),
+        };
+        let mut out = Vec::with_capacity(buckets.len());
+        for ((suffix, range), reply) in buckets.iter().zip(replies) {
+            let key = self.counter_key(meta.generation, &fields, values, suffix);
+            let cached = match reply {
+                Ok(Reply::Value(Some(item))) => parse_count(&item.value),
+                _ => None,
+            };
+            let n = match cached {
+                Some(n) => n,
+                None => match self.build_counter(&key, &fields, values, *range, source) {
+                    Ok(n) => n,
+                    Err(e @ Error::Source(_)) => return Err(e),
+                    Err(_) => source.count(&fields, values, *range)?,
+                },
+            };
+            out.push(n);
+        }
+        Ok(out)
+    }
+
+    /// Builds one counter under the lease; when the lease cannot be had,
+    /// answers from the source without storing.
+    fn build_counter(&self, key: &str, fields: &[String], values: &[Value], range: Option<(i32, i32)>, source: &dyn Source) -> Result<u64> {
+        if !fields.is_empty() {
+            let spec = self.spec(fields)?;
+            self.register(&self.own_entry(&spec))?;
+        }
+        for _ in 0..4 {
+            let token = new_token();
+            let current = self.store.get(key)?;
+            if let Some(n) = current.as_ref().and_then(|i| parse_count(&i.value)) {
+                return Ok(n);
+            }
+            let take = match &current {
+                Some(item) if lease_of(&item.value).map(|(_, a)| a < self.options.lease_ttl).unwrap_or(false) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                Some(item) => Op::Cas { key: key.to_string(), value: lease_marker(token), cas: item.cas },
+                None => Op::Add { key: key.to_string(), value: lease_marker(token) },
+            };
+            if self.store.one(take)? != Reply::Stored {
+                continue;
+            }
+            let Some(item) = self.store.get(key)? else { continue };
+            if lease_of(&item.value).map(|(t, _)| t) != Some(token) {
+                continue;
+            }
+            let n = source.count(fields, values, range)?;
+            self.hook(HookPoint::BeforeCounterStore, key);
+            if self.store.one(Op::Cas { key: key.to_string(), value: n.to_string().into_bytes(), cas: item.cas })? == Reply::Stored {
+                return Ok(n);
+            }
+        }
+        source.count(fields, values, range)
+    }
+
+    /// The raw value of a list and its key, for inspection.
+    pub fn raw(&self, fields: &[String], values: &[Value]) -> Result<(String, Option<Vec<u8>>)> {
+        let key = self.key(fields, values)?;
+        let item = self.store.get(&key)?;
+        Ok((key, item.map(|i| i.value)))
+    }
+}
+
+fn parse_count(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim_end().parse().ok()
+}
+
+fn pk_of(row: &Row) -> Result<i64> {
+    match row.first() {
+        Some(Value::Int(pk)) => Ok(*pk),
+        other => Err(Error::Schema(format!("primary key must be an integer, got {other:?}"))),
+    }
+}
+
+/// The source of writes that never build (deletes).
+struct NoSource;
+
+impl Source for NoSource {
+    fn rows(&self, _: &[String], _: &[Value]) -> Result<Vec<Row>> {
+        Err(Error::Source("no source for this operation".into()))
+    }
+    fn count(&self, _: &[String], _: &[Value], _: Option<(i32, i32)>) -> Result<u64> {
+        Err(Error::Source("no source for this operation".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trips() {
+        let m = Meta {
+            generation: 0x1234,
+            entries: vec![Entry { schema_fp: 1, layout_fp: 2, fields: vec!["a".into(), "b".into()] }],
+        };
+        assert_eq!(Meta::decode(&m.encode()), Some(m));
+        assert_eq!(Meta::decode(b"garbage"), None);
+    }
+
+    #[test]
+    fn lease_markers_are_recognised_under_prepends() {
+        let mut v = b"frames".to_vec();
+        v.extend(lease_marker(42));
+        let (token, age) = lease_of(&v).unwrap();
+        assert_eq!(token, 42);
+        assert!(age < Duration::from_secs(1));
+        assert!(lease_of(b"1234").is_none());
+    }
+}

@@ -1,0 +1,158 @@
+//! Memcached keys for lists, counters and a model's meta record.
+//!
+//! ```text
+//! {prefix}ly:{model}:m                                    meta (generation, index registry)
+//! {prefix}ly:{model}:{layout fp}:{gen}:{f1,f2}={v1,v2}    a list
+//! {list key}#{suffix}                                     its counters (#c, #d19700, ...)
+//! ```
+//!
+//! Every key names the model, the generation (so `flush` is one write), the
+//! record layout's fingerprint (so two schemas never share a value) and the
+//! index values. Bytes that memcached forbids (space, control characters)
+//! and the separators are %-escaped; non-ASCII text is escaped byte-wise.
+//! Keys longer than memcached's 250 bytes keep a readable head and end in an
+//! MD5 digest of the whole key.
+
+use crate::codec::Value;
+use md5::{Digest, Md5};
+use std::fmt::Write;
+
+/// memcached's limit on key length.
+pub const MAX_KEY_LEN: usize = 250;
+
+/// The meta key of a model.
+pub fn meta_key(prefix: &str, model: &str) -> String {
+    finish(format!("{}ly:{}:m", escape(prefix), escape(model)))
+}
+
+/// The key of one list.
+pub fn list_key(prefix: &str, model: &str, fingerprint: u32, generation: u64, fields: &[String], values: &[Value]) -> String {
+    let mut key = format!("{}ly:{}:{:08x}:{:x}:", escape(prefix), escape(model), fingerprint, generation);
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        key.push_str(&escape(f));
+    }
+    key.push('=');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        push_value(&mut key, v);
+    }
+    finish(key)
+}
+
+/// The key of a counter that belongs to a list (`suffix` names the bucket).
+pub fn counter_key(list_key: &str, suffix: &str) -> String {
+    finish(format!("{list_key}#{suffix}"))
+}
+
+/// The text form of a key value: the same value always gives the same text,
+/// whichever way the caller spelled it (an FK instance or its id).
+pub fn push_value(key: &mut String, v: &Value) {
+    match v {
+        Value::Null => key.push('~'),
+        Value::Int(i) => write!(key, "{i}").expect("write to String"),
+        Value::Bool(b) => key.push(if *b { 'T' } else { 'F' }),
+        Value::Float(f) => write!(key, "{f:?}").expect("write to String"),
+        Value::Str(s) | Value::Decimal(s) | Value::Json(s) => key.push_str(&escape(s)),
+        Value::Bytes(b) => key.push_str(&hex(b)),
+        Value::Datetime(us) | Value::Time(us) => write!(key, "{us}").expect("write to String"),
+        Value::Date(d) => write!(key, "d{d}").expect("write to String"),
+        Value::Uuid(u) => key.push_str(&hex(u)),
+    }
+}
+
+/// %-escapes everything that is not a printable ASCII character, plus the
+/// characters the key grammar uses as separators.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_graphic() && !matches!(b, b'%' | b':' | b',' | b'=' | b'#' | b'~') {
+            out.push(b as char);
+        } else {
+            write!(out, "%{b:02X}").expect("write to String");
+        }
+    }
+    out
+}
+
+/// Keeps keys under memcached's limit: a long key becomes its first 200
+/// bytes, then `!` and the MD5 of the whole key (a different key of the same
+/// head still gets a different digest).
+fn finish(key: String) -> String {
+    if key.len() <= MAX_KEY_LEN {
+        return key;
+    }
+    let digest = Md5::digest(key.as_bytes());
+    let mut head = key;
+    head.truncate(200);
+    head.push('!');
+    head.push_str(&hex(&digest));
+    head
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        write!(s, "{b:02x}").expect("write to String");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn memcached_safe(key: &str) -> bool {
+        key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
+    }
+
+    #[test]
+    fn list_keys_name_model_generation_fields_and_values() {
+        let k = list_key("site1:", "app.Follow", 0xabc, 17, &fields(&["followee_id", "follower_id"]), &[Value::Int(5), Value::Int(-7)]);
+        assert_eq!(k, "site1%3Aly:app.Follow:00000abc:11:followee_id,follower_id=5,-7");
+        assert_eq!(counter_key(&k, "c"), format!("{k}#c"));
+    }
+
+    #[test]
+    fn spaces_control_and_non_ascii_are_escaped() {
+        let k = list_key("", "m", 1, 1, &fields(&["name"]), &[Value::Str("a b\n\u{e9},=".into())]);
+        assert!(memcached_safe(&k), "{k}");
+        assert!(k.ends_with("name=a%20b%0A%C3%A9%2C%3D"), "{k}");
+        // Distinct values give distinct keys even when they share characters.
+        let a = list_key("", "m", 1, 1, &fields(&["a", "b"]), &[Value::Str("x,y".into()), Value::Str("z".into())]);
+        let b = list_key("", "m", 1, 1, &fields(&["a", "b"]), &[Value::Str("x".into()), Value::Str("y,z".into())]);
+        assert_ne!(a, b);
+        let n = list_key("", "m", 1, 1, &fields(&["a"]), &[Value::Null]);
+        let t = list_key("", "m", 1, 1, &fields(&["a"]), &[Value::Str("~".into())]);
+        assert_ne!(n, t);
+    }
+
+    #[test]
+    fn long_keys_get_a_digest_and_stay_distinct() {
+        let long_a = "x".repeat(400);
+        let long_b = format!("{}y", "x".repeat(399));
+        let a = list_key("", "m", 1, 1, &fields(&["name"]), &[Value::Str(long_a)]);
+        let b = list_key("", "m", 1, 1, &fields(&["name"]), &[Value::Str(long_b)]);
+        assert!(memcached_safe(&a) && memcached_safe(&b));
+        assert_ne!(a, b);
+        assert!(memcached_safe(&counter_key(&a, "d20000")));
+        assert_ne!(counter_key(&a, "c"), counter_key(&a, "d1"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_key_is_memcached_safe(prefix in ".{0,40}", s in ".{0,300}", i in proptest::num::i64::ANY) {
+            let k = list_key(&prefix, "app.M", 9, 3, &fields(&["a", "b"]), &[Value::Str(s), Value::Int(i)]);
+            proptest::prop_assert!(memcached_safe(&k), "{}", k);
+            proptest::prop_assert!(memcached_safe(&meta_key(&prefix, "app.M")));
+        }
+    }
+}

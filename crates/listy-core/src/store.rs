@@ -1,0 +1,101 @@
+//! The `Store` trait: the handful of memcached operations the list protocol
+//! needs, executed as one pipelined batch. Two implementations: the memcached
+//! pool (`crate::pool::MemcachedPool`) and the embedded in-process store
+//! (`crate::local::LocalStore`). Both must behave identically, so the engine's
+//! tests run on both.
+
+use crate::error::Result;
+
+/// One cached value with its CAS token (always fetched: `gets`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub value: Vec<u8>,
+    pub cas: u64,
+}
+
+/// One storage command. Keys must already be memcached-safe (see `keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `gets key`: the value and its CAS token, or nothing.
+    Get { key: String },
+    /// `set key 0 0 n`
+    Set { key: String, value: Vec<u8> },
+    /// `add key 0 0 n`: store only if missing.
+    Add { key: String, value: Vec<u8> },
+    /// `cas key 0 0 n token`: store only if unchanged since `gets`.
+    Cas { key: String, value: Vec<u8>, cas: u64 },
+    /// `prepend key 0 0 n`: NOT_STORED when missing *or* when the result
+    /// would pass the item size limit (the old value is then kept).
+    Prepend { key: String, value: Vec<u8> },
+    /// `delete key`
+    Delete { key: String },
+    /// `incr key n`
+    Incr { key: String, delta: u64 },
+    /// `decr key n` (memcached stops at 0).
+    Decr { key: String, delta: u64 },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Get { key }
+            | Op::Set { key, .. }
+            | Op::Add { key, .. }
+            | Op::Cas { key, .. }
+            | Op::Prepend { key, .. }
+            | Op::Delete { key }
+            | Op::Incr { key, .. }
+            | Op::Decr { key, .. } => key,
+        }
+    }
+}
+
+/// The answer to one `Op`, in memcached's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Answer to `Get`: `None` on a miss.
+    Value(Option<Item>),
+    Stored,
+    NotStored,
+    /// `cas` lost: the value changed since `gets`.
+    Exists,
+    NotFound,
+    Deleted,
+    /// New value after `incr`/`decr`.
+    Number(u64),
+    /// `incr`/`decr` on a value that is not a number (e.g. a lease marker).
+    NonNumeric,
+}
+
+/// A key-value store with memcached's semantics.
+pub trait Store: Send + Sync {
+    /// Runs `ops` in order as one pipelined round trip per server and returns
+    /// one result per op, in the same order. An op whose server is down gets
+    /// `Err(Error::Unavailable)`; the others still run.
+    fn execute(&self, ops: Vec<Op>) -> Vec<Result<Reply>>;
+
+    /// The largest value the store accepts (memcached `-I`, default 1 MiB).
+    fn max_item_size(&self) -> usize;
+
+    /// Drops every key on every server.
+    fn flush_all(&self) -> Result<()>;
+
+    /// A human-readable name of the server a key lives on.
+    fn server_for(&self, key: &str) -> String;
+
+    /// Per-server `stats` as (server, name, value) triples.
+    fn stats(&self) -> Result<Vec<(String, String, String)>>;
+
+    /// Runs one op.
+    fn one(&self, op: Op) -> Result<Reply> {
+        self.execute(vec![op]).pop().expect("execute returns one result per op")
+    }
+
+    /// `gets` of one key.
+    fn get(&self, key: &str) -> Result<Option<Item>> {
+        match self.one(Op::Get { key: key.to_string() })? {
+            Reply::Value(item) => Ok(item),
+            other => Err(crate::Error::protocol(&self.server_for(key), format!("unexpected reply to gets: {other:?}"))),
+        }
+    }
+}
