@@ -112,7 +112,8 @@ class Engine:
     instances: ``object.__new__(model_class)`` with ``__dict__`` filled from
     the record (plus the list's own key fields) and ``_state`` an instance of
     ``state_class`` with ``adding=False, db=db_alias``. ``related`` maps an FK
-    attname (``"entry_id"``) to ``(field name, related model class)`` for
+    attname (``"entry_id"``) to ``(field name, related model class, the related
+    attname the FK value fills)`` for
     inlined foreign-key fields. ``on_build`` (optional) is called with each
     built instance and may return a replacement (the per-request registry).
     """
@@ -128,7 +129,7 @@ class Engine:
         model_class: type,
         state_class: type,
         db_alias: str = "default",
-        related: dict[str, tuple[str, type]] | None = None,
+        related: dict[str, tuple[str, type, str]] | None = None,
         on_build: Callable[[Any], Any] | None = None,
     ) -> None: ...
 

@@ -359,13 +359,19 @@ impl<'a> ListView<'a> {
     fn new(layout: &Layout, bytes: &'a [u8]) -> Result<ListView<'a>> {
         let body_len = check_trailer(layout, bytes)?;
         let (frames, hard) = walk(layout, &bytes[..body_len])?;
-        let mut seen = HashSet::with_capacity(frames.len());
+        let mut seen: PkSet = HashSet::with_capacity_and_hasher(frames.len(), Default::default());
+        let mut repeated = false;
         let mut live = Vec::with_capacity(frames.len());
         for &(start, end, tag, pk) in &frames {
             // The first frame for a pk is the truth; a hard tombstone anywhere wins.
-            if seen.insert(pk) && tag == TAG_RECORD && !hard.contains(&pk) {
+            if !seen.insert(pk) {
+                repeated = true;
+            } else if tag == TAG_RECORD && !hard.contains(&pk) {
                 live.push((start as u32, end as u32));
             }
+        }
+        if repeated {
+            live = keep_first_positions(&frames, live);
         }
         Ok(ListView { bytes, live, frames: frames.len() })
     }
@@ -444,9 +450,43 @@ fn check_trailer(layout: &Layout, bytes: &[u8]) -> Result<usize> {
 
 type WalkedFrame = (usize, usize, u8, i64);
 
-fn walk(layout: &Layout, body: &[u8]) -> Result<(Vec<WalkedFrame>, HashSet<i64>)> {
+/// A set of primary keys with a cheap multiplicative hash: walking a list
+/// hashes every pk, and SipHash would cost more than decoding.
+type PkSet = HashSet<i64, std::hash::BuildHasherDefault<PkHasher>>;
+
+#[derive(Default)]
+struct PkHasher(u64);
+
+impl std::hash::Hasher for PkHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.0 = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    }
+}
+
+/// A row updated in place keeps its place: each live record is listed where
+/// the pk's oldest frame stands (its first add), with its newest content.
+fn keep_first_positions(frames: &[WalkedFrame], live: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    let mut oldest: std::collections::HashMap<i64, usize, std::hash::BuildHasherDefault<PkHasher>> = Default::default();
+    for (i, &(_, _, _, pk)) in frames.iter().enumerate() {
+        oldest.insert(pk, i);
+    }
+    let by_start: std::collections::HashMap<u32, i64> = frames.iter().map(|&(s, _, _, pk)| (s as u32, pk)).collect();
+    let mut keyed: Vec<(usize, (u32, u32))> = live.into_iter().map(|r| (oldest[&by_start[&r.0]], r)).collect();
+    keyed.sort_by_key(|&(pos, _)| pos);
+    keyed.into_iter().map(|(_, r)| r).collect()
+}
+
+fn walk(layout: &Layout, body: &[u8]) -> Result<(Vec<WalkedFrame>, PkSet)> {
     let mut frames = Vec::new();
-    let mut hard = HashSet::new();
+    let mut hard = PkSet::default();
     let mut pos = 0;
     while pos < body.len() {
         let (tag, pk, end) = layout.frame_at(body, pos)?;
@@ -722,6 +762,26 @@ mod tests {
         assert!(layout.encode_record(&[Value::Int(1)], &mut out).is_err());
     }
 
+    impl Value {
+        fn as_pk(self) -> i64 {
+            match self {
+                Value::Int(pk) => pk,
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    #[test]
+    fn an_updated_row_keeps_its_place_with_its_new_content() {
+        let layout = Layout::new(follow_schema(), &[2]);
+        let mut bytes = Vec::new();
+        layout.encode_record(&follow(2, 99), &mut bytes).unwrap();
+        bytes.extend(layout.encode_list(&[follow(3, 30), follow(2, 20), follow(1, 10)]).unwrap());
+        let got = decode_all(&layout, &bytes);
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!(got[1].1[1], Value::Int(99));
+    }
+
     fn arb_row() -> impl Strategy<Value = Row> {
         (any::<i64>(), any::<i64>(), proptest::option::of(".{0,20}"), any::<f64>(), any::<bool>()).prop_map(
             |(pk, ts, s, f, b)| {
@@ -755,8 +815,15 @@ mod tests {
             let layout = Layout::new(prop_schema(), &[]);
             let bytes = layout.encode_list(&rows).unwrap();
             let got = decode_all(&layout, &bytes);
+            // Newest content of each pk, listed where its oldest frame stands.
             let mut seen = HashSet::new();
-            let expected: Vec<&Row> = rows.iter().filter(|r| match r[0] { Value::Int(pk) => seen.insert(pk), _ => false }).collect();
+            let mut expected: Vec<(usize, &Row)> = rows
+                .iter()
+                .filter(|r| seen.insert(r[0].clone().as_pk()))
+                .map(|r| (rows.iter().rposition(|x| x[0] == r[0]).unwrap(), r))
+                .collect();
+            expected.sort_by_key(|&(pos, _)| pos);
+            let expected: Vec<&Row> = expected.into_iter().map(|(_, r)| r).collect();
             prop_assert_eq!(got.len(), expected.len());
             for (g, e) in got.iter().zip(expected) {
                 prop_assert_eq!(Value::Int(g.0), e[0].clone());

@@ -1,0 +1,524 @@
+//! The list protocol against real stores: the embedded store and a real
+//! memcached started on a free port. Each race of the protocol has a
+//! deterministic interleaving test (a hook pauses the builder and lets a
+//! second client write at the worst moment), and a model-based property test
+//! checks convergence under random writes, reads and evictions.
+
+mod common;
+
+use listy_core::codec::{Field, Kind, Row, Schema, Value};
+use listy_core::engine::{Engine, HookPoint, Options, Source};
+use listy_core::local::LocalStore;
+use listy_core::pool::{MemcachedPool, PoolConfig};
+use listy_core::{Op, Store};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+const FIELDS: [&str; 4] = ["id", "created", "follower_id", "followee_id"];
+const DAY_US: i64 = 86_400_000_000;
+
+/// A tiny database: the truth the cache must converge to.
+#[derive(Default)]
+struct Db {
+    rows: Mutex<BTreeMap<i64, Row>>,
+    queries: AtomicUsize,
+}
+
+impl Db {
+    fn matches(row: &Row, fields: &[String], values: &[Value]) -> bool {
+        fields.iter().zip(values).all(|(f, v)| &row[FIELDS.iter().position(|x| x == f).unwrap()] == v)
+    }
+
+    fn pks(&self, fields: &[String], values: &[Value]) -> Vec<i64> {
+        self.rows(fields, values).unwrap().iter().map(pk).collect()
+    }
+
+    fn insert(&self, row: Row) {
+        self.rows.lock().unwrap().insert(pk(&row), row);
+    }
+
+    fn remove(&self, id: i64) -> Option<Row> {
+        self.rows.lock().unwrap().remove(&id)
+    }
+}
+
+impl Source for Db {
+    fn rows(&self, fields: &[String], values: &[Value]) -> listy_core::Result<Vec<Row>> {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        let rows = self.rows.lock().unwrap();
+        Ok(rows.values().rev().filter(|r| Self::matches(r, fields, values)).cloned().collect())
+    }
+
+    fn count(&self, fields: &[String], values: &[Value], days: Option<(i32, i32)>) -> listy_core::Result<u64> {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        let rows = self.rows.lock().unwrap();
+        Ok(rows
+            .values()
+            .filter(|r| Self::matches(r, fields, values))
+            .filter(|r| match (days, &r[1]) {
+                (Some((s, e)), Value::Datetime(us)) => {
+                    let d = us.div_euclid(DAY_US) as i32;
+                    s <= d && d < e
+                }
+                _ => true,
+            })
+            .count() as u64)
+    }
+}
+
+fn pk(row: &Row) -> i64 {
+    match row[0] {
+        Value::Int(p) => p,
+        _ => unreachable!(),
+    }
+}
+
+fn follow(id: i64, follower: i64, followee: i64) -> Row {
+    // Rows a day apart so the period counters see different buckets.
+    vec![Value::Int(id), Value::Datetime(1_790_000_000_000_000 + id * DAY_US / 3), Value::Int(follower), Value::Int(followee)]
+}
+
+fn day_of(row: &Row) -> Option<i32> {
+    match row[1] {
+        Value::Datetime(us) => Some(us.div_euclid(DAY_US) as i32),
+        _ => None,
+    }
+}
+
+fn schema() -> Schema {
+    Schema::new(vec![
+        Field::new("id", Kind::Int, false),
+        Field::new("created", Kind::Datetime, false),
+        Field::new("follower_id", Kind::Int, false),
+        Field::new("followee_id", Kind::Int, false),
+    ])
+    .unwrap()
+}
+
+fn idx(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn all_indexes() -> Vec<Vec<String>> {
+    vec![idx(&["id"]), idx(&["follower_id"]), idx(&["followee_id", "follower_id"])]
+}
+
+fn engine(store: &Arc<dyn Store>, indexes: Vec<Vec<String>>) -> Engine {
+    Engine::new(store.clone(), "t:", "app.Follow", schema(), indexes, Options::default()).unwrap()
+}
+
+/// Runs `test` on the embedded store and on a real memcached.
+fn on_every_store(test: impl Fn(Arc<dyn Store>)) {
+    test(Arc::new(LocalStore::new("engine-test", 1 << 20)));
+    let server = common::Memcached::start();
+    let pool = MemcachedPool::new(PoolConfig::new(vec![server.addr()])).unwrap();
+    test(Arc::new(pool));
+}
+
+fn list(e: &Engine, db: &Db, fields: &[&str], values: &[i64]) -> (Vec<i64>, bool) {
+    let fields = idx(fields);
+    let values: Vec<Value> = values.iter().map(|v| Value::Int(*v)).collect();
+    let fetched = e.get(&fields, &values, db).unwrap();
+    let layout = e.layout(&fields).unwrap();
+    let view = layout.read(&fetched.bytes).unwrap();
+    let mut out = Vec::new();
+    for i in 0..view.len() {
+        let mut vals = Vec::new();
+        out.push(layout.decode_record(view.record(i), &mut vals).unwrap());
+    }
+    (out, fetched.hit)
+}
+
+fn assert_list(e: &Engine, db: &Db, fields: &[&str], values: &[i64]) {
+    let expected = db.pks(&idx(fields), &values.iter().map(|v| Value::Int(*v)).collect::<Vec<_>>());
+    assert_eq!(list(e, db, fields, values).0, expected, "list {fields:?}={values:?}");
+}
+
+#[test]
+fn reads_hit_after_a_build_and_see_every_write_at_once() {
+    on_every_store(|store| {
+        let db = Db::default();
+        let a = engine(&store, all_indexes());
+        let b = engine(&store, all_indexes());
+        for i in 1..=5 {
+            db.insert(follow(i, 1, 10 + i));
+        }
+        assert_eq!(list(&a, &db, &["follower_id"], &[1]), (vec![5, 4, 3, 2, 1], false));
+        assert_eq!(list(&b, &db, &["follower_id"], &[1]), (vec![5, 4, 3, 2, 1], true));
+        let queries = db.queries.load(Ordering::SeqCst);
+        let row = follow(6, 1, 99);
+        db.insert(row.clone());
+        a.add(&row, day_of(&row), &db).unwrap();
+        assert_eq!(list(&b, &db, &["follower_id"], &[1]), (vec![6, 5, 4, 3, 2, 1], true));
+        let gone = db.remove(3).unwrap();
+        b.delete(&gone, day_of(&gone), true).unwrap();
+        assert_eq!(list(&a, &db, &["follower_id"], &[1]), (vec![6, 5, 4, 2, 1], true));
+        assert_eq!(db.queries.load(Ordering::SeqCst), queries, "no database query after the build");
+        store.flush_all().unwrap();
+    });
+}
+
+#[test]
+fn counters_are_built_once_and_follow_writes() {
+    on_every_store(|store| {
+        let db = Db::default();
+        let e = engine(&store, all_indexes());
+        for i in 1..=9 {
+            db.insert(follow(i, 1 + i % 2, 50));
+        }
+        let f = idx(&["follower_id"]);
+        assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 4);
+        assert_eq!(e.count(&[], &[], &db).unwrap(), 9);
+        let row = follow(10, 1, 51);
+        db.insert(row.clone());
+        e.add(&row, day_of(&row), &db).unwrap();
+        let q = db.queries.load(Ordering::SeqCst);
+        assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 5);
+        assert_eq!(e.count(&[], &[], &db).unwrap(), 10);
+        assert_eq!(db.queries.load(Ordering::SeqCst), q);
+        let day = day_of(&row).unwrap();
+        let period = listy_core::calendar::Period::Week;
+        let got = e.period_counts(&f, &[Value::Int(1)], period, &[day], &db).unwrap();
+        let (s, end) = (period.start(day), period.end(day));
+        assert_eq!(got, vec![db.count(&f, &[Value::Int(1)], Some((s, end))).unwrap()]);
+        let gone = db.remove(10).unwrap();
+        e.delete(&gone, day_of(&gone), true).unwrap();
+        let after = e.period_counts(&f, &[Value::Int(1)], period, &[day], &db).unwrap();
+        assert_eq!(after[0], got[0] - 1);
+        store.flush_all().unwrap();
+    });
+}
+
+/// Build vs add: a row committed and prepended while the builder holds a
+/// database snapshot without it. The stale build must not be stored.
+#[test]
+fn race_build_vs_add_never_stores_the_stale_snapshot() {
+    on_every_store(|store| {
+        let db = Arc::new(Db::default());
+        db.insert(follow(1, 1, 2));
+        let writer = Arc::new(engine(&store, all_indexes()));
+        // The writer must know the list is registered: a first reader builds it.
+        list(&writer, &db, &["follower_id"], &[1]);
+        store.flush_all().unwrap();
+        let mut builder = engine(&store, all_indexes());
+        let fired = Arc::new(AtomicUsize::new(0));
+        let (db2, w2, f2) = (db.clone(), writer.clone(), fired.clone());
+        builder.set_hook(Arc::new(move |point, _key| {
+            if point == HookPoint::BeforeStore && f2.fetch_add(1, Ordering::SeqCst) == 0 {
+                let row = follow(2, 1, 3);
+                db2.insert(row.clone());
+                w2.add(&row, day_of(&row), &*db2).unwrap();
+            }
+        }));
+        let (pks, _) = list(&builder, &db, &["follower_id"], &[1]);
+        assert_eq!(pks, vec![2, 1]);
+        assert_eq!(list(&writer, &db, &["follower_id"], &[1]), (vec![2, 1], true));
+        assert!(fired.load(Ordering::SeqCst) >= 2, "the builder retried after losing the CAS");
+        store.flush_all().unwrap();
+    });
+}
+
+/// Build vs delete: the row leaves the database after the builder's read.
+#[test]
+fn race_build_vs_delete_never_resurrects_the_row() {
+    on_every_store(|store| {
+        let db = Arc::new(Db::default());
+        db.insert(follow(1, 1, 2));
+        db.insert(follow(2, 1, 3));
+        let writer = Arc::new(engine(&store, all_indexes()));
+        list(&writer, &db, &["follower_id"], &[1]);
+        store.flush_all().unwrap();
+        let mut builder = engine(&store, all_indexes());
+        let (db2, w2, fired) = (db.clone(), writer.clone(), Arc::new(AtomicUsize::new(0)));
+        let f2 = fired.clone();
+        builder.set_hook(Arc::new(move |point, _| {
+            if point == HookPoint::BeforeStore && f2.fetch_add(1, Ordering::SeqCst) == 0 {
+                let gone = db2.remove(2).unwrap();
+                w2.delete(&gone, day_of(&gone), true).unwrap();
+            }
+        }));
+        assert_eq!(list(&builder, &db, &["follower_id"], &[1]).0, vec![1]);
+        assert_eq!(list(&writer, &db, &["follower_id"], &[1]), (vec![1], true));
+        store.flush_all().unwrap();
+    });
+}
+
+/// Add vs delete of one row whose cache updates arrive in the opposite order
+/// of the database's: the hard tombstone wins wherever it is.
+#[test]
+fn race_add_vs_delete_of_one_row_ends_as_the_database_did() {
+    on_every_store(|store| {
+        let db = Db::default();
+        db.insert(follow(1, 1, 2));
+        let a = engine(&store, all_indexes());
+        let b = engine(&store, all_indexes());
+        list(&a, &db, &["follower_id"], &[1]);
+        // Database: insert 2, then delete 2. Cache: the delete arrives first.
+        let row = follow(2, 1, 3);
+        b.delete(&row, day_of(&row), true).unwrap();
+        a.add(&row, day_of(&row), &db).unwrap();
+        assert_eq!(list(&a, &db, &["follower_id"], &[1]), (vec![1], true));
+        store.flush_all().unwrap();
+    });
+}
+
+/// Compaction vs add: an add landing between the compactor's read and its
+/// `cas` must survive.
+#[test]
+fn race_compaction_vs_add_keeps_the_add() {
+    on_every_store(|store| {
+        let db = Arc::new(Db::default());
+        let writer = Arc::new(engine(&store, all_indexes()));
+        for i in 1..=40 {
+            db.insert(follow(i, 1, i));
+        }
+        list(&writer, &db, &["follower_id"], &[1]);
+        for i in 1..=30 {
+            let gone = db.remove(i).unwrap();
+            writer.delete(&gone, None, true).unwrap();
+        }
+        let mut reader = engine(&store, all_indexes());
+        let (db2, w2) = (db.clone(), writer.clone());
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f2 = fired.clone();
+        reader.set_hook(Arc::new(move |point, _| {
+            if point == HookPoint::BeforeCompact && f2.fetch_add(1, Ordering::SeqCst) == 0 {
+                let row = follow(41, 1, 41);
+                db2.insert(row.clone());
+                w2.add(&row, None, &*db2).unwrap();
+            }
+        }));
+        list(&reader, &db, &["follower_id"], &[1]);
+        assert_eq!(fired.load(Ordering::SeqCst), 1, "compaction was attempted");
+        // The next read compacts for real: the value shrinks, the list stays.
+        let key = writer.key(&idx(&["follower_id"]), &[Value::Int(1)]).unwrap();
+        let before = store.get(&key).unwrap().unwrap().value.len();
+        assert_list(&writer, &db, &["follower_id"], &[1]);
+        let after = store.get(&key).unwrap().unwrap().value.len();
+        assert!(after < before, "compacted {before} -> {after}");
+        assert_list(&writer, &db, &["follower_id"], &[1]);
+        store.flush_all().unwrap();
+    });
+}
+
+/// Counter build vs incr: a row added between the count query and the `cas`.
+#[test]
+fn race_counter_build_vs_incr_is_never_off_by_one() {
+    on_every_store(|store| {
+        let db = Arc::new(Db::default());
+        db.insert(follow(1, 1, 2));
+        let writer = Arc::new(engine(&store, all_indexes()));
+        let mut builder = engine(&store, all_indexes());
+        let (db2, w2) = (db.clone(), writer.clone());
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f2 = fired.clone();
+        builder.set_hook(Arc::new(move |point, _| {
+            if point == HookPoint::BeforeCounterStore && f2.fetch_add(1, Ordering::SeqCst) == 0 {
+                let row = follow(2, 1, 3);
+                db2.insert(row.clone());
+                w2.add(&row, day_of(&row), &*db2).unwrap();
+            }
+        }));
+        let f = idx(&["follower_id"]);
+        builder.count(&f, &[Value::Int(1)], &*db).unwrap();
+        assert_eq!(writer.count(&f, &[Value::Int(1)], &*db).unwrap(), 2);
+        store.flush_all().unwrap();
+    });
+}
+
+/// A value without a valid trailer (garbage, truncated, a marker that
+/// received prepends) is a miss, rebuilt from the database.
+#[test]
+fn incomplete_or_garbage_values_are_misses() {
+    on_every_store(|store| {
+        let db = Db::default();
+        db.insert(follow(1, 1, 2));
+        db.insert(follow(2, 1, 3));
+        let e = engine(&store, all_indexes());
+        list(&e, &db, &["follower_id"], &[1]);
+        let key = e.key(&idx(&["follower_id"]), &[Value::Int(1)]).unwrap();
+        let good = store.get(&key).unwrap().unwrap().value;
+        for bad in [b"garbage".to_vec(), good[..good.len() - 3].to_vec(), good[3..].to_vec(), vec![]] {
+            store.one(Op::Set { key: key.clone(), value: bad }).unwrap();
+            assert_eq!(list(&e, &db, &["follower_id"], &[1]), (vec![2, 1], false));
+            assert_eq!(list(&e, &db, &["follower_id"], &[1]), (vec![2, 1], true));
+        }
+        store.flush_all().unwrap();
+    });
+}
+
+/// A prepend that would pass the item size limit must not leave the old
+/// value (without the new record) behind.
+#[test]
+fn a_list_that_outgrows_the_item_limit_is_never_served_without_the_write() {
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new("tiny", 120));
+    let db = Db::default();
+    let e = engine(&store, all_indexes());
+    for i in 1..=9 {
+        db.insert(follow(i, 1, i));
+    }
+    list(&e, &db, &["follower_id"], &[1]);
+    for i in 10..=14 {
+        let row = follow(i, 1, i);
+        db.insert(row.clone());
+        e.add(&row, None, &db).unwrap();
+        assert_list(&e, &db, &["follower_id"], &[1]);
+    }
+}
+
+/// Clients declaring different indexes keep each other's lists right.
+#[test]
+fn clients_with_different_indexes_update_each_others_lists() {
+    on_every_store(|store| {
+        let db = Db::default();
+        db.insert(follow(1, 1, 2));
+        let by_followee = engine(&store, vec![idx(&["followee_id"])]);
+        let by_follower = engine(&store, vec![idx(&["follower_id"])]);
+        assert_eq!(list(&by_followee, &db, &["followee_id"], &[2]).0, vec![1]);
+        let row = follow(2, 7, 2);
+        db.insert(row.clone());
+        by_follower.add(&row, None, &db).unwrap();
+        assert_eq!(list(&by_followee, &db, &["followee_id"], &[2]), (vec![2, 1], true));
+        let mut reg = by_follower.registered_indexes().unwrap();
+        reg.sort();
+        assert_eq!(reg, vec![idx(&["followee_id"])]);
+        store.flush_all().unwrap();
+    });
+}
+
+/// `flush` drops every list at once; an evicted meta never revives an old
+/// generation's lists.
+#[test]
+fn flush_and_meta_eviction_never_serve_old_lists() {
+    on_every_store(|store| {
+        let db = Db::default();
+        db.insert(follow(1, 1, 2));
+        let a = engine(&store, all_indexes());
+        let b = engine(&store, all_indexes());
+        list(&a, &db, &["follower_id"], &[1]);
+        list(&b, &db, &["follower_id"], &[1]);
+        // Change the database behind Listy's back, then flush.
+        db.insert(follow(2, 1, 3));
+        a.flush().unwrap();
+        assert_eq!(list(&b, &db, &["follower_id"], &[1]), (vec![2, 1], false));
+        // Evict the meta: b's remembered generation must not be trusted.
+        db.insert(follow(3, 1, 4));
+        store.one(Op::Delete { key: listy_core::keys::meta_key("t:", "app.Follow") }).unwrap();
+        assert_eq!(list(&b, &db, &["follower_id"], &[1]).0, vec![3, 2, 1]);
+        store.flush_all().unwrap();
+    });
+}
+
+mod model {
+    //! Random operations from several clients with random evictions; at
+    //! quiescence every list and counter equals the database.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Add { client: usize, follower: i64, followee: i64 },
+        Delete { client: usize, pick: usize },
+        Move { client: usize, pick: usize, followee: i64 },
+        Read { client: usize, follower: i64 },
+        Count { client: usize, follower: i64 },
+        Evict { follower: i64 },
+        EvictMeta,
+        Flush { client: usize },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0..3usize, 1..4i64, 1..5i64).prop_map(|(client, follower, followee)| Step::Add { client, follower, followee }),
+            2 => (0..3usize, any::<usize>()).prop_map(|(client, pick)| Step::Delete { client, pick }),
+            1 => (0..3usize, any::<usize>(), 1..5i64).prop_map(|(client, pick, followee)| Step::Move { client, pick, followee }),
+            3 => (0..3usize, 1..4i64).prop_map(|(client, follower)| Step::Read { client, follower }),
+            2 => (0..3usize, 1..4i64).prop_map(|(client, follower)| Step::Count { client, follower }),
+            1 => (1..4i64).prop_map(|follower| Step::Evict { follower }),
+            1 => Just(Step::EvictMeta),
+            1 => (0..3usize).prop_map(|client| Step::Flush { client }),
+        ]
+    }
+
+    fn run(store: Arc<dyn Store>, steps: &[Step]) -> std::result::Result<(), TestCaseError> {
+        store.flush_all().unwrap();
+        let db = Db::default();
+        let clients: Vec<Engine> = (0..3).map(|_| engine(&store, all_indexes())).collect();
+        let mut next_id = 1;
+        let f = idx(&["follower_id"]);
+        for s in steps {
+            match *s {
+                Step::Add { client, follower, followee } => {
+                    let row = follow(next_id, follower, followee);
+                    next_id += 1;
+                    db.insert(row.clone());
+                    clients[client].add(&row, day_of(&row), &db).unwrap();
+                }
+                Step::Delete { client, pick } => {
+                    let id = { db.rows.lock().unwrap().keys().copied().nth(pick % (next_id as usize)) };
+                    if let Some(row) = id.and_then(|id| db.remove(id)) {
+                        clients[client].delete(&row, day_of(&row), true).unwrap();
+                    }
+                }
+                Step::Move { client, pick, followee } => {
+                    let old = { db.rows.lock().unwrap().values().nth(pick % (next_id as usize)).cloned() };
+                    if let Some(old) = old {
+                        let mut new = old.clone();
+                        new[3] = Value::Int(followee);
+                        db.insert(new.clone());
+                        clients[client].update(&old, day_of(&old), &new, day_of(&new), &db).unwrap();
+                    }
+                }
+                Step::Read { client, follower } => {
+                    let got = list(&clients[client], &db, &["follower_id"], &[follower]).0;
+                    prop_assert_eq!(got, db.pks(&f, &[Value::Int(follower)]));
+                }
+                Step::Count { client, follower } => {
+                    let got = clients[client].count(&f, &[Value::Int(follower)], &db).unwrap();
+                    prop_assert_eq!(got, db.count(&f, &[Value::Int(follower)], None).unwrap());
+                }
+                Step::Evict { follower } => {
+                    let key = clients[0].key(&f, &[Value::Int(follower)]).unwrap();
+                    store.one(Op::Delete { key }).unwrap();
+                }
+                Step::EvictMeta => {
+                    store.one(Op::Delete { key: listy_core::keys::meta_key("t:", "app.Follow") }).unwrap();
+                }
+                Step::Flush { client } => clients[client].flush().unwrap(),
+            }
+        }
+        for c in &clients {
+            for follower in 1..4 {
+                prop_assert_eq!(list(c, &db, &["follower_id"], &[follower]).0, db.pks(&f, &[Value::Int(follower)]));
+                prop_assert_eq!(c.count(&f, &[Value::Int(follower)], &db).unwrap(), db.count(&f, &[Value::Int(follower)], None).unwrap());
+                for followee in 1..5 {
+                    let ff = idx(&["followee_id", "follower_id"]);
+                    let vals = [Value::Int(followee), Value::Int(follower)];
+                    let fetched = c.get(&ff, &vals, &db).unwrap();
+                    let layout = c.layout(&ff).unwrap();
+                    let view = layout.read(&fetched.bytes).unwrap();
+                    prop_assert_eq!(view.len(), db.pks(&ff, &vals).len());
+                }
+            }
+            prop_assert_eq!(c.count(&[], &[], &db).unwrap(), db.rows.lock().unwrap().len() as u64);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn random_clients_converge_on_the_embedded_store(steps in proptest::collection::vec(step(), 1..60)) {
+            run(Arc::new(LocalStore::new("model", 1 << 20)), &steps)?;
+        }
+    }
+
+    #[test]
+    fn random_clients_converge_on_memcached() {
+        let server = common::Memcached::start();
+        let store: Arc<dyn Store> = Arc::new(MemcachedPool::new(PoolConfig::new(vec![server.addr()])).unwrap());
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });
+        runner.run(&proptest::collection::vec(step(), 1..60), |steps| run(store.clone(), &steps)).unwrap();
+    }
+}

@@ -1,0 +1,382 @@
+//! `Engine`: the list protocol of `listy-core` for one Django model. Store
+//! I/O runs with the GIL released; the Python loaders are called back with
+//! it re-acquired.
+
+use crate::convert::{row_from_py, to_value, PySchema};
+use crate::errors::{CoreError, CoreResult};
+use crate::records::{Builder, Records, Related};
+use crate::store::PyStore;
+use listy_core::calendar::Period;
+use listy_core::codec::{describe, Row, Value};
+use listy_core::engine::{Engine, Fetched, Options, Source, WriteReport};
+use listy_core::Error;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Calls the Python loaders; a Python exception raised by a loader is kept
+/// and re-raised unchanged once the engine returns.
+struct PySource<'a> {
+    loader: Option<&'a Py<PyAny>>,
+    schema: &'a PySchema,
+    raised: Mutex<Option<PyErr>>,
+}
+
+impl<'a> PySource<'a> {
+    fn new(loader: Option<&'a Py<PyAny>>, schema: &'a PySchema) -> Self {
+        PySource { loader, schema, raised: Mutex::new(None) }
+    }
+
+    fn call<T>(&self, f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>) -> listy_core::Result<T> {
+        let Some(loader) = self.loader else { return Err(Error::Source("no loader given".into())) };
+        Python::attach(|py| {
+            f(py, loader.bind(py)).map_err(|e| {
+                let msg = e.to_string();
+                *self.raised.lock().expect("source poisoned") = Some(e);
+                Error::Source(msg)
+            })
+        })
+    }
+
+    /// Turns a core error into the Python exception to raise.
+    fn error(&self, e: Error) -> PyErr {
+        match (&e, self.raised.lock().expect("source poisoned").take()) {
+            (Error::Source(_), Some(original)) => original,
+            _ => CoreError(e).into(),
+        }
+    }
+}
+
+fn py_values<'py>(py: Python<'py>, values: &[Value], schema: &PySchema, fields: &[String]) -> PyResult<Bound<'py, PyTuple>> {
+    let items = fields
+        .iter()
+        .zip(values)
+        .map(|(f, v)| {
+            let field = &schema.inner.fields()[schema.inner.position(f).expect("index field")];
+            value_to_py(py, v, field.kind, schema.aware)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(py, items)
+}
+
+fn value_to_py<'py>(py: Python<'py>, v: &Value, _kind: listy_core::codec::Kind, aware: bool) -> PyResult<Bound<'py, PyAny>> {
+    let r = match v {
+        Value::Null => listy_core::codec::ValueRef::Null,
+        Value::Int(i) => listy_core::codec::ValueRef::Int(*i),
+        Value::Bool(b) => listy_core::codec::ValueRef::Bool(*b),
+        Value::Float(f) => listy_core::codec::ValueRef::Float(*f),
+        Value::Str(s) => listy_core::codec::ValueRef::Str(s),
+        Value::Bytes(b) => listy_core::codec::ValueRef::Bytes(b),
+        Value::Datetime(us) => listy_core::codec::ValueRef::Datetime(*us),
+        Value::Date(d) => listy_core::codec::ValueRef::Date(*d),
+        Value::Time(us) => listy_core::codec::ValueRef::Time(*us),
+        Value::Decimal(s) => listy_core::codec::ValueRef::Decimal(s),
+        Value::Uuid(u) => listy_core::codec::ValueRef::Uuid(u),
+        Value::Json(s) => listy_core::codec::ValueRef::Json(s),
+    };
+    crate::convert::to_py(py, r, aware)
+}
+
+impl Source for PySource<'_> {
+    fn rows(&self, fields: &[String], values: &[Value]) -> listy_core::Result<Vec<Row>> {
+        self.call(|py, loader| {
+            let args = (PyTuple::new(py, fields)?, py_values(py, values, self.schema, fields)?);
+            let rows = loader.call1(args)?;
+            rows.try_iter()?.map(|row| row_from_py(&self.schema.inner, &row?)).collect()
+        })
+    }
+
+    fn count(&self, fields: &[String], values: &[Value], days: Option<(i32, i32)>) -> listy_core::Result<u64> {
+        self.call(|py, loader| {
+            let (start, end) = days.unzip();
+            let args = (PyTuple::new(py, fields)?, py_values(py, values, self.schema, fields)?, start, end);
+            loader.call1(args)?.extract::<u64>()
+        })
+    }
+}
+
+#[pyclass(name = "Engine", frozen, module = "listy._native")]
+pub struct PyEngine {
+    engine: Arc<Engine>,
+    schema: Py<PySchema>,
+    builder: Arc<Builder>,
+}
+
+impl PyEngine {
+    fn schema<'py>(&self, py: Python<'py>) -> &PySchema {
+        let _ = py;
+        self.schema.get()
+    }
+
+    fn index(&self, index: Vec<String>) -> Vec<String> {
+        let mut fields = index;
+        fields.sort();
+        fields
+    }
+
+    fn values(&self, py: Python<'_>, fields: &[String], values: &Bound<'_, PyAny>) -> PyResult<(Vec<Value>, Vec<Py<PyAny>>)> {
+        let schema = &self.schema(py).inner;
+        let items: Vec<Bound<'_, PyAny>> = values.try_iter()?.collect::<PyResult<_>>()?;
+        if items.len() != fields.len() {
+            return Err(crate::errors::ConfigError::new_err(format!("{} values for the {} fields {fields:?}", items.len(), fields.len())));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (f, v) in fields.iter().zip(&items) {
+            let pos = schema
+                .position(f)
+                .ok_or_else(|| crate::errors::NotCachableException::new_err(format!("{f:?} is not a cached field")))?;
+            out.push(to_value(v, &schema.fields()[pos])?);
+        }
+        Ok((out, items.into_iter().map(|b| b.unbind()).collect()))
+    }
+
+    fn records(&self, py: Python<'_>, fields: &[String], objs: &[Py<PyAny>], fetched: Fetched) -> PyResult<Records> {
+        let layout = self.engine.layout(fields).map_err(CoreError)?;
+        let schema = &self.schema(py).inner;
+        let fixed = fields
+            .iter()
+            .zip(objs)
+            .map(|(f, o)| (schema.position(f).expect("index field"), o.clone_ref(py)))
+            .collect();
+        Records::new(fetched.key, fetched.bytes, fetched.hit, layout, self.builder.clone(), fixed)
+    }
+
+    fn day_of(day: Option<i32>) -> Option<i32> {
+        day
+    }
+}
+
+fn report_to_py(py: Python<'_>, report: WriteReport) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("failed_keys", report.failed_keys)?;
+    d.set_item("faults", report.faults)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (store, *, prefix, model, schema, indexes, model_class, state_class, db_alias = "default", related = None, on_build = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        store: &PyStore,
+        prefix: &str,
+        model: &str,
+        schema: Py<PySchema>,
+        indexes: Vec<Vec<String>>,
+        model_class: Py<PyType>,
+        state_class: Py<PyType>,
+        db_alias: &str,
+        related: Option<HashMap<String, (String, Py<PyType>, String)>>,
+        on_build: Option<Py<PyAny>>,
+    ) -> PyResult<PyEngine> {
+        let s = schema.get();
+        let engine = Engine::new(store.inner.clone(), prefix, model, (*s.inner).clone(), indexes, Options::default()).map_err(CoreError)?;
+        let names: Vec<&str> = s.inner.fields().iter().map(|f| f.name.as_str()).collect();
+        let attnames = names.iter().map(|n| if n.contains('.') { None } else { Some(PyString::new(py, n).unbind()) }).collect();
+        let mut rels = Vec::new();
+        for (fk_attname, (field_name, class, pk_attname)) in related.unwrap_or_default() {
+            let fk_position = s
+                .inner
+                .position(&fk_attname)
+                .ok_or_else(|| crate::errors::ConfigError::new_err(format!("inlined foreign key {fk_attname:?} is not in the schema")))?;
+            let prefix = format!("{fk_attname}.");
+            let fields = names
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| n.strip_prefix(&prefix).map(|a| (i, PyString::new(py, a).unbind())))
+                .collect();
+            rels.push(Related {
+                fields,
+                fk_position,
+                field_name: PyString::new(py, &field_name).unbind(),
+                class,
+                pk_attname: PyString::new(py, &pk_attname).unbind(),
+            });
+        }
+        let builder = Builder {
+            model_class,
+            state_class,
+            db_alias: PyString::new(py, db_alias).unbind(),
+            attnames,
+            related: rels,
+            on_build,
+            aware: s.aware,
+        };
+        Ok(PyEngine { engine: Arc::new(engine), schema, builder: Arc::new(builder) })
+    }
+
+    #[getter]
+    fn hits(&self) -> u64 {
+        self.engine.hits()
+    }
+
+    #[getter]
+    fn misses(&self) -> u64 {
+        self.engine.misses()
+    }
+
+    fn reset_stats(&self) {
+        self.engine.reset_stats()
+    }
+
+    fn key(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>) -> PyResult<String> {
+        let fields = self.index(index);
+        let (vals, _) = self.values(py, &fields, values)?;
+        let engine = self.engine.clone();
+        Ok(py.detach(move || engine.key(&fields, &vals)).map_err(CoreError)?)
+    }
+
+    fn get(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>, loader: Py<PyAny>) -> PyResult<Records> {
+        let fields = self.index(index);
+        let (vals, objs) = self.values(py, &fields, values)?;
+        let source = PySource::new(Some(&loader), self.schema(py));
+        let engine = self.engine.clone();
+        let fetched = py.detach(|| engine.get(&fields, &vals, &source)).map_err(|e| source.error(e))?;
+        self.records(py, &fields, &objs, fetched)
+    }
+
+    fn get_multi(&self, py: Python<'_>, requests: Vec<(Vec<String>, Bound<'_, PyAny>)>, loader: Py<PyAny>) -> PyResult<Vec<Records>> {
+        let mut reqs = Vec::with_capacity(requests.len());
+        let mut objs = Vec::with_capacity(requests.len());
+        for (index, values) in requests {
+            let fields = self.index(index);
+            let (vals, o) = self.values(py, &fields, &values)?;
+            reqs.push((fields, vals));
+            objs.push(o);
+        }
+        let source = PySource::new(Some(&loader), self.schema(py));
+        let engine = self.engine.clone();
+        let fetched = py.detach(|| engine.get_multi(&reqs, &source)).map_err(|e| source.error(e))?;
+        fetched.into_iter().zip(reqs.iter().zip(&objs)).map(|(f, ((fields, _), o))| self.records(py, fields, o, f)).collect()
+    }
+
+    #[pyo3(signature = (row, loader, day = None))]
+    fn add<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>, loader: Py<PyAny>, day: Option<i32>) -> PyResult<Bound<'py, PyDict>> {
+        let row = row_from_py(&self.schema(py).inner, row)?;
+        let source = PySource::new(Some(&loader), self.schema(py));
+        let engine = self.engine.clone();
+        let report = py.detach(|| engine.add(&row, Self::day_of(day), &source)).map_err(|e| source.error(e))?;
+        report_to_py(py, report)
+    }
+
+    #[pyo3(signature = (row, day = None, hard = true))]
+    fn delete<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>, day: Option<i32>, hard: bool) -> PyResult<Bound<'py, PyDict>> {
+        let row = row_from_py(&self.schema(py).inner, row)?;
+        let engine = self.engine.clone();
+        let report = py.detach(|| engine.delete(&row, day, hard)).map_err(CoreError)?;
+        report_to_py(py, report)
+    }
+
+    #[pyo3(signature = (old, new, loader, old_day = None, new_day = None))]
+    fn update<'py>(
+        &self,
+        py: Python<'py>,
+        old: &Bound<'py, PyAny>,
+        new: &Bound<'py, PyAny>,
+        loader: Py<PyAny>,
+        old_day: Option<i32>,
+        new_day: Option<i32>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let old = row_from_py(&self.schema(py).inner, old)?;
+        let new = row_from_py(&self.schema(py).inner, new)?;
+        let source = PySource::new(Some(&loader), self.schema(py));
+        let engine = self.engine.clone();
+        let report = py.detach(|| engine.update(&old, old_day, &new, new_day, &source)).map_err(|e| source.error(e))?;
+        report_to_py(py, report)
+    }
+
+    fn rebuild(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>, loader: Py<PyAny>) -> PyResult<()> {
+        let fields = self.index(index);
+        let (vals, _) = self.values(py, &fields, values)?;
+        let source = PySource::new(Some(&loader), self.schema(py));
+        let engine = self.engine.clone();
+        py.detach(|| engine.rebuild(&fields, &vals, &source)).map_err(|e| source.error(e))
+    }
+
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let engine = self.engine.clone();
+        Ok(py.detach(move || engine.flush()).map_err(CoreError)?)
+    }
+
+    fn count(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>, loader: Py<PyAny>) -> PyResult<u64> {
+        let fields = self.index(index);
+        let (vals, _) = self.values(py, &fields, values)?;
+        let source = PySource::new(Some(&loader), self.schema(py));
+        let engine = self.engine.clone();
+        py.detach(|| engine.count(&fields, &vals, &source)).map_err(|e| source.error(e))
+    }
+
+    fn period_counts(
+        &self,
+        py: Python<'_>,
+        index: Vec<String>,
+        values: &Bound<'_, PyAny>,
+        period: &str,
+        days: Vec<i32>,
+        loader: Py<PyAny>,
+    ) -> PyResult<Vec<u64>> {
+        let fields = self.index(index);
+        let (vals, _) = self.values(py, &fields, values)?;
+        let period = Period::parse(period).map_err(CoreError)?;
+        let source = PySource::new(Some(&loader), self.schema(py));
+        let engine = self.engine.clone();
+        py.detach(|| engine.period_counts(&fields, &vals, period, &days, &source)).map_err(|e| source.error(e))
+    }
+
+    fn registered_indexes(&self, py: Python<'_>) -> PyResult<Vec<Vec<String>>> {
+        let engine = self.engine.clone();
+        Ok(py.detach(move || engine.registered_indexes()).map_err(CoreError)?)
+    }
+
+    fn inspect<'py>(&self, py: Python<'py>, index: Vec<String>, values: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = self.index(index);
+        let (vals, _) = self.values(py, &fields, values)?;
+        let engine = self.engine.clone();
+        let f2 = fields.clone();
+        let (key, raw) = py.detach(move || engine.raw(&f2, &vals)).map_err(CoreError)?;
+        let layout = self.engine.layout(&fields).map_err(CoreError)?;
+        let d = PyDict::new(py);
+        d.set_item("server", self.engine.store().server_for(&key))?;
+        d.set_item("key", key)?;
+        d.set_item("size", raw.as_ref().map(|r| r.len()).unwrap_or(0))?;
+        d.set_item("complete", raw.as_ref().map(|r| layout.read(r).is_ok()).unwrap_or(false))?;
+        let frames = PyList::empty(py);
+        let mut error = None;
+        if let Some(raw) = &raw {
+            let (infos, err) = describe(&layout, raw);
+            error = err;
+            for f in infos {
+                let fd = PyDict::new(py);
+                fd.set_item("offset", f.offset)?;
+                fd.set_item("len", f.len)?;
+                fd.set_item(
+                    "kind",
+                    match f.tag {
+                        listy_core::codec::TAG_RECORD => "record",
+                        listy_core::codec::TAG_TOMBSTONE => "tombstone",
+                        _ => "final-tombstone",
+                    },
+                )?;
+                fd.set_item("pk", f.pk)?;
+                fd.set_item("live", f.live)?;
+                frames.append(fd)?;
+            }
+        }
+        d.set_item("frames", frames)?;
+        d.set_item("error", error)?;
+        d.set_item("raw", raw.map(|r| PyBytes::new(py, &r)))?;
+        Ok(d)
+    }
+}
+
+/// The first day (days since epoch) of the bucket of `period` containing `day`.
+#[pyfunction]
+pub fn bucket_start(period: &str, day: i32) -> PyResult<i32> {
+    Ok(Period::parse(period).map_err(CoreError)?.start(day))
+}
+
+#[allow(dead_code)]
+fn _assert_result_alias(_: CoreResult<()>) {}

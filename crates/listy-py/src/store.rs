@@ -1,0 +1,74 @@
+//! `Store`: a memcached pool or the embedded store, as a Python object.
+
+use crate::errors::CoreError;
+use listy_core::local::LocalStore;
+use listy_core::pool::{MemcachedPool, PoolConfig};
+use listy_core::{Op, Reply, Store};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[pyclass(name = "Store", frozen, module = "listy._native")]
+pub struct PyStore {
+    pub inner: Arc<dyn Store>,
+    #[pyo3(get)]
+    pub kind: &'static str,
+}
+
+#[pymethods]
+impl PyStore {
+    #[staticmethod]
+    #[pyo3(signature = (name = "default", max_item_size = 1_048_576))]
+    fn local(name: &str, max_item_size: usize) -> PyStore {
+        PyStore { inner: LocalStore::named(name, max_item_size), kind: "local" }
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (servers, connect_timeout = 0.25, timeout = 0.5, max_item_size = 1_048_576))]
+    fn memcached(servers: Vec<String>, connect_timeout: f64, timeout: f64, max_item_size: usize) -> PyResult<PyStore> {
+        let mut cfg = PoolConfig::new(servers);
+        cfg.connect_timeout = Duration::from_secs_f64(connect_timeout);
+        cfg.timeout = Duration::from_secs_f64(timeout);
+        cfg.max_item_size = max_item_size;
+        let pool = MemcachedPool::new(cfg).map_err(CoreError)?;
+        Ok(PyStore { inner: Arc::new(pool), kind: "memcached" })
+    }
+
+    fn flush_all(&self, py: Python<'_>) -> PyResult<()> {
+        let store = self.inner.clone();
+        py.detach(|| store.flush_all()).map_err(CoreError)?;
+        Ok(())
+    }
+
+    fn get_raw<'py>(&self, py: Python<'py>, key: String) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let store = self.inner.clone();
+        let item = py.detach(move || store.get(&key)).map_err(CoreError)?;
+        Ok(item.map(|i| PyBytes::new(py, &i.value)))
+    }
+
+    fn set_raw(&self, py: Python<'_>, key: String, value: Vec<u8>) -> PyResult<()> {
+        let store = self.inner.clone();
+        py.detach(move || store.one(Op::Set { key, value })).map_err(CoreError)?;
+        Ok(())
+    }
+
+    fn delete_raw(&self, py: Python<'_>, key: String) -> PyResult<bool> {
+        let store = self.inner.clone();
+        let reply = py.detach(move || store.one(Op::Delete { key })).map_err(CoreError)?;
+        Ok(reply == Reply::Deleted)
+    }
+
+    fn server_for(&self, key: &str) -> String {
+        self.inner.server_for(key)
+    }
+
+    fn stats(&self, py: Python<'_>) -> PyResult<Vec<(String, String, String)>> {
+        let store = self.inner.clone();
+        Ok(py.detach(move || store.stats()).map_err(CoreError)?)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<listy Store {}>", self.kind)
+    }
+}
