@@ -84,7 +84,11 @@ pub struct Field {
 
 impl Field {
     pub fn new(name: &str, kind: Kind, nullable: bool) -> Field {
-        Field { name: name.to_string(), kind, nullable }
+        Field {
+            name: name.to_string(),
+            kind,
+            nullable,
+        }
     }
 }
 
@@ -154,7 +158,11 @@ impl Schema {
     pub fn new(fields: Vec<Field>) -> Result<Schema> {
         match fields.first() {
             Some(f) if f.kind == Kind::Int && !f.nullable => {}
-            _ => return Err(Error::Schema("the first field must be a non-null integer primary key".into())),
+            _ => {
+                return Err(Error::Schema(
+                    "the first field must be a non-null integer primary key".into(),
+                ))
+            }
         }
         let mut seen = HashSet::new();
         for f in &fields {
@@ -199,14 +207,24 @@ pub struct Layout {
 impl Layout {
     /// `fixed`: schema positions whose value the list key fixes.
     pub fn new(schema: Arc<Schema>, fixed: &[usize]) -> Layout {
-        let stored: Vec<usize> = (1..schema.fields.len()).filter(|i| !fixed.contains(i)).collect();
-        let nullable = stored.iter().filter(|&&i| schema.fields[i].nullable).count();
+        let stored: Vec<usize> = (1..schema.fields.len())
+            .filter(|i| !fixed.contains(i))
+            .collect();
+        let nullable = stored
+            .iter()
+            .filter(|&&i| schema.fields[i].nullable)
+            .count();
         let mut h = Fnv::new();
         h.write(&schema.fingerprint().to_le_bytes());
         for i in &stored {
             h.write(&(*i as u32).to_le_bytes());
         }
-        Layout { schema, stored, nullable, fingerprint: h.finish() }
+        Layout {
+            schema,
+            stored,
+            nullable,
+            fingerprint: h.finish(),
+        }
     }
 
     pub fn schema(&self) -> &Arc<Schema> {
@@ -224,7 +242,16 @@ impl Layout {
 
     pub fn trailer(&self) -> [u8; TRAILER_LEN] {
         let fp = self.fingerprint.to_le_bytes();
-        [TAG_TRAILER, FORMAT_VERSION, fp[0], fp[1], fp[2], fp[3], TRAILER_MAGIC[0], TRAILER_MAGIC[1]]
+        [
+            TAG_TRAILER,
+            FORMAT_VERSION,
+            fp[0],
+            fp[1],
+            fp[2],
+            fp[3],
+            TRAILER_MAGIC[0],
+            TRAILER_MAGIC[1],
+        ]
     }
 
     /// Appends one record frame for `row` (schema order) to `out`.
@@ -238,7 +265,11 @@ impl Layout {
         }
         let pk = match row[0] {
             Value::Int(pk) => pk,
-            ref other => return Err(Error::Schema(format!("primary key must be an integer, got {other:?}"))),
+            ref other => {
+                return Err(Error::Schema(format!(
+                    "primary key must be an integer, got {other:?}"
+                )))
+            }
         };
         let start = out.len();
         out.push(TAG_RECORD);
@@ -293,7 +324,11 @@ impl Layout {
         Ok(pk)
     }
 
-    fn decode_fields<'a>(&self, r: &mut Reader<'a>, mut out: Option<&mut Vec<ValueRef<'a>>>) -> Result<()> {
+    fn decode_fields<'a>(
+        &self,
+        r: &mut Reader<'a>,
+        mut out: Option<&mut Vec<ValueRef<'a>>>,
+    ) -> Result<()> {
         let nulls = if self.nullable > 0 { r.varint()? } else { 0 };
         let mut n = 0;
         for &i in &self.stored {
@@ -302,7 +337,11 @@ impl Layout {
                 n += 1;
                 nulls & (1 << (n - 1)) != 0
             };
-            let value = if is_null { ValueRef::Null } else { decode_value(field.kind, r)? };
+            let value = if is_null {
+                ValueRef::Null
+            } else {
+                decode_value(field.kind, r)?
+            };
             if let Some(out) = out.as_deref_mut() {
                 out.push(value);
             }
@@ -324,14 +363,20 @@ impl Layout {
                 let pk = unzigzag(r.varint()?);
                 Ok((tag, pk, r.pos))
             }
-            other => Err(Error::Decode(format!("unknown frame tag 0x{other:02x} at byte {pos}"))),
+            other => Err(Error::Decode(format!(
+                "unknown frame tag 0x{other:02x} at byte {pos}"
+            ))),
         }
     }
 }
 
 /// A tombstone frame; `hard` ones hide every record of `pk` wherever it is.
 pub fn encode_tombstone(pk: i64, hard: bool, out: &mut Vec<u8>) {
-    out.push(if hard { TAG_FINAL_TOMBSTONE } else { TAG_TOMBSTONE });
+    out.push(if hard {
+        TAG_FINAL_TOMBSTONE
+    } else {
+        TAG_TOMBSTONE
+    });
     put_varint(out, zigzag(pk));
 }
 
@@ -373,7 +418,11 @@ impl<'a> ListView<'a> {
         if repeated {
             live = keep_first_positions(&frames, live);
         }
-        Ok(ListView { bytes, live, frames: frames.len() })
+        Ok(ListView {
+            bytes,
+            live,
+            frames: frames.len(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -427,7 +476,13 @@ pub fn describe(layout: &Layout, bytes: &[u8]) -> (Vec<FrameInfo>, Option<String
     while pos < body_len {
         match layout.frame_at(bytes, pos) {
             Ok((tag, pk, end)) => {
-                out.push(FrameInfo { offset: pos, len: end - pos, tag, pk, live: live.contains(&pos) });
+                out.push(FrameInfo {
+                    offset: pos,
+                    len: end - pos,
+                    tag,
+                    pk,
+                    live: live.contains(&pos),
+                });
                 pos = end;
             }
             Err(e) => return (out, Some(e.to_string())),
@@ -443,7 +498,9 @@ fn check_trailer(layout: &Layout, bytes: &[u8]) -> Result<usize> {
     }
     let body_len = bytes.len() - TRAILER_LEN;
     if bytes[body_len..] != layout.trailer() {
-        return Err(Error::Decode("no trailer for this schema: incomplete list or another schema".into()));
+        return Err(Error::Decode(
+            "no trailer for this schema: incomplete list or another schema".into(),
+        ));
     }
     Ok(body_len)
 }
@@ -467,19 +524,26 @@ impl std::hash::Hasher for PkHasher {
         }
     }
     fn write_i64(&mut self, v: i64) {
-        self.0 = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        self.0 = (v as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
     }
 }
 
 /// A row updated in place keeps its place: each live record is listed where
 /// the pk's oldest frame stands (its first add), with its newest content.
 fn keep_first_positions(frames: &[WalkedFrame], live: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
-    let mut oldest: std::collections::HashMap<i64, usize, std::hash::BuildHasherDefault<PkHasher>> = Default::default();
+    let mut oldest: std::collections::HashMap<i64, usize, std::hash::BuildHasherDefault<PkHasher>> =
+        Default::default();
     for (i, &(_, _, _, pk)) in frames.iter().enumerate() {
         oldest.insert(pk, i);
     }
-    let by_start: std::collections::HashMap<u32, i64> = frames.iter().map(|&(s, _, _, pk)| (s as u32, pk)).collect();
-    let mut keyed: Vec<(usize, (u32, u32))> = live.into_iter().map(|r| (oldest[&by_start[&r.0]], r)).collect();
+    let by_start: std::collections::HashMap<u32, i64> =
+        frames.iter().map(|&(s, _, _, pk)| (s as u32, pk)).collect();
+    let mut keyed: Vec<(usize, (u32, u32))> = live
+        .into_iter()
+        .map(|r| (oldest[&by_start[&r.0]], r))
+        .collect();
     keyed.sort_by_key(|&(pos, _)| pos);
     keyed.into_iter().map(|(_, r)| r).collect()
 }
@@ -500,17 +564,24 @@ fn walk(layout: &Layout, body: &[u8]) -> Result<(Vec<WalkedFrame>, PkSet)> {
 }
 
 fn encode_value(field: &Field, value: &Value, out: &mut Vec<u8>) -> Result<()> {
-    let mismatch = || Error::Schema(format!("field {:?} ({:?}) cannot hold {value:?}", field.name, field.kind));
+    let mismatch = || {
+        Error::Schema(format!(
+            "field {:?} ({:?}) cannot hold {value:?}",
+            field.name, field.kind
+        ))
+    };
     match (field.kind, value) {
         (_, Value::Null) if field.nullable => {}
         (Kind::Int, Value::Int(v)) => put_varint(out, zigzag(*v)),
         (Kind::Bool, Value::Bool(v)) => out.push(*v as u8),
         (Kind::Float, Value::Float(v)) => out.extend_from_slice(&v.to_le_bytes()),
-        (Kind::Str, Value::Str(s)) | (Kind::Decimal, Value::Decimal(s)) | (Kind::Json, Value::Json(s)) => {
-            put_bytes(out, s.as_bytes())
-        }
+        (Kind::Str, Value::Str(s))
+        | (Kind::Decimal, Value::Decimal(s))
+        | (Kind::Json, Value::Json(s)) => put_bytes(out, s.as_bytes()),
         (Kind::Bytes, Value::Bytes(b)) => put_bytes(out, b),
-        (Kind::Datetime, Value::Datetime(us)) => put_varint(out, zigzag(us.wrapping_sub(DATETIME_BASE_MICROS))),
+        (Kind::Datetime, Value::Datetime(us)) => {
+            put_varint(out, zigzag(us.wrapping_sub(DATETIME_BASE_MICROS)))
+        }
         (Kind::Date, Value::Date(d)) => put_varint(out, zigzag(*d as i64)),
         (Kind::Time, Value::Time(us)) => put_varint(out, zigzag(*us)),
         (Kind::Uuid, Value::Uuid(u)) => out.extend_from_slice(u),
@@ -535,7 +606,9 @@ fn decode_value<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<ValueRef<'a>> {
             let n = r.len()?;
             ValueRef::Bytes(r.take(n)?)
         }
-        Kind::Datetime => ValueRef::Datetime(unzigzag(r.varint()?).wrapping_add(DATETIME_BASE_MICROS)),
+        Kind::Datetime => {
+            ValueRef::Datetime(unzigzag(r.varint()?).wrapping_add(DATETIME_BASE_MICROS))
+        }
         Kind::Date => {
             let d = unzigzag(r.varint()?);
             ValueRef::Date(i32::try_from(d).map_err(|_| Error::Decode("date out of range".into()))?)
@@ -568,7 +641,11 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(truncated)?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(truncated)?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -576,7 +653,8 @@ impl<'a> Reader<'a> {
 
     fn str(&mut self) -> Result<&'a str> {
         let n = self.len()?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| Error::Decode("text field is not UTF-8".into()))
+        std::str::from_utf8(self.take(n)?)
+            .map_err(|_| Error::Decode("text field is not UTF-8".into()))
     }
 }
 
@@ -656,7 +734,12 @@ mod tests {
 
     fn follow(pk: i64, followee: i64) -> Row {
         // 2026-11-26T09:00:00.123456Z
-        vec![Value::Int(pk), Value::Datetime(1_795_683_600_123_456), Value::Int(7), Value::Int(followee)]
+        vec![
+            Value::Int(pk),
+            Value::Datetime(1_795_683_600_123_456),
+            Value::Int(7),
+            Value::Int(followee),
+        ]
     }
 
     fn decode_all(layout: &Layout, bytes: &[u8]) -> Vec<(i64, Vec<Value>)> {
@@ -674,7 +757,9 @@ mod tests {
     fn a_follow_record_on_a_follower_list_is_at_most_16_bytes() {
         let layout = Layout::new(follow_schema(), &[2]);
         let mut out = Vec::new();
-        layout.encode_record(&follow(1_234_567, 987_654), &mut out).unwrap();
+        layout
+            .encode_record(&follow(1_234_567, 987_654), &mut out)
+            .unwrap();
         assert!(out.len() <= 16, "{} bytes", out.len());
     }
 
@@ -743,8 +828,22 @@ mod tests {
         );
         let layout = Layout::new(schema, &[]);
         let rows = vec![
-            vec![Value::Int(1), Value::Null, Value::Float(1.5), Value::Date(-3), Value::Uuid([7; 16]), Value::Bool(true)],
-            vec![Value::Int(2), Value::Str("é x".into()), Value::Null, Value::Date(20000), Value::Uuid([1; 16]), Value::Bool(false)],
+            vec![
+                Value::Int(1),
+                Value::Null,
+                Value::Float(1.5),
+                Value::Date(-3),
+                Value::Uuid([7; 16]),
+                Value::Bool(true),
+            ],
+            vec![
+                Value::Int(2),
+                Value::Str("é x".into()),
+                Value::Null,
+                Value::Date(20000),
+                Value::Uuid([1; 16]),
+                Value::Bool(false),
+            ],
         ];
         let bytes = layout.encode_list(&rows).unwrap();
         let got = decode_all(&layout, &bytes);
@@ -756,14 +855,19 @@ mod tests {
     fn a_row_of_the_wrong_shape_is_refused_without_output() {
         let layout = Layout::new(follow_schema(), &[]);
         let mut out = vec![1, 2, 3];
-        let bad = vec![Value::Int(1), Value::Str("x".into()), Value::Int(1), Value::Int(2)];
+        let bad = vec![
+            Value::Int(1),
+            Value::Str("x".into()),
+            Value::Int(1),
+            Value::Int(2),
+        ];
         assert!(layout.encode_record(&bad, &mut out).is_err());
         assert_eq!(out, vec![1, 2, 3]);
         assert!(layout.encode_record(&[Value::Int(1)], &mut out).is_err());
     }
 
     impl Value {
-        fn as_pk(self) -> i64 {
+        fn into_pk(self) -> i64 {
             match self {
                 Value::Int(pk) => pk,
                 _ => unreachable!(),
@@ -776,15 +880,25 @@ mod tests {
         let layout = Layout::new(follow_schema(), &[2]);
         let mut bytes = Vec::new();
         layout.encode_record(&follow(2, 99), &mut bytes).unwrap();
-        bytes.extend(layout.encode_list(&[follow(3, 30), follow(2, 20), follow(1, 10)]).unwrap());
+        bytes.extend(
+            layout
+                .encode_list(&[follow(3, 30), follow(2, 20), follow(1, 10)])
+                .unwrap(),
+        );
         let got = decode_all(&layout, &bytes);
         assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 2, 1]);
         assert_eq!(got[1].1[1], Value::Int(99));
     }
 
     fn arb_row() -> impl Strategy<Value = Row> {
-        (any::<i64>(), any::<i64>(), proptest::option::of(".{0,20}"), any::<f64>(), any::<bool>()).prop_map(
-            |(pk, ts, s, f, b)| {
+        (
+            any::<i64>(),
+            any::<i64>(),
+            proptest::option::of(".{0,20}"),
+            any::<f64>(),
+            any::<bool>(),
+        )
+            .prop_map(|(pk, ts, s, f, b)| {
                 vec![
                     Value::Int(pk),
                     Value::Datetime(ts),
@@ -792,8 +906,7 @@ mod tests {
                     Value::Float(f),
                     Value::Bool(b),
                 ]
-            },
-        )
+            })
     }
 
     fn prop_schema() -> Arc<Schema> {
@@ -819,7 +932,7 @@ mod tests {
             let mut seen = HashSet::new();
             let mut expected: Vec<(usize, &Row)> = rows
                 .iter()
-                .filter(|r| seen.insert(r[0].clone().as_pk()))
+                .filter(|r| seen.insert(r[0].clone().into_pk()))
                 .map(|r| (rows.iter().rposition(|x| x[0] == r[0]).unwrap(), r))
                 .collect();
             expected.sort_by_key(|&(pos, _)| pos);

@@ -66,7 +66,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { lease_ttl: Duration::from_secs(3), lease_wait: Duration::from_millis(60), compact_min_dead: 16 }
+        Options {
+            lease_ttl: Duration::from_secs(3),
+            lease_wait: Duration::from_millis(60),
+            compact_min_dead: 16,
+        }
     }
 }
 
@@ -109,7 +113,12 @@ impl Meta {
     fn encode(&self) -> Vec<u8> {
         let mut s = format!("listy-meta 1\ng {:x}\n", self.generation);
         for e in &self.entries {
-            s.push_str(&format!("i {:08x} {:08x} {}\n", e.schema_fp, e.layout_fp, e.fields.join(",")));
+            s.push_str(&format!(
+                "i {:08x} {:08x} {}\n",
+                e.schema_fp,
+                e.layout_fp,
+                e.fields.join(",")
+            ));
         }
         s.into_bytes()
     }
@@ -126,10 +135,22 @@ impl Meta {
             let mut parts = line.strip_prefix("i ")?.splitn(3, ' ');
             let schema_fp = u32::from_str_radix(parts.next()?, 16).ok()?;
             let layout_fp = u32::from_str_radix(parts.next()?, 16).ok()?;
-            let fields = parts.next()?.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect();
-            entries.push(Entry { schema_fp, layout_fp, fields });
+            let fields = parts
+                .next()?
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect();
+            entries.push(Entry {
+                schema_fp,
+                layout_fp,
+                fields,
+            });
         }
-        Some(Meta { generation, entries })
+        Some(Meta {
+            generation,
+            entries,
+        })
     }
 }
 
@@ -176,15 +197,24 @@ fn lease_of(value: &[u8]) -> Option<(u64, Duration)> {
     }
     let token = u64::from_le_bytes(tail[6..14].try_into().ok()?);
     let taken = u64::from_le_bytes(tail[14..22].try_into().ok()?);
-    Some((token, Duration::from_millis(now_millis().saturating_sub(taken))))
+    Some((
+        token,
+        Duration::from_millis(now_millis().saturating_sub(taken)),
+    ))
 }
 
 fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn new_token() -> u64 {
@@ -222,7 +252,9 @@ impl Engine {
                 return Err(Error::Config("an index needs at least one field".into()));
             }
             if let Some(bad) = fields.iter().find(|f| schema.position(f).is_none()) {
-                return Err(Error::Config(format!("index {index:?} names {bad:?}, which is not a field of {model}")));
+                return Err(Error::Config(format!(
+                    "index {index:?} names {bad:?}, which is not a field of {model}"
+                )));
             }
             normalized.push(fields);
         }
@@ -290,9 +322,16 @@ impl Engine {
         }
         let positions = fields
             .iter()
-            .map(|f| self.schema.position(f).ok_or_else(|| Error::Config(format!("{f:?} is not a field of {}", self.model))))
+            .map(|f| {
+                self.schema
+                    .position(f)
+                    .ok_or_else(|| Error::Config(format!("{f:?} is not a field of {}", self.model)))
+            })
             .collect::<Result<Vec<_>>>()?;
-        let spec = Arc::new(ListSpec { fields: fields.to_vec(), layout: Layout::new(self.schema.clone(), &positions) });
+        let spec = Arc::new(ListSpec {
+            fields: fields.to_vec(),
+            layout: Layout::new(self.schema.clone(), &positions),
+        });
         specs.insert(fields.to_vec(), spec.clone());
         Ok(spec)
     }
@@ -301,18 +340,41 @@ impl Engine {
         keys::meta_key(&self.prefix, &self.model)
     }
 
-    fn list_key(&self, spec_fp: u32, generation: u64, fields: &[String], values: &[Value]) -> String {
-        keys::list_key(&self.prefix, &self.model, spec_fp, generation, fields, values)
+    fn list_key(
+        &self,
+        spec_fp: u32,
+        generation: u64,
+        fields: &[String],
+        values: &[Value],
+    ) -> String {
+        keys::list_key(
+            &self.prefix,
+            &self.model,
+            spec_fp,
+            generation,
+            fields,
+            values,
+        )
     }
 
     /// Counter keys do not depend on the record layout: every client of the
     /// model, whatever its schema, counts the same rows.
-    fn counter_key(&self, generation: u64, fields: &[String], values: &[Value], suffix: &str) -> String {
+    fn counter_key(
+        &self,
+        generation: u64,
+        fields: &[String],
+        values: &[Value],
+        suffix: &str,
+    ) -> String {
         keys::counter_key(&self.list_key(0, generation, fields, values), suffix)
     }
 
     fn own_entry(&self, spec: &ListSpec) -> Entry {
-        Entry { schema_fp: self.schema_fp, layout_fp: spec.layout.fingerprint(), fields: spec.fields.clone() }
+        Entry {
+            schema_fp: self.schema_fp,
+            layout_fp: spec.layout.fingerprint(),
+            fields: spec.fields.clone(),
+        }
     }
 
     /// The literal key of a list under the current generation.
@@ -347,10 +409,20 @@ impl Engine {
             return Ok(meta);
         }
         let floor = self.cached_meta().map(|m| m.generation + 1).unwrap_or(0);
-        let fresh = Meta { generation: now_micros().max(floor), entries: Vec::new() };
+        let fresh = Meta {
+            generation: now_micros().max(floor),
+            entries: Vec::new(),
+        };
         let op = match item {
-            Some(broken) => Op::Cas { key: self.meta_key(), value: fresh.encode(), cas: broken.cas },
-            None => Op::Add { key: self.meta_key(), value: fresh.encode() },
+            Some(broken) => Op::Cas {
+                key: self.meta_key(),
+                value: fresh.encode(),
+                cas: broken.cas,
+            },
+            None => Op::Add {
+                key: self.meta_key(),
+                value: fresh.encode(),
+            },
         };
         match self.store.one(op)? {
             Reply::Stored => {
@@ -365,7 +437,10 @@ impl Engine {
                         self.remember_meta(&meta);
                         Ok(meta)
                     }
-                    None => Err(Error::protocol(&self.store.server_for(&self.meta_key()), "meta value keeps changing")),
+                    None => Err(Error::protocol(
+                        &self.store.server_for(&self.meta_key()),
+                        "meta value keeps changing",
+                    )),
                 }
             }
         }
@@ -380,33 +455,53 @@ impl Engine {
             if meta.entries.contains(entry) {
                 return Ok(meta);
             }
-            let Some(item) = item.filter(|i| Meta::decode(&i.value).is_some()) else { continue };
+            let Some(item) = item.filter(|i| Meta::decode(&i.value).is_some()) else {
+                continue;
+            };
             let mut next = meta.clone();
             next.entries.push(entry.clone());
-            if self.store.one(Op::Cas { key: self.meta_key(), value: next.encode(), cas: item.cas })? == Reply::Stored {
+            if self.store.one(Op::Cas {
+                key: self.meta_key(),
+                value: next.encode(),
+                cas: item.cas,
+            })? == Reply::Stored
+            {
                 self.remember_meta(&next);
                 return Ok(next);
             }
         }
-        Err(Error::protocol(&self.store.server_for(&self.meta_key()), "could not register the index: meta keeps changing"))
+        Err(Error::protocol(
+            &self.store.server_for(&self.meta_key()),
+            "could not register the index: meta keeps changing",
+        ))
     }
 
     /// Runs `ops(meta)` in one batch together with a fetch of the meta,
     /// guessing the meta from the last one seen; when the guess was wrong,
     /// runs `ops` again for the real meta. Returns the meta the ops ran for.
-    fn with_meta(&self, ops: impl Fn(&Meta) -> Result<Vec<Op>>) -> Result<(Meta, Vec<Result<Reply>>)> {
+    fn with_meta(
+        &self,
+        ops: impl Fn(&Meta) -> Result<Vec<Op>>,
+    ) -> Result<(Meta, Vec<Result<Reply>>)> {
         let mut guess = match self.cached_meta() {
             Some(m) => m,
             None => self.current_meta()?,
         };
         for _ in 0..4 {
-            let mut batch = vec![Op::Get { key: self.meta_key() }];
+            let mut batch = vec![Op::Get {
+                key: self.meta_key(),
+            }];
             batch.extend(ops(&guess)?);
             let mut replies = self.store.execute(batch);
             let meta_reply = replies.remove(0)?;
             let item = match meta_reply {
                 Reply::Value(item) => item,
-                other => return Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
+                other => {
+                    return Err(Error::protocol(
+                        &self.store.server_for(&self.meta_key()),
+                        format!("{other:?}"),
+                    ))
+                }
             };
             let meta = self.meta_from(item)?;
             if meta == guess {
@@ -414,7 +509,10 @@ impl Engine {
             }
             guess = meta;
         }
-        Err(Error::protocol(&self.store.server_for(&self.meta_key()), "meta changed on every attempt"))
+        Err(Error::protocol(
+            &self.store.server_for(&self.meta_key()),
+            "meta changed on every attempt",
+        ))
     }
 
     // ------------------------------------------------------------ reads
@@ -422,17 +520,29 @@ impl Engine {
     /// One list: from the cache, or built under the lease, or (cache down,
     /// lease held too long, list too large) straight from the source.
     pub fn get(&self, fields: &[String], values: &[Value], source: &dyn Source) -> Result<Fetched> {
-        Ok(self.get_multi(&[(fields.to_vec(), values.to_vec())], source)?.pop().expect("one result"))
+        Ok(self
+            .get_multi(&[(fields.to_vec(), values.to_vec())], source)?
+            .pop()
+            .expect("one result"))
     }
 
     /// Several lists in one batched round trip; misses are built one by one.
-    pub fn get_multi(&self, requests: &[(Vec<String>, Vec<Value>)], source: &dyn Source) -> Result<Vec<Fetched>> {
-        let specs = requests.iter().map(|(f, _)| self.spec(f)).collect::<Result<Vec<_>>>()?;
+    pub fn get_multi(
+        &self,
+        requests: &[(Vec<String>, Vec<Value>)],
+        source: &dyn Source,
+    ) -> Result<Vec<Fetched>> {
+        let specs = requests
+            .iter()
+            .map(|(f, _)| self.spec(f))
+            .collect::<Result<Vec<_>>>()?;
         let batch = self.with_meta(|meta| {
             Ok(requests
                 .iter()
                 .zip(&specs)
-                .map(|((f, v), s)| Op::Get { key: self.list_key(s.layout.fingerprint(), meta.generation, f, v) })
+                .map(|((f, v), s)| Op::Get {
+                    key: self.list_key(s.layout.fingerprint(), meta.generation, f, v),
+                })
                 .collect())
         });
         let (meta, replies) = match batch {
@@ -450,7 +560,14 @@ impl Engine {
             let key = self.list_key(spec.layout.fingerprint(), meta.generation, fields, values);
             let fetched = match reply {
                 Ok(Reply::Value(item)) => self.serve(spec, &key, values, item, source)?,
-                Ok(other) => self.uncached(spec, key, fields, values, source, format!("unexpected reply {other:?}"))?,
+                Ok(other) => self.uncached(
+                    spec,
+                    key,
+                    fields,
+                    values,
+                    source,
+                    format!("unexpected reply {other:?}"),
+                )?,
                 Err(e) => self.uncached(spec, key, fields, values, source, e.to_string())?,
             };
             out.push(fetched);
@@ -469,7 +586,14 @@ impl Engine {
         }
     }
 
-    fn serve(&self, spec: &ListSpec, key: &str, values: &[Value], item: Option<Item>, source: &dyn Source) -> Result<Fetched> {
+    fn serve(
+        &self,
+        spec: &ListSpec,
+        key: &str,
+        values: &[Value],
+        item: Option<Item>,
+        source: &dyn Source,
+    ) -> Result<Fetched> {
         let mut found = self.classify(spec, item);
         let deadline = std::time::Instant::now() + self.options.lease_wait;
         loop {
@@ -477,7 +601,12 @@ impl Engine {
                 Found::List(item) => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     let bytes = self.maybe_compact(spec, key, item);
-                    return Ok(Fetched { key: key.to_string(), bytes, hit: true, fault: None });
+                    return Ok(Fetched {
+                        key: key.to_string(),
+                        bytes,
+                        hit: true,
+                        fault: None,
+                    });
                 }
                 Found::Missing | Found::Broken(_) => {
                     self.misses.fetch_add(1, Ordering::Relaxed);
@@ -486,22 +615,57 @@ impl Engine {
                         _ => None,
                     };
                     return match self.build(spec, key, values, current, source) {
-                        Ok(Some(bytes)) => Ok(Fetched { key: key.to_string(), bytes, hit: false, fault: None }),
-                        Ok(None) => self.uncached(spec, key.to_string(), &spec.fields, values, source, "lease lost".into()),
+                        Ok(Some(bytes)) => Ok(Fetched {
+                            key: key.to_string(),
+                            bytes,
+                            hit: false,
+                            fault: None,
+                        }),
+                        Ok(None) => self.uncached(
+                            spec,
+                            key.to_string(),
+                            &spec.fields,
+                            values,
+                            source,
+                            "lease lost".into(),
+                        ),
                         Err(e @ Error::Source(_)) => Err(e),
-                        Err(e) => self.uncached(spec, key.to_string(), &spec.fields, values, source, e.to_string()),
+                        Err(e) => self.uncached(
+                            spec,
+                            key.to_string(),
+                            &spec.fields,
+                            values,
+                            source,
+                            e.to_string(),
+                        ),
                     };
                 }
                 Found::Leased => {
                     // Another process is building: wait a little for it.
                     if std::time::Instant::now() >= deadline {
                         self.misses.fetch_add(1, Ordering::Relaxed);
-                        return self.uncached(spec, key.to_string(), &spec.fields, values, source, "another process holds the lease".into());
+                        return self.uncached(
+                            spec,
+                            key.to_string(),
+                            &spec.fields,
+                            values,
+                            source,
+                            "another process holds the lease".into(),
+                        );
                     }
                     std::thread::sleep(Duration::from_millis(5));
                     found = match self.store.get(key) {
                         Ok(item) => self.classify(spec, item),
-                        Err(e) => return self.uncached(spec, key.to_string(), &spec.fields, values, source, e.to_string()),
+                        Err(e) => {
+                            return self.uncached(
+                                spec,
+                                key.to_string(),
+                                &spec.fields,
+                                values,
+                                source,
+                                e.to_string(),
+                            )
+                        }
                     };
                 }
             }
@@ -509,28 +673,57 @@ impl Engine {
     }
 
     /// The list read from the source and encoded, not stored.
-    fn uncached(&self, spec: &ListSpec, key: String, fields: &[String], values: &[Value], source: &dyn Source, fault: String) -> Result<Fetched> {
+    fn uncached(
+        &self,
+        spec: &ListSpec,
+        key: String,
+        fields: &[String],
+        values: &[Value],
+        source: &dyn Source,
+        fault: String,
+    ) -> Result<Fetched> {
         let rows = source.rows(fields, values)?;
         let bytes = spec.layout.encode_list(&rows)?;
-        Ok(Fetched { key, bytes, hit: false, fault: Some(fault) })
+        Ok(Fetched {
+            key,
+            bytes,
+            hit: false,
+            fault: Some(fault),
+        })
     }
 
     /// Builds a list under the lease. `current` is a broken value found under
     /// the key (taken over by `cas`). Returns the stored bytes, or `None`
     /// when another process owns the key now.
-    fn build(&self, spec: &ListSpec, key: &str, values: &[Value], current: Option<Item>, source: &dyn Source) -> Result<Option<Vec<u8>>> {
+    fn build(
+        &self,
+        spec: &ListSpec,
+        key: &str,
+        values: &[Value],
+        current: Option<Item>,
+        source: &dyn Source,
+    ) -> Result<Option<Vec<u8>>> {
         let token = new_token();
         let marker = lease_marker(token);
         let take = match current {
-            None => Op::Add { key: key.to_string(), value: marker.clone() },
-            Some(item) => Op::Cas { key: key.to_string(), value: marker.clone(), cas: item.cas },
+            None => Op::Add {
+                key: key.to_string(),
+                value: marker.clone(),
+            },
+            Some(item) => Op::Cas {
+                key: key.to_string(),
+                value: marker.clone(),
+                cas: item.cas,
+            },
         };
         if self.store.one(take)? != Reply::Stored {
             return Ok(None);
         }
         self.register(&self.own_entry(spec))?;
         for _ in 0..4 {
-            let Some(item) = self.store.get(key)? else { return Ok(None) };
+            let Some(item) = self.store.get(key)? else {
+                return Ok(None);
+            };
             if lease_of(&item.value).map(|(t, _)| t) != Some(token) {
                 return Ok(None);
             }
@@ -538,11 +731,20 @@ impl Engine {
             let rows = source.rows(&spec.fields, values)?;
             let bytes = spec.layout.encode_list(&rows)?;
             if bytes.len() > self.store.max_item_size() {
-                self.store.one(Op::Delete { key: key.to_string() })?;
-                return Err(Error::TooLarge { size: bytes.len(), limit: self.store.max_item_size() });
+                self.store.one(Op::Delete {
+                    key: key.to_string(),
+                })?;
+                return Err(Error::TooLarge {
+                    size: bytes.len(),
+                    limit: self.store.max_item_size(),
+                });
             }
             self.hook(HookPoint::BeforeStore, key);
-            match self.store.one(Op::Cas { key: key.to_string(), value: bytes.clone(), cas: item.cas })? {
+            match self.store.one(Op::Cas {
+                key: key.to_string(),
+                value: bytes.clone(),
+                cas: item.cas,
+            })? {
                 Reply::Stored => return Ok(Some(bytes)),
                 // A write landed on the marker while we read: read again.
                 Reply::Exists => continue,
@@ -554,14 +756,21 @@ impl Engine {
 
     fn maybe_compact(&self, spec: &ListSpec, key: &str, item: Item) -> Vec<u8> {
         let compacted = match spec.layout.read(&item.value) {
-            Ok(view) if view.dead_frames() >= self.options.compact_min_dead && view.dead_frames() > view.len() => {
+            Ok(view)
+                if view.dead_frames() >= self.options.compact_min_dead
+                    && view.dead_frames() > view.len() =>
+            {
                 view.compacted(&spec.layout)
             }
             _ => return item.value,
         };
         self.hook(HookPoint::BeforeCompact, key);
         // A lost cas only means a write came first; the next read compacts.
-        let _ = self.store.one(Op::Cas { key: key.to_string(), value: compacted.clone(), cas: item.cas });
+        let _ = self.store.one(Op::Cas {
+            key: key.to_string(),
+            value: compacted.clone(),
+            cas: item.cas,
+        });
         compacted
     }
 
@@ -580,13 +789,24 @@ impl Engine {
             let item = self.store.get(&self.meta_key())?;
             let meta = self.meta_from(item.clone())?;
             let Some(item) = item else { continue };
-            let next = Meta { generation: (meta.generation + 1).max(now_micros()), entries: meta.entries };
-            if self.store.one(Op::Cas { key: self.meta_key(), value: next.encode(), cas: item.cas })? == Reply::Stored {
+            let next = Meta {
+                generation: (meta.generation + 1).max(now_micros()),
+                entries: meta.entries,
+            };
+            if self.store.one(Op::Cas {
+                key: self.meta_key(),
+                value: next.encode(),
+                cas: item.cas,
+            })? == Reply::Stored
+            {
                 self.remember_meta(&next);
                 return Ok(());
             }
         }
-        Err(Error::protocol(&self.store.server_for(&self.meta_key()), "could not flush: meta keeps changing"))
+        Err(Error::protocol(
+            &self.store.server_for(&self.meta_key()),
+            "could not flush: meta keeps changing",
+        ))
     }
 
     /// The union of every client's indexes (field names), as registered.
@@ -615,11 +835,29 @@ impl Engine {
     }
 
     /// A changed row: tombstones where it left, the new record where it is.
-    pub fn update(&self, old: &Row, old_day: Option<i32>, new: &Row, new_day: Option<i32>, source: &dyn Source) -> Result<WriteReport> {
-        self.write(&[(old, old_day, false)], Some((new, new_day)), source, false)
+    pub fn update(
+        &self,
+        old: &Row,
+        old_day: Option<i32>,
+        new: &Row,
+        new_day: Option<i32>,
+        source: &dyn Source,
+    ) -> Result<WriteReport> {
+        self.write(
+            &[(old, old_day, false)],
+            Some((new, new_day)),
+            source,
+            false,
+        )
     }
 
-    fn write(&self, removed: &[(&Row, Option<i32>, bool)], added: Option<(&Row, Option<i32>)>, source: &dyn Source, build_missing: bool) -> Result<WriteReport> {
+    fn write(
+        &self,
+        removed: &[(&Row, Option<i32>, bool)],
+        added: Option<(&Row, Option<i32>)>,
+        source: &dyn Source,
+        build_missing: bool,
+    ) -> Result<WriteReport> {
         let mut report = WriteReport::default();
         // Keys already written: a retry for a newer meta must not bump a
         // counter twice.
@@ -633,8 +871,14 @@ impl Engine {
             },
         };
         for _ in 0..4 {
-            let planned: Vec<_> = self.plan(&guess, removed, added)?.into_iter().filter(|(op, _)| !done.contains(op.key())).collect();
-            let mut batch = vec![Op::Get { key: self.meta_key() }];
+            let planned: Vec<_> = self
+                .plan(&guess, removed, added)?
+                .into_iter()
+                .filter(|(op, _)| !done.contains(op.key()))
+                .collect();
+            let mut batch = vec![Op::Get {
+                key: self.meta_key(),
+            }];
             batch.extend(planned.iter().map(|(op, _)| op.clone()));
             let mut replies = self.store.execute(batch);
             let meta_reply = replies.remove(0);
@@ -656,14 +900,19 @@ impl Engine {
                         }
                     }
                     // A counter under construction: break the builder's lease.
-                    (Op::Incr { .. } | Op::Decr { .. }, Ok(Reply::NonNumeric)) => repairs.push(Op::Delete { key }),
+                    (Op::Incr { .. } | Op::Decr { .. }, Ok(Reply::NonNumeric)) => {
+                        repairs.push(Op::Delete { key })
+                    }
                     _ => {}
                 }
             }
             self.repair(repairs, &mut report);
             let meta = match meta_reply.and_then(|r| match r {
                 Reply::Value(item) => self.meta_from(item),
-                other => Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
+                other => Err(Error::protocol(
+                    &self.store.server_for(&self.meta_key()),
+                    format!("{other:?}"),
+                )),
             }) {
                 Ok(meta) => meta,
                 Err(e) => return Ok(self.unreached(report, e, Some(&guess), removed, added)),
@@ -698,11 +947,20 @@ impl Engine {
 
     /// The report of a write whose meta could not be read: every key the
     /// write would have touched (for the last meta known) needs repair.
-    fn unreached(&self, mut report: WriteReport, e: Error, meta: Option<&Meta>, removed: &[(&Row, Option<i32>, bool)], added: Option<(&Row, Option<i32>)>) -> WriteReport {
+    fn unreached(
+        &self,
+        mut report: WriteReport,
+        e: Error,
+        meta: Option<&Meta>,
+        removed: &[(&Row, Option<i32>, bool)],
+        added: Option<(&Row, Option<i32>)>,
+    ) -> WriteReport {
         report.faults.push(e.to_string());
         if let Some(meta) = meta.cloned().or_else(|| self.cached_meta()) {
             if let Ok(planned) = self.plan(&meta, removed, added) {
-                report.failed_keys.extend(planned.into_iter().map(|(op, _)| op.key().to_string()));
+                report
+                    .failed_keys
+                    .extend(planned.into_iter().map(|(op, _)| op.key().to_string()));
             }
         }
         report
@@ -711,7 +969,12 @@ impl Engine {
     /// The ops of one write for the registry in `meta`: each with the list
     /// it targets when it is a record prepend (for building a missing list).
     #[allow(clippy::type_complexity)]
-    fn plan(&self, meta: &Meta, removed: &[(&Row, Option<i32>, bool)], added: Option<(&Row, Option<i32>)>) -> Result<Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)>> {
+    fn plan(
+        &self,
+        meta: &Meta,
+        removed: &[(&Row, Option<i32>, bool)],
+        added: Option<(&Row, Option<i32>)>,
+    ) -> Result<Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)>> {
         let gen = meta.generation;
         let mut ops: Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)> = Vec::new();
         let mut new_lists: HashMap<String, ()> = HashMap::new();
@@ -767,7 +1030,11 @@ impl Engine {
         }
         let mut incrs: Vec<String> = new_counters.into_iter().collect();
         incrs.sort();
-        ops.extend(incrs.into_iter().map(|key| (Op::Incr { key, delta: 1 }, None)));
+        ops.extend(
+            incrs
+                .into_iter()
+                .map(|key| (Op::Incr { key, delta: 1 }, None)),
+        );
         Ok(ops)
     }
 
@@ -775,18 +1042,33 @@ impl Engine {
         fields
             .iter()
             .map(|f| {
-                let pos = self.schema.position(f).ok_or_else(|| Error::Config(format!("{f:?} is not a field of {}", self.model)))?;
-                row.get(pos).cloned().ok_or_else(|| Error::Schema(format!("row has no value for {f:?}")))
+                let pos = self.schema.position(f).ok_or_else(|| {
+                    Error::Config(format!("{f:?} is not a field of {}", self.model))
+                })?;
+                row.get(pos)
+                    .cloned()
+                    .ok_or_else(|| Error::Schema(format!("row has no value for {f:?}")))
             })
             .collect()
     }
 
-    fn counter_keys(&self, gen: u64, row: &Row, fields: &[String], day: Option<i32>) -> Result<Vec<String>> {
+    fn counter_keys(
+        &self,
+        gen: u64,
+        row: &Row,
+        fields: &[String],
+        day: Option<i32>,
+    ) -> Result<Vec<String>> {
         let values = self.values_of(row, fields)?;
         let mut keys = vec![self.counter_key(gen, fields, &values, "c")];
         if let Some(day) = day {
             for p in Period::ALL {
-                keys.push(self.counter_key(gen, fields, &values, &format!("{}{}", p.letter(), p.start(day))));
+                keys.push(self.counter_key(
+                    gen,
+                    fields,
+                    &values,
+                    &format!("{}{}", p.letter(), p.start(day)),
+                ));
             }
         }
         Ok(keys)
@@ -800,26 +1082,57 @@ impl Engine {
     }
 
     /// Counts of the buckets of `period` that contain each of `days`.
-    pub fn period_counts(&self, fields: &[String], values: &[Value], period: Period, days: &[i32], source: &dyn Source) -> Result<Vec<u64>> {
+    pub fn period_counts(
+        &self,
+        fields: &[String],
+        values: &[Value],
+        period: Period,
+        days: &[i32],
+        source: &dyn Source,
+    ) -> Result<Vec<u64>> {
         let buckets: Vec<(String, Option<(i32, i32)>)> = days
             .iter()
-            .map(|&d| (format!("{}{}", period.letter(), period.start(d)), Some((period.start(d), period.end(d)))))
+            .map(|&d| {
+                (
+                    format!("{}{}", period.letter(), period.start(d)),
+                    Some((period.start(d), period.end(d))),
+                )
+            })
             .collect();
         self.counts(fields, values, &buckets, source)
     }
 
-    fn counts(&self, fields: &[String], values: &[Value], buckets: &[(String, Option<(i32, i32)>)], source: &dyn Source) -> Result<Vec<u64>> {
+    fn counts(
+        &self,
+        fields: &[String],
+        values: &[Value],
+        buckets: &[(String, Option<(i32, i32)>)],
+        source: &dyn Source,
+    ) -> Result<Vec<u64>> {
         let mut fields = fields.to_vec();
         fields.sort();
         if !fields.is_empty() && !self.indexes.contains(&fields) {
-            return Err(Error::Config(format!("{fields:?} is not an index of {}", self.model)));
+            return Err(Error::Config(format!(
+                "{fields:?} is not an index of {}",
+                self.model
+            )));
         }
         let fetched = self.with_meta(|meta| {
-            Ok(buckets.iter().map(|(suffix, _)| Op::Get { key: self.counter_key(meta.generation, &fields, values, suffix) }).collect())
+            Ok(buckets
+                .iter()
+                .map(|(suffix, _)| Op::Get {
+                    key: self.counter_key(meta.generation, &fields, values, suffix),
+                })
+                .collect())
         });
         let (meta, replies) = match fetched {
             Ok(x) => x,
-            Err(_) => return buckets.iter().map(|(_, range)| source.count(&fields, values, *range)).collect(),
+            Err(_) => {
+                return buckets
+                    .iter()
+                    .map(|(_, range)| source.count(&fields, values, *range))
+                    .collect()
+            }
         };
         let mut out = Vec::with_capacity(buckets.len());
         for ((suffix, range), reply) in buckets.iter().zip(replies) {
@@ -843,7 +1156,14 @@ impl Engine {
 
     /// Builds one counter under the lease; when the lease cannot be had,
     /// answers from the source without storing.
-    fn build_counter(&self, key: &str, fields: &[String], values: &[Value], range: Option<(i32, i32)>, source: &dyn Source) -> Result<u64> {
+    fn build_counter(
+        &self,
+        key: &str,
+        fields: &[String],
+        values: &[Value],
+        range: Option<(i32, i32)>,
+        source: &dyn Source,
+    ) -> Result<u64> {
         if !fields.is_empty() {
             let spec = self.spec(fields)?;
             self.register(&self.own_entry(&spec))?;
@@ -855,23 +1175,41 @@ impl Engine {
                 return Ok(n);
             }
             let take = match &current {
-                Some(item) if lease_of(&item.value).map(|(_, a)| a < self.options.lease_ttl).unwrap_or(false) => {
+                Some(item)
+                    if lease_of(&item.value)
+                        .map(|(_, a)| a < self.options.lease_ttl)
+                        .unwrap_or(false) =>
+                {
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
-                Some(item) => Op::Cas { key: key.to_string(), value: lease_marker(token), cas: item.cas },
-                None => Op::Add { key: key.to_string(), value: lease_marker(token) },
+                Some(item) => Op::Cas {
+                    key: key.to_string(),
+                    value: lease_marker(token),
+                    cas: item.cas,
+                },
+                None => Op::Add {
+                    key: key.to_string(),
+                    value: lease_marker(token),
+                },
             };
             if self.store.one(take)? != Reply::Stored {
                 continue;
             }
-            let Some(item) = self.store.get(key)? else { continue };
+            let Some(item) = self.store.get(key)? else {
+                continue;
+            };
             if lease_of(&item.value).map(|(t, _)| t) != Some(token) {
                 continue;
             }
             let n = source.count(fields, values, range)?;
             self.hook(HookPoint::BeforeCounterStore, key);
-            if self.store.one(Op::Cas { key: key.to_string(), value: n.to_string().into_bytes(), cas: item.cas })? == Reply::Stored {
+            if self.store.one(Op::Cas {
+                key: key.to_string(),
+                value: n.to_string().into_bytes(),
+                cas: item.cas,
+            })? == Reply::Stored
+            {
                 return Ok(n);
             }
         }
@@ -893,7 +1231,9 @@ fn parse_count(value: &[u8]) -> Option<u64> {
 fn pk_of(row: &Row) -> Result<i64> {
     match row.first() {
         Some(Value::Int(pk)) => Ok(*pk),
-        other => Err(Error::Schema(format!("primary key must be an integer, got {other:?}"))),
+        other => Err(Error::Schema(format!(
+            "primary key must be an integer, got {other:?}"
+        ))),
     }
 }
 
@@ -917,7 +1257,11 @@ mod tests {
     fn meta_round_trips() {
         let m = Meta {
             generation: 0x1234,
-            entries: vec![Entry { schema_fp: 1, layout_fp: 2, fields: vec!["a".into(), "b".into()] }],
+            entries: vec![Entry {
+                schema_fp: 1,
+                layout_fp: 2,
+                fields: vec!["a".into(), "b".into()],
+            }],
         };
         assert_eq!(Meta::decode(&m.encode()), Some(m));
         assert_eq!(Meta::decode(b"garbage"), None);

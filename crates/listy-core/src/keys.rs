@@ -26,8 +26,21 @@ pub fn meta_key(prefix: &str, model: &str) -> String {
 }
 
 /// The key of one list.
-pub fn list_key(prefix: &str, model: &str, fingerprint: u32, generation: u64, fields: &[String], values: &[Value]) -> String {
-    let mut key = format!("{}ly:{}:{:08x}:{:x}:", escape(prefix), escape(model), fingerprint, generation);
+pub fn list_key(
+    prefix: &str,
+    model: &str,
+    fingerprint: u32,
+    generation: u64,
+    fields: &[String],
+    values: &[Value],
+) -> String {
+    let mut key = format!(
+        "{}ly:{}:{:08x}:{:x}:",
+        escape(prefix),
+        escape(model),
+        fingerprint,
+        generation
+    );
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
             key.push(',');
@@ -116,19 +129,50 @@ mod tests {
 
     #[test]
     fn list_keys_name_model_generation_fields_and_values() {
-        let k = list_key("site1:", "app.Follow", 0xabc, 17, &fields(&["followee_id", "follower_id"]), &[Value::Int(5), Value::Int(-7)]);
-        assert_eq!(k, "site1%3Aly:app.Follow:00000abc:11:followee_id,follower_id=5,-7");
+        let k = list_key(
+            "site1:",
+            "app.Follow",
+            0xabc,
+            17,
+            &fields(&["followee_id", "follower_id"]),
+            &[Value::Int(5), Value::Int(-7)],
+        );
+        assert_eq!(
+            k,
+            "site1%3Aly:app.Follow:00000abc:11:followee_id,follower_id=5,-7"
+        );
         assert_eq!(counter_key(&k, "c"), format!("{k}#c"));
     }
 
     #[test]
     fn spaces_control_and_non_ascii_are_escaped() {
-        let k = list_key("", "m", 1, 1, &fields(&["name"]), &[Value::Str("a b\n\u{e9},=".into())]);
+        let k = list_key(
+            "",
+            "m",
+            1,
+            1,
+            &fields(&["name"]),
+            &[Value::Str("a b\n\u{e9},=".into())],
+        );
         assert!(memcached_safe(&k), "{k}");
         assert!(k.ends_with("name=a%20b%0A%C3%A9%2C%3D"), "{k}");
         // Distinct values give distinct keys even when they share characters.
-        let a = list_key("", "m", 1, 1, &fields(&["a", "b"]), &[Value::Str("x,y".into()), Value::Str("z".into())]);
-        let b = list_key("", "m", 1, 1, &fields(&["a", "b"]), &[Value::Str("x".into()), Value::Str("y,z".into())]);
+        let a = list_key(
+            "",
+            "m",
+            1,
+            1,
+            &fields(&["a", "b"]),
+            &[Value::Str("x,y".into()), Value::Str("z".into())],
+        );
+        let b = list_key(
+            "",
+            "m",
+            1,
+            1,
+            &fields(&["a", "b"]),
+            &[Value::Str("x".into()), Value::Str("y,z".into())],
+        );
         assert_ne!(a, b);
         let n = list_key("", "m", 1, 1, &fields(&["a"]), &[Value::Null]);
         let t = list_key("", "m", 1, 1, &fields(&["a"]), &[Value::Str("~".into())]);

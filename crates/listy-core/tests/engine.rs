@@ -27,7 +27,10 @@ struct Db {
 
 impl Db {
     fn matches(row: &Row, fields: &[String], values: &[Value]) -> bool {
-        fields.iter().zip(values).all(|(f, v)| &row[FIELDS.iter().position(|x| x == f).unwrap()] == v)
+        fields
+            .iter()
+            .zip(values)
+            .all(|(f, v)| &row[FIELDS.iter().position(|x| x == f).unwrap()] == v)
     }
 
     fn pks(&self, fields: &[String], values: &[Value]) -> Vec<i64> {
@@ -47,10 +50,20 @@ impl Source for Db {
     fn rows(&self, fields: &[String], values: &[Value]) -> listy_core::Result<Vec<Row>> {
         self.queries.fetch_add(1, Ordering::SeqCst);
         let rows = self.rows.lock().unwrap();
-        Ok(rows.values().rev().filter(|r| Self::matches(r, fields, values)).cloned().collect())
+        Ok(rows
+            .values()
+            .rev()
+            .filter(|r| Self::matches(r, fields, values))
+            .cloned()
+            .collect())
     }
 
-    fn count(&self, fields: &[String], values: &[Value], days: Option<(i32, i32)>) -> listy_core::Result<u64> {
+    fn count(
+        &self,
+        fields: &[String],
+        values: &[Value],
+        days: Option<(i32, i32)>,
+    ) -> listy_core::Result<u64> {
         self.queries.fetch_add(1, Ordering::SeqCst);
         let rows = self.rows.lock().unwrap();
         Ok(rows
@@ -76,7 +89,12 @@ fn pk(row: &Row) -> i64 {
 
 fn follow(id: i64, follower: i64, followee: i64) -> Row {
     // Rows a day apart so the period counters see different buckets.
-    vec![Value::Int(id), Value::Datetime(1_790_000_000_000_000 + id * DAY_US / 3), Value::Int(follower), Value::Int(followee)]
+    vec![
+        Value::Int(id),
+        Value::Datetime(1_790_000_000_000_000 + id * DAY_US / 3),
+        Value::Int(follower),
+        Value::Int(followee),
+    ]
 }
 
 fn day_of(row: &Row) -> Option<i32> {
@@ -101,11 +119,23 @@ fn idx(names: &[&str]) -> Vec<String> {
 }
 
 fn all_indexes() -> Vec<Vec<String>> {
-    vec![idx(&["id"]), idx(&["follower_id"]), idx(&["followee_id", "follower_id"])]
+    vec![
+        idx(&["id"]),
+        idx(&["follower_id"]),
+        idx(&["followee_id", "follower_id"]),
+    ]
 }
 
 fn engine(store: &Arc<dyn Store>, indexes: Vec<Vec<String>>) -> Engine {
-    Engine::new(store.clone(), "t:", "app.Follow", schema(), indexes, Options::default()).unwrap()
+    Engine::new(
+        store.clone(),
+        "t:",
+        "app.Follow",
+        schema(),
+        indexes,
+        Options::default(),
+    )
+    .unwrap()
 }
 
 /// Runs `test` on the embedded store and on a real memcached.
@@ -131,8 +161,15 @@ fn list(e: &Engine, db: &Db, fields: &[&str], values: &[i64]) -> (Vec<i64>, bool
 }
 
 fn assert_list(e: &Engine, db: &Db, fields: &[&str], values: &[i64]) {
-    let expected = db.pks(&idx(fields), &values.iter().map(|v| Value::Int(*v)).collect::<Vec<_>>());
-    assert_eq!(list(e, db, fields, values).0, expected, "list {fields:?}={values:?}");
+    let expected = db.pks(
+        &idx(fields),
+        &values.iter().map(|v| Value::Int(*v)).collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        list(e, db, fields, values).0,
+        expected,
+        "list {fields:?}={values:?}"
+    );
 }
 
 #[test]
@@ -144,17 +181,33 @@ fn reads_hit_after_a_build_and_see_every_write_at_once() {
         for i in 1..=5 {
             db.insert(follow(i, 1, 10 + i));
         }
-        assert_eq!(list(&a, &db, &["follower_id"], &[1]), (vec![5, 4, 3, 2, 1], false));
-        assert_eq!(list(&b, &db, &["follower_id"], &[1]), (vec![5, 4, 3, 2, 1], true));
+        assert_eq!(
+            list(&a, &db, &["follower_id"], &[1]),
+            (vec![5, 4, 3, 2, 1], false)
+        );
+        assert_eq!(
+            list(&b, &db, &["follower_id"], &[1]),
+            (vec![5, 4, 3, 2, 1], true)
+        );
         let queries = db.queries.load(Ordering::SeqCst);
         let row = follow(6, 1, 99);
         db.insert(row.clone());
         a.add(&row, day_of(&row), &db).unwrap();
-        assert_eq!(list(&b, &db, &["follower_id"], &[1]), (vec![6, 5, 4, 3, 2, 1], true));
+        assert_eq!(
+            list(&b, &db, &["follower_id"], &[1]),
+            (vec![6, 5, 4, 3, 2, 1], true)
+        );
         let gone = db.remove(3).unwrap();
         b.delete(&gone, day_of(&gone), true).unwrap();
-        assert_eq!(list(&a, &db, &["follower_id"], &[1]), (vec![6, 5, 4, 2, 1], true));
-        assert_eq!(db.queries.load(Ordering::SeqCst), queries, "no database query after the build");
+        assert_eq!(
+            list(&a, &db, &["follower_id"], &[1]),
+            (vec![6, 5, 4, 2, 1], true)
+        );
+        assert_eq!(
+            db.queries.load(Ordering::SeqCst),
+            queries,
+            "no database query after the build"
+        );
         store.flush_all().unwrap();
     });
 }
@@ -179,12 +232,19 @@ fn counters_are_built_once_and_follow_writes() {
         assert_eq!(db.queries.load(Ordering::SeqCst), q);
         let day = day_of(&row).unwrap();
         let period = listy_core::calendar::Period::Week;
-        let got = e.period_counts(&f, &[Value::Int(1)], period, &[day], &db).unwrap();
+        let got = e
+            .period_counts(&f, &[Value::Int(1)], period, &[day], &db)
+            .unwrap();
         let (s, end) = (period.start(day), period.end(day));
-        assert_eq!(got, vec![db.count(&f, &[Value::Int(1)], Some((s, end))).unwrap()]);
+        assert_eq!(
+            got,
+            vec![db.count(&f, &[Value::Int(1)], Some((s, end))).unwrap()]
+        );
         let gone = db.remove(10).unwrap();
         e.delete(&gone, day_of(&gone), true).unwrap();
-        let after = e.period_counts(&f, &[Value::Int(1)], period, &[day], &db).unwrap();
+        let after = e
+            .period_counts(&f, &[Value::Int(1)], period, &[day], &db)
+            .unwrap();
         assert_eq!(after[0], got[0] - 1);
         store.flush_all().unwrap();
     });
@@ -213,8 +273,14 @@ fn race_build_vs_add_never_stores_the_stale_snapshot() {
         }));
         let (pks, _) = list(&builder, &db, &["follower_id"], &[1]);
         assert_eq!(pks, vec![2, 1]);
-        assert_eq!(list(&writer, &db, &["follower_id"], &[1]), (vec![2, 1], true));
-        assert!(fired.load(Ordering::SeqCst) >= 2, "the builder retried after losing the CAS");
+        assert_eq!(
+            list(&writer, &db, &["follower_id"], &[1]),
+            (vec![2, 1], true)
+        );
+        assert!(
+            fired.load(Ordering::SeqCst) >= 2,
+            "the builder retried after losing the CAS"
+        );
         store.flush_all().unwrap();
     });
 }
@@ -292,7 +358,9 @@ fn race_compaction_vs_add_keeps_the_add() {
         list(&reader, &db, &["follower_id"], &[1]);
         assert_eq!(fired.load(Ordering::SeqCst), 1, "compaction was attempted");
         // The next read compacts for real: the value shrinks, the list stays.
-        let key = writer.key(&idx(&["follower_id"]), &[Value::Int(1)]).unwrap();
+        let key = writer
+            .key(&idx(&["follower_id"]), &[Value::Int(1)])
+            .unwrap();
         let before = store.get(&key).unwrap().unwrap().value.len();
         assert_list(&writer, &db, &["follower_id"], &[1]);
         let after = store.get(&key).unwrap().unwrap().value.len();
@@ -339,8 +407,18 @@ fn incomplete_or_garbage_values_are_misses() {
         list(&e, &db, &["follower_id"], &[1]);
         let key = e.key(&idx(&["follower_id"]), &[Value::Int(1)]).unwrap();
         let good = store.get(&key).unwrap().unwrap().value;
-        for bad in [b"garbage".to_vec(), good[..good.len() - 3].to_vec(), good[3..].to_vec(), vec![]] {
-            store.one(Op::Set { key: key.clone(), value: bad }).unwrap();
+        for bad in [
+            b"garbage".to_vec(),
+            good[..good.len() - 3].to_vec(),
+            good[3..].to_vec(),
+            vec![],
+        ] {
+            store
+                .one(Op::Set {
+                    key: key.clone(),
+                    value: bad,
+                })
+                .unwrap();
             assert_eq!(list(&e, &db, &["follower_id"], &[1]), (vec![2, 1], false));
             assert_eq!(list(&e, &db, &["follower_id"], &[1]), (vec![2, 1], true));
         }
@@ -379,7 +457,10 @@ fn clients_with_different_indexes_update_each_others_lists() {
         let row = follow(2, 7, 2);
         db.insert(row.clone());
         by_follower.add(&row, None, &db).unwrap();
-        assert_eq!(list(&by_followee, &db, &["followee_id"], &[2]), (vec![2, 1], true));
+        assert_eq!(
+            list(&by_followee, &db, &["followee_id"], &[2]),
+            (vec![2, 1], true)
+        );
         let mut reg = by_follower.registered_indexes().unwrap();
         reg.sort();
         assert_eq!(reg, vec![idx(&["followee_id"])]);
@@ -404,7 +485,11 @@ fn flush_and_meta_eviction_never_serve_old_lists() {
         assert_eq!(list(&b, &db, &["follower_id"], &[1]), (vec![2, 1], false));
         // Evict the meta: b's remembered generation must not be trusted.
         db.insert(follow(3, 1, 4));
-        store.one(Op::Delete { key: listy_core::keys::meta_key("t:", "app.Follow") }).unwrap();
+        store
+            .one(Op::Delete {
+                key: listy_core::keys::meta_key("t:", "app.Follow"),
+            })
+            .unwrap();
         assert_eq!(list(&b, &db, &["follower_id"], &[1]).0, vec![3, 2, 1]);
         store.flush_all().unwrap();
     });
@@ -418,14 +503,35 @@ mod model {
 
     #[derive(Debug, Clone)]
     enum Step {
-        Add { client: usize, follower: i64, followee: i64 },
-        Delete { client: usize, pick: usize },
-        Move { client: usize, pick: usize, followee: i64 },
-        Read { client: usize, follower: i64 },
-        Count { client: usize, follower: i64 },
-        Evict { follower: i64 },
+        Add {
+            client: usize,
+            follower: i64,
+            followee: i64,
+        },
+        Delete {
+            client: usize,
+            pick: usize,
+        },
+        Move {
+            client: usize,
+            pick: usize,
+            followee: i64,
+        },
+        Read {
+            client: usize,
+            follower: i64,
+        },
+        Count {
+            client: usize,
+            follower: i64,
+        },
+        Evict {
+            follower: i64,
+        },
         EvictMeta,
-        Flush { client: usize },
+        Flush {
+            client: usize,
+        },
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -449,25 +555,49 @@ mod model {
         let f = idx(&["follower_id"]);
         for s in steps {
             match *s {
-                Step::Add { client, follower, followee } => {
+                Step::Add {
+                    client,
+                    follower,
+                    followee,
+                } => {
                     let row = follow(next_id, follower, followee);
                     next_id += 1;
                     db.insert(row.clone());
                     clients[client].add(&row, day_of(&row), &db).unwrap();
                 }
                 Step::Delete { client, pick } => {
-                    let id = { db.rows.lock().unwrap().keys().copied().nth(pick % (next_id as usize)) };
+                    let id = {
+                        db.rows
+                            .lock()
+                            .unwrap()
+                            .keys()
+                            .copied()
+                            .nth(pick % (next_id as usize))
+                    };
                     if let Some(row) = id.and_then(|id| db.remove(id)) {
                         clients[client].delete(&row, day_of(&row), true).unwrap();
                     }
                 }
-                Step::Move { client, pick, followee } => {
-                    let old = { db.rows.lock().unwrap().values().nth(pick % (next_id as usize)).cloned() };
+                Step::Move {
+                    client,
+                    pick,
+                    followee,
+                } => {
+                    let old = {
+                        db.rows
+                            .lock()
+                            .unwrap()
+                            .values()
+                            .nth(pick % (next_id as usize))
+                            .cloned()
+                    };
                     if let Some(old) = old {
                         let mut new = old.clone();
                         new[3] = Value::Int(followee);
                         db.insert(new.clone());
-                        clients[client].update(&old, day_of(&old), &new, day_of(&new), &db).unwrap();
+                        clients[client]
+                            .update(&old, day_of(&old), &new, day_of(&new), &db)
+                            .unwrap();
                     }
                 }
                 Step::Read { client, follower } => {
@@ -475,7 +605,9 @@ mod model {
                     prop_assert_eq!(got, db.pks(&f, &[Value::Int(follower)]));
                 }
                 Step::Count { client, follower } => {
-                    let got = clients[client].count(&f, &[Value::Int(follower)], &db).unwrap();
+                    let got = clients[client]
+                        .count(&f, &[Value::Int(follower)], &db)
+                        .unwrap();
                     prop_assert_eq!(got, db.count(&f, &[Value::Int(follower)], None).unwrap());
                 }
                 Step::Evict { follower } => {
@@ -483,15 +615,25 @@ mod model {
                     store.one(Op::Delete { key }).unwrap();
                 }
                 Step::EvictMeta => {
-                    store.one(Op::Delete { key: listy_core::keys::meta_key("t:", "app.Follow") }).unwrap();
+                    store
+                        .one(Op::Delete {
+                            key: listy_core::keys::meta_key("t:", "app.Follow"),
+                        })
+                        .unwrap();
                 }
                 Step::Flush { client } => clients[client].flush().unwrap(),
             }
         }
         for c in &clients {
             for follower in 1..4 {
-                prop_assert_eq!(list(c, &db, &["follower_id"], &[follower]).0, db.pks(&f, &[Value::Int(follower)]));
-                prop_assert_eq!(c.count(&f, &[Value::Int(follower)], &db).unwrap(), db.count(&f, &[Value::Int(follower)], None).unwrap());
+                prop_assert_eq!(
+                    list(c, &db, &["follower_id"], &[follower]).0,
+                    db.pks(&f, &[Value::Int(follower)])
+                );
+                prop_assert_eq!(
+                    c.count(&f, &[Value::Int(follower)], &db).unwrap(),
+                    db.count(&f, &[Value::Int(follower)], None).unwrap()
+                );
                 for followee in 1..5 {
                     let ff = idx(&["followee_id", "follower_id"]);
                     let vals = [Value::Int(followee), Value::Int(follower)];
@@ -501,7 +643,10 @@ mod model {
                     prop_assert_eq!(view.len(), db.pks(&ff, &vals).len());
                 }
             }
-            prop_assert_eq!(c.count(&[], &[], &db).unwrap(), db.rows.lock().unwrap().len() as u64);
+            prop_assert_eq!(
+                c.count(&[], &[], &db).unwrap(),
+                db.rows.lock().unwrap().len() as u64
+            );
         }
         Ok(())
     }
@@ -517,8 +662,16 @@ mod model {
     #[test]
     fn random_clients_converge_on_memcached() {
         let server = common::Memcached::start();
-        let store: Arc<dyn Store> = Arc::new(MemcachedPool::new(PoolConfig::new(vec![server.addr()])).unwrap());
-        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });
-        runner.run(&proptest::collection::vec(step(), 1..60), |steps| run(store.clone(), &steps)).unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(MemcachedPool::new(PoolConfig::new(vec![server.addr()])).unwrap());
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 24,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&proptest::collection::vec(step(), 1..60), |steps| {
+                run(store.clone(), &steps)
+            })
+            .unwrap();
     }
 }

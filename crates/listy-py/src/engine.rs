@@ -25,11 +25,20 @@ struct PySource<'a> {
 
 impl<'a> PySource<'a> {
     fn new(loader: Option<&'a Py<PyAny>>, schema: &'a PySchema) -> Self {
-        PySource { loader, schema, raised: Mutex::new(None) }
+        PySource {
+            loader,
+            schema,
+            raised: Mutex::new(None),
+        }
     }
 
-    fn call<T>(&self, f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>) -> listy_core::Result<T> {
-        let Some(loader) = self.loader else { return Err(Error::Source("no loader given".into())) };
+    fn call<T>(
+        &self,
+        f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>,
+    ) -> listy_core::Result<T> {
+        let Some(loader) = self.loader else {
+            return Err(Error::Source("no loader given".into()));
+        };
         Python::attach(|py| {
             f(py, loader.bind(py)).map_err(|e| {
                 let msg = e.to_string();
@@ -48,7 +57,12 @@ impl<'a> PySource<'a> {
     }
 }
 
-fn py_values<'py>(py: Python<'py>, values: &[Value], schema: &PySchema, fields: &[String]) -> PyResult<Bound<'py, PyTuple>> {
+fn py_values<'py>(
+    py: Python<'py>,
+    values: &[Value],
+    schema: &PySchema,
+    fields: &[String],
+) -> PyResult<Bound<'py, PyTuple>> {
     let items = fields
         .iter()
         .zip(values)
@@ -60,7 +74,12 @@ fn py_values<'py>(py: Python<'py>, values: &[Value], schema: &PySchema, fields: 
     PyTuple::new(py, items)
 }
 
-fn value_to_py<'py>(py: Python<'py>, v: &Value, _kind: listy_core::codec::Kind, aware: bool) -> PyResult<Bound<'py, PyAny>> {
+fn value_to_py<'py>(
+    py: Python<'py>,
+    v: &Value,
+    _kind: listy_core::codec::Kind,
+    aware: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let r = match v {
         Value::Null => listy_core::codec::ValueRef::Null,
         Value::Int(i) => listy_core::codec::ValueRef::Int(*i),
@@ -81,20 +100,38 @@ fn value_to_py<'py>(py: Python<'py>, v: &Value, _kind: listy_core::codec::Kind, 
 impl Source for PySource<'_> {
     fn rows(&self, fields: &[String], values: &[Value]) -> listy_core::Result<Vec<Row>> {
         self.call(|py, loader| {
-            let args = (PyTuple::new(py, fields)?, py_values(py, values, self.schema, fields)?);
+            let args = (
+                PyTuple::new(py, fields)?,
+                py_values(py, values, self.schema, fields)?,
+            );
             let rows = loader.call1(args)?;
-            rows.try_iter()?.map(|row| row_from_py(&self.schema.inner, &row?)).collect()
+            rows.try_iter()?
+                .map(|row| row_from_py(&self.schema.inner, &row?))
+                .collect()
         })
     }
 
-    fn count(&self, fields: &[String], values: &[Value], days: Option<(i32, i32)>) -> listy_core::Result<u64> {
+    fn count(
+        &self,
+        fields: &[String],
+        values: &[Value],
+        days: Option<(i32, i32)>,
+    ) -> listy_core::Result<u64> {
         self.call(|py, loader| {
             let (start, end) = days.unzip();
-            let args = (PyTuple::new(py, fields)?, py_values(py, values, self.schema, fields)?, start, end);
+            let args = (
+                PyTuple::new(py, fields)?,
+                py_values(py, values, self.schema, fields)?,
+                start,
+                end,
+            );
             loader.call1(args)?.extract::<u64>()
         })
     }
 }
+
+/// FK attname → (FK field name, related model, attname the FK value fills).
+type RelatedSpec = HashMap<String, (String, Py<PyType>, String)>;
 
 #[pyclass(name = "Engine", frozen, module = "listy._native")]
 pub struct PyEngine {
@@ -115,23 +152,38 @@ impl PyEngine {
         fields
     }
 
-    fn values(&self, py: Python<'_>, fields: &[String], values: &Bound<'_, PyAny>) -> PyResult<(Vec<Value>, Vec<Py<PyAny>>)> {
+    fn values(
+        &self,
+        py: Python<'_>,
+        fields: &[String],
+        values: &Bound<'_, PyAny>,
+    ) -> PyResult<(Vec<Value>, Vec<Py<PyAny>>)> {
         let schema = &self.schema(py).inner;
         let items: Vec<Bound<'_, PyAny>> = values.try_iter()?.collect::<PyResult<_>>()?;
         if items.len() != fields.len() {
-            return Err(crate::errors::ConfigError::new_err(format!("{} values for the {} fields {fields:?}", items.len(), fields.len())));
+            return Err(crate::errors::ConfigError::new_err(format!(
+                "{} values for the {} fields {fields:?}",
+                items.len(),
+                fields.len()
+            )));
         }
         let mut out = Vec::with_capacity(items.len());
         for (f, v) in fields.iter().zip(&items) {
-            let pos = schema
-                .position(f)
-                .ok_or_else(|| crate::errors::NotCachableException::new_err(format!("{f:?} is not a cached field")))?;
+            let pos = schema.position(f).ok_or_else(|| {
+                crate::errors::NotCachableException::new_err(format!("{f:?} is not a cached field"))
+            })?;
             out.push(to_value(v, &schema.fields()[pos])?);
         }
         Ok((out, items.into_iter().map(|b| b.unbind()).collect()))
     }
 
-    fn records(&self, py: Python<'_>, fields: &[String], objs: &[Py<PyAny>], fetched: Fetched) -> PyResult<Records> {
+    fn records(
+        &self,
+        py: Python<'_>,
+        fields: &[String],
+        objs: &[Py<PyAny>],
+        fetched: Fetched,
+    ) -> PyResult<Records> {
         let layout = self.engine.layout(fields).map_err(CoreError)?;
         let schema = &self.schema(py).inner;
         let fixed = fields
@@ -139,7 +191,14 @@ impl PyEngine {
             .zip(objs)
             .map(|(f, o)| (schema.position(f).expect("index field"), o.clone_ref(py)))
             .collect();
-        Records::new(fetched.key, fetched.bytes, fetched.hit, layout, self.builder.clone(), fixed)
+        Records::new(
+            fetched.key,
+            fetched.bytes,
+            fetched.hit,
+            layout,
+            self.builder.clone(),
+            fixed,
+        )
     }
 
     fn day_of(day: Option<i32>) -> Option<i32> {
@@ -169,24 +228,45 @@ impl PyEngine {
         model_class: Py<PyType>,
         state_class: Py<PyType>,
         db_alias: &str,
-        related: Option<HashMap<String, (String, Py<PyType>, String)>>,
+        related: Option<RelatedSpec>,
         on_build: Option<Py<PyAny>>,
     ) -> PyResult<PyEngine> {
         let s = schema.get();
-        let engine = Engine::new(store.inner.clone(), prefix, model, (*s.inner).clone(), indexes, Options::default()).map_err(CoreError)?;
+        let engine = Engine::new(
+            store.inner.clone(),
+            prefix,
+            model,
+            (*s.inner).clone(),
+            indexes,
+            Options::default(),
+        )
+        .map_err(CoreError)?;
         let names: Vec<&str> = s.inner.fields().iter().map(|f| f.name.as_str()).collect();
-        let attnames = names.iter().map(|n| if n.contains('.') { None } else { Some(PyString::new(py, n).unbind()) }).collect();
+        let attnames = names
+            .iter()
+            .map(|n| {
+                if n.contains('.') {
+                    None
+                } else {
+                    Some(PyString::new(py, n).unbind())
+                }
+            })
+            .collect();
         let mut rels = Vec::new();
         for (fk_attname, (field_name, class, pk_attname)) in related.unwrap_or_default() {
-            let fk_position = s
-                .inner
-                .position(&fk_attname)
-                .ok_or_else(|| crate::errors::ConfigError::new_err(format!("inlined foreign key {fk_attname:?} is not in the schema")))?;
+            let fk_position = s.inner.position(&fk_attname).ok_or_else(|| {
+                crate::errors::ConfigError::new_err(format!(
+                    "inlined foreign key {fk_attname:?} is not in the schema"
+                ))
+            })?;
             let prefix = format!("{fk_attname}.");
             let fields = names
                 .iter()
                 .enumerate()
-                .filter_map(|(i, n)| n.strip_prefix(&prefix).map(|a| (i, PyString::new(py, a).unbind())))
+                .filter_map(|(i, n)| {
+                    n.strip_prefix(&prefix)
+                        .map(|a| (i, PyString::new(py, a).unbind()))
+                })
                 .collect();
             rels.push(Related {
                 fields,
@@ -205,7 +285,11 @@ impl PyEngine {
             on_build,
             aware: s.aware,
         };
-        Ok(PyEngine { engine: Arc::new(engine), schema, builder: Arc::new(builder) })
+        Ok(PyEngine {
+            engine: Arc::new(engine),
+            schema,
+            builder: Arc::new(builder),
+        })
     }
 
     #[getter]
@@ -222,23 +306,43 @@ impl PyEngine {
         self.engine.reset_stats()
     }
 
-    fn key(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>) -> PyResult<String> {
+    fn key(
+        &self,
+        py: Python<'_>,
+        index: Vec<String>,
+        values: &Bound<'_, PyAny>,
+    ) -> PyResult<String> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
         let engine = self.engine.clone();
-        Ok(py.detach(move || engine.key(&fields, &vals)).map_err(CoreError)?)
+        Ok(py
+            .detach(move || engine.key(&fields, &vals))
+            .map_err(CoreError)?)
     }
 
-    fn get(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>, loader: Py<PyAny>) -> PyResult<Records> {
+    fn get(
+        &self,
+        py: Python<'_>,
+        index: Vec<String>,
+        values: &Bound<'_, PyAny>,
+        loader: Py<PyAny>,
+    ) -> PyResult<Records> {
         let fields = self.index(index);
         let (vals, objs) = self.values(py, &fields, values)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        let fetched = py.detach(|| engine.get(&fields, &vals, &source)).map_err(|e| source.error(e))?;
+        let fetched = py
+            .detach(|| engine.get(&fields, &vals, &source))
+            .map_err(|e| source.error(e))?;
         self.records(py, &fields, &objs, fetched)
     }
 
-    fn get_multi(&self, py: Python<'_>, requests: Vec<(Vec<String>, Bound<'_, PyAny>)>, loader: Py<PyAny>) -> PyResult<Vec<Records>> {
+    fn get_multi(
+        &self,
+        py: Python<'_>,
+        requests: Vec<(Vec<String>, Bound<'_, PyAny>)>,
+        loader: Py<PyAny>,
+    ) -> PyResult<Vec<Records>> {
         let mut reqs = Vec::with_capacity(requests.len());
         let mut objs = Vec::with_capacity(requests.len());
         for (index, values) in requests {
@@ -249,24 +353,46 @@ impl PyEngine {
         }
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        let fetched = py.detach(|| engine.get_multi(&reqs, &source)).map_err(|e| source.error(e))?;
-        fetched.into_iter().zip(reqs.iter().zip(&objs)).map(|(f, ((fields, _), o))| self.records(py, fields, o, f)).collect()
+        let fetched = py
+            .detach(|| engine.get_multi(&reqs, &source))
+            .map_err(|e| source.error(e))?;
+        fetched
+            .into_iter()
+            .zip(reqs.iter().zip(&objs))
+            .map(|(f, ((fields, _), o))| self.records(py, fields, o, f))
+            .collect()
     }
 
     #[pyo3(signature = (row, loader, day = None))]
-    fn add<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>, loader: Py<PyAny>, day: Option<i32>) -> PyResult<Bound<'py, PyDict>> {
+    fn add<'py>(
+        &self,
+        py: Python<'py>,
+        row: &Bound<'py, PyAny>,
+        loader: Py<PyAny>,
+        day: Option<i32>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let row = row_from_py(&self.schema(py).inner, row)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        let report = py.detach(|| engine.add(&row, Self::day_of(day), &source)).map_err(|e| source.error(e))?;
+        let report = py
+            .detach(|| engine.add(&row, Self::day_of(day), &source))
+            .map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 
     #[pyo3(signature = (row, day = None, hard = true))]
-    fn delete<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>, day: Option<i32>, hard: bool) -> PyResult<Bound<'py, PyDict>> {
+    fn delete<'py>(
+        &self,
+        py: Python<'py>,
+        row: &Bound<'py, PyAny>,
+        day: Option<i32>,
+        hard: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let row = row_from_py(&self.schema(py).inner, row)?;
         let engine = self.engine.clone();
-        let report = py.detach(|| engine.delete(&row, day, hard)).map_err(CoreError)?;
+        let report = py
+            .detach(|| engine.delete(&row, day, hard))
+            .map_err(CoreError)?;
         report_to_py(py, report)
     }
 
@@ -284,16 +410,25 @@ impl PyEngine {
         let new = row_from_py(&self.schema(py).inner, new)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        let report = py.detach(|| engine.update(&old, old_day, &new, new_day, &source)).map_err(|e| source.error(e))?;
+        let report = py
+            .detach(|| engine.update(&old, old_day, &new, new_day, &source))
+            .map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 
-    fn rebuild(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>, loader: Py<PyAny>) -> PyResult<()> {
+    fn rebuild(
+        &self,
+        py: Python<'_>,
+        index: Vec<String>,
+        values: &Bound<'_, PyAny>,
+        loader: Py<PyAny>,
+    ) -> PyResult<()> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        py.detach(|| engine.rebuild(&fields, &vals, &source)).map_err(|e| source.error(e))
+        py.detach(|| engine.rebuild(&fields, &vals, &source))
+            .map_err(|e| source.error(e))
     }
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
@@ -301,12 +436,19 @@ impl PyEngine {
         Ok(py.detach(move || engine.flush()).map_err(CoreError)?)
     }
 
-    fn count(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>, loader: Py<PyAny>) -> PyResult<u64> {
+    fn count(
+        &self,
+        py: Python<'_>,
+        index: Vec<String>,
+        values: &Bound<'_, PyAny>,
+        loader: Py<PyAny>,
+    ) -> PyResult<u64> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        py.detach(|| engine.count(&fields, &vals, &source)).map_err(|e| source.error(e))
+        py.detach(|| engine.count(&fields, &vals, &source))
+            .map_err(|e| source.error(e))
     }
 
     fn period_counts(
@@ -323,26 +465,41 @@ impl PyEngine {
         let period = Period::parse(period).map_err(CoreError)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        py.detach(|| engine.period_counts(&fields, &vals, period, &days, &source)).map_err(|e| source.error(e))
+        py.detach(|| engine.period_counts(&fields, &vals, period, &days, &source))
+            .map_err(|e| source.error(e))
     }
 
     fn registered_indexes(&self, py: Python<'_>) -> PyResult<Vec<Vec<String>>> {
         let engine = self.engine.clone();
-        Ok(py.detach(move || engine.registered_indexes()).map_err(CoreError)?)
+        Ok(py
+            .detach(move || engine.registered_indexes())
+            .map_err(CoreError)?)
     }
 
-    fn inspect<'py>(&self, py: Python<'py>, index: Vec<String>, values: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn inspect<'py>(
+        &self,
+        py: Python<'py>,
+        index: Vec<String>,
+        values: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
         let engine = self.engine.clone();
         let f2 = fields.clone();
-        let (key, raw) = py.detach(move || engine.raw(&f2, &vals)).map_err(CoreError)?;
+        let (key, raw) = py
+            .detach(move || engine.raw(&f2, &vals))
+            .map_err(CoreError)?;
         let layout = self.engine.layout(&fields).map_err(CoreError)?;
         let d = PyDict::new(py);
         d.set_item("server", self.engine.store().server_for(&key))?;
         d.set_item("key", key)?;
         d.set_item("size", raw.as_ref().map(|r| r.len()).unwrap_or(0))?;
-        d.set_item("complete", raw.as_ref().map(|r| layout.read(r).is_ok()).unwrap_or(false))?;
+        d.set_item(
+            "complete",
+            raw.as_ref()
+                .map(|r| layout.read(r).is_ok())
+                .unwrap_or(false),
+        )?;
         let frames = PyList::empty(py);
         let mut error = None;
         if let Some(raw) = &raw {

@@ -4,6 +4,7 @@
 //! lives here.
 
 mod convert;
+mod datetime_capi;
 mod engine;
 mod errors;
 mod records;

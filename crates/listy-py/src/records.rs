@@ -42,12 +42,17 @@ impl Builder {
         // SAFETY: `cls` is a live type object and `empty` a live tuple while
         // the GIL is held; `PyType_GenericNew` returns a new reference or NULL.
         unsafe {
-            let obj = ffi::PyType_GenericNew(cls.as_ptr().cast(), empty.as_ptr(), std::ptr::null_mut());
+            let obj =
+                ffi::PyType_GenericNew(cls.as_ptr().cast(), empty.as_ptr(), std::ptr::null_mut());
             Bound::from_owned_ptr_or_err(py, obj)
         }
     }
 
-    fn state<'py>(&self, py: Python<'py>, fields_cache: Option<Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+    fn state<'py>(
+        &self,
+        py: Python<'py>,
+        fields_cache: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let state = Self::allocate(py, &self.state_class)?;
         let d = PyDict::new(py);
         d.set_item(pyo3::intern!(py, "db"), self.db_alias.bind(py))?;
@@ -95,7 +100,11 @@ impl Builder {
                 by_position[*pos] = Some(value.bind(py).clone());
             }
         }
-        let fields_cache = if self.related.is_empty() { None } else { Some(self.related_cache(py, &by_position)?) };
+        let fields_cache = if self.related.is_empty() {
+            None
+        } else {
+            Some(self.related_cache(py, &by_position)?)
+        };
         d.set_item(pyo3::intern!(py, "_state"), self.state(py, fields_cache)?)?;
         let obj = Self::allocate(py, &self.model_class)?;
         obj.setattr(pyo3::intern!(py, "__dict__"), d)?;
@@ -107,10 +116,19 @@ impl Builder {
 
     /// `_state.fields_cache` with the inlined related instances: only the
     /// inlined fields are set, so Django loads the others on first access.
-    fn related_cache<'py>(&self, py: Python<'py>, by_position: &[Option<Bound<'py, PyAny>>]) -> PyResult<Bound<'py, PyDict>> {
+    fn related_cache<'py>(
+        &self,
+        py: Python<'py>,
+        by_position: &[Option<Bound<'py, PyAny>>],
+    ) -> PyResult<Bound<'py, PyDict>> {
         let cache = PyDict::new(py);
         for rel in &self.related {
-            let Some(fk) = by_position[rel.fk_position].as_ref().filter(|v| !v.is_none()) else { continue };
+            let Some(fk) = by_position[rel.fk_position]
+                .as_ref()
+                .filter(|v| !v.is_none())
+            else {
+                continue;
+            };
             let d = PyDict::new(py);
             d.set_item(rel.pk_attname.bind(py), fk)?;
             for (pos, attname) in &rel.fields {
@@ -155,7 +173,16 @@ impl Records {
     ) -> PyResult<Records> {
         let ranges = layout.read(&bytes).map_err(CoreError)?.ranges().to_vec();
         let size = if from_cache { bytes.len() } else { 0 };
-        Ok(Records { key, size, from_cache, bytes, ranges, layout, builder, fixed })
+        Ok(Records {
+            key,
+            size,
+            from_cache,
+            bytes,
+            ranges,
+            layout,
+            builder,
+            fixed,
+        })
     }
 
     fn decode<'a>(&'a self, i: usize, values: &mut Vec<ValueRef<'a>>) -> PyResult<i64> {
@@ -169,7 +196,8 @@ impl Records {
     fn instance<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
         let mut values = Vec::new();
         let pk = self.decode(i, &mut values)?;
-        self.builder.build(py, &self.layout, pk, &values, &self.fixed)
+        self.builder
+            .build(py, &self.layout, pk, &values, &self.fixed)
     }
 
     fn index(&self, i: isize) -> PyResult<usize> {
@@ -192,7 +220,11 @@ impl Records {
         !self.ranges.is_empty()
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         if let Ok(slice) = index.cast::<PySlice>() {
             let ind = slice.indices(self.ranges.len() as isize)?;
             let list = PyList::empty(py);
@@ -208,7 +240,10 @@ impl Records {
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> RecordsIter {
-        RecordsIter { records: slf.unbind(), next: 0 }
+        RecordsIter {
+            records: slf.unbind(),
+            next: 0,
+        }
     }
 
     /// Rows as tuples in schema order, without model instances.
@@ -234,7 +269,9 @@ impl Records {
     /// The primary keys, newest first.
     fn pks(&self) -> PyResult<Vec<i64>> {
         let mut values = Vec::new();
-        (0..self.ranges.len()).map(|i| self.decode(i, &mut values)).collect()
+        (0..self.ranges.len())
+            .map(|i| self.decode(i, &mut values))
+            .collect()
     }
 
     fn __repr__(&self) -> String {
