@@ -23,11 +23,7 @@ impl Period {
             "week" => Period::Week,
             "month" => Period::Month,
             "year" => Period::Year,
-            other => {
-                return Err(Error::Config(format!(
-                    "unknown period {other:?}: use day, week, month or year"
-                )))
-            }
+            other => return Err(Error::Config(format!("unknown period {other:?}: use day, week, month or year"))),
         })
     }
 
@@ -115,10 +111,7 @@ mod tests {
         let dec = days_from_civil(2026, 12, 31);
         assert_eq!(civil_from_days(Period::Month.end(dec)), (2027, 1, 1));
         // ISO week of 2027-01-01 (a Friday) starts in 2026.
-        assert_eq!(
-            civil_from_days(Period::Week.start(days_from_civil(2027, 1, 1))),
-            (2026, 12, 28)
-        );
+        assert_eq!(civil_from_days(Period::Week.start(days_from_civil(2027, 1, 1))), (2026, 12, 28));
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
     }

@@ -60,7 +60,12 @@ const TOO_LARGE: &str = "object too large for cache";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// `VALUE key flags bytes [cas]\r\n<data>\r\n`
-    Value { key: Vec<u8>, flags: u32, cas: Option<u64>, data: Vec<u8> },
+    Value {
+        key: Vec<u8>,
+        flags: u32,
+        cas: Option<u64>,
+        data: Vec<u8>,
+    },
     End,
     Stored,
     NotStored,
@@ -71,7 +76,10 @@ pub enum Frame {
     /// The result of `incr`/`decr`.
     Number(u64),
     /// `STAT name value`
-    Stat { name: String, value: String },
+    Stat {
+        name: String,
+        value: String,
+    },
     /// `ERROR [message]`: the server did not understand the command.
     Error(String),
     ClientError(String),
@@ -478,13 +486,27 @@ pub struct Connection {
     failure: Option<(Failure, String)>,
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("server", &self.server)
+            .field("failure", &self.failure)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Connection {
     /// Connects to `server` (`host:port`, `[v6]:port`, or a unix socket path
     /// starting with `/`). `connect_timeout` bounds each TCP connect attempt,
     /// `timeout` each later read and write. A unix socket connect does not
     /// block on a live server (the kernel queues it) and fails at once on a
     /// missing one, so it has no separate timeout.
-    pub fn connect(server: &str, connect_timeout: Duration, timeout: Duration, max_item_size: usize) -> Result<Connection> {
+    pub fn connect(
+        server: &str,
+        connect_timeout: Duration,
+        timeout: Duration,
+        max_item_size: usize,
+    ) -> Result<Connection> {
         if timeout.is_zero() || connect_timeout.is_zero() {
             return Err(Error::Config("memcached timeouts must be greater than zero".into()));
         }
@@ -643,7 +665,9 @@ impl Connection {
 
     fn server_error(&self, op: &Op, message: &str) -> Error {
         let size = match op {
-            Op::Set { value, .. } | Op::Add { value, .. } | Op::Cas { value, .. } | Op::Prepend { value, .. } => value.len(),
+            Op::Set { value, .. } | Op::Add { value, .. } | Op::Cas { value, .. } | Op::Prepend { value, .. } => {
+                value.len()
+            }
             _ => 0,
         };
         if message == TOO_LARGE {
@@ -693,7 +717,14 @@ impl Connection {
         let have = self.rbuf.len();
         let target = at_least.clamp(have + READ_CHUNK, have + MAX_READ_AHEAD);
         self.rbuf.resize(target, 0);
-        let read = self.stream.read(&mut self.rbuf[have..]);
+        let read = loop {
+            // A signal handler installed without SA_RESTART (Python's are)
+            // interrupts recv: that is no reason to drop the connection.
+            match self.stream.read(&mut self.rbuf[have..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
         self.rbuf.truncate(have + *read.as_ref().unwrap_or(&0));
         match read {
             Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server")),
@@ -804,7 +835,10 @@ mod tests {
 
     #[test]
     fn parses_errors_and_stats() {
-        assert_eq!(frame(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n").0, Frame::ClientError(NON_NUMERIC.into()));
+        assert_eq!(
+            frame(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n").0,
+            Frame::ClientError(NON_NUMERIC.into())
+        );
         assert_eq!(frame(b"SERVER_ERROR object too large for cache\r\n").0, Frame::ServerError(TOO_LARGE.into()));
         assert_eq!(frame(b"ERROR unknown command\r\n").0, Frame::Error("unknown command".into()));
         assert_eq!(frame(b"STAT version 1.6.18\r\n").0, Frame::Stat { name: "version".into(), value: "1.6.18".into() });
@@ -985,8 +1019,8 @@ mod tests {
             Just(Frame::Ok),
             any::<u64>().prop_map(Frame::Number),
             (token, "[ -~]{1,20}").prop_map(|(name, value)| Frame::Stat { name, value }),
-            "[ -~]{0,30}".prop_map(|m| Frame::ServerError(m)),
-            "[ -~]{0,30}".prop_map(|m| Frame::ClientError(m)),
+            "[ -~]{0,30}".prop_map(Frame::ServerError),
+            "[ -~]{0,30}".prop_map(Frame::ClientError),
         ]
     }
 

@@ -19,7 +19,7 @@
 //!   rewritten with `cas` from its own bytes (no database query).
 
 use crate::calendar::Period;
-use crate::codec::{encode_tombstone, Layout, Row, Schema, Value};
+use crate::codec::{encode_tombstone, Layout, Part, Row, Schema, Value};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::store::{Item, Op, Reply, Store};
@@ -62,6 +62,11 @@ pub struct Options {
     pub lease_wait: Duration,
     /// Compact when dead frames exceed live ones and this many.
     pub compact_min_dead: usize,
+    /// Bytes of records a built list keeps in its head: a reader of the
+    /// newest records fetches only the head.
+    pub head_max: usize,
+    /// Re-split a head that prepends have grown past this many bytes.
+    pub head_split: usize,
 }
 
 impl Default for Options {
@@ -70,6 +75,8 @@ impl Default for Options {
             lease_ttl: Duration::from_secs(3),
             lease_wait: Duration::from_millis(60),
             compact_min_dead: 16,
+            head_max: 2048,
+            head_split: 16 * 1024,
         }
     }
 }
@@ -77,9 +84,17 @@ impl Default for Options {
 /// One list as a reader receives it.
 #[derive(Debug, Clone)]
 pub struct Fetched {
+    /// The head's key.
     pub key: String,
-    /// A complete list value (records and trailer).
-    pub bytes: Vec<u8>,
+    /// The head, then the segments (all of them, or none when the reader
+    /// asked for the newest records only and the list has segments).
+    pub parts: Vec<Vec<u8>>,
+    /// Live records (part, start, end) of `parts`, in list order.
+    pub live: Vec<(u16, u32, u32)>,
+    /// False when only the head was read and segments remain.
+    pub complete: bool,
+    /// Frames of `parts` that no longer count.
+    pub dead_frames: usize,
     /// True when the bytes came from the cache (a hit).
     pub hit: bool,
     /// Why the cache was bypassed, if it was (server down, list too large).
@@ -113,12 +128,7 @@ impl Meta {
     fn encode(&self) -> Vec<u8> {
         let mut s = format!("listy-meta 1\ng {:x}\n", self.generation);
         for e in &self.entries {
-            s.push_str(&format!(
-                "i {:08x} {:08x} {}\n",
-                e.schema_fp,
-                e.layout_fp,
-                e.fields.join(",")
-            ));
+            s.push_str(&format!("i {:08x} {:08x} {}\n", e.schema_fp, e.layout_fp, e.fields.join(",")));
         }
         s.into_bytes()
     }
@@ -135,22 +145,10 @@ impl Meta {
             let mut parts = line.strip_prefix("i ")?.splitn(3, ' ');
             let schema_fp = u32::from_str_radix(parts.next()?, 16).ok()?;
             let layout_fp = u32::from_str_radix(parts.next()?, 16).ok()?;
-            let fields = parts
-                .next()?
-                .split(',')
-                .filter(|f| !f.is_empty())
-                .map(str::to_string)
-                .collect();
-            entries.push(Entry {
-                schema_fp,
-                layout_fp,
-                fields,
-            });
+            let fields = parts.next()?.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect();
+            entries.push(Entry { schema_fp, layout_fp, fields });
         }
-        Some(Meta {
-            generation,
-            entries,
-        })
+        Some(Meta { generation, entries })
     }
 }
 
@@ -197,24 +195,15 @@ fn lease_of(value: &[u8]) -> Option<(u64, Duration)> {
     }
     let token = u64::from_le_bytes(tail[6..14].try_into().ok()?);
     let taken = u64::from_le_bytes(tail[14..22].try_into().ok()?);
-    Some((
-        token,
-        Duration::from_millis(now_millis().saturating_sub(taken)),
-    ))
+    Some((token, Duration::from_millis(now_millis().saturating_sub(taken))))
 }
 
 fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 fn new_token() -> u64 {
@@ -252,9 +241,7 @@ impl Engine {
                 return Err(Error::Config("an index needs at least one field".into()));
             }
             if let Some(bad) = fields.iter().find(|f| schema.position(f).is_none()) {
-                return Err(Error::Config(format!(
-                    "index {index:?} names {bad:?}, which is not a field of {model}"
-                )));
+                return Err(Error::Config(format!("index {index:?} names {bad:?}, which is not a field of {model}")));
             }
             normalized.push(fields);
         }
@@ -323,15 +310,10 @@ impl Engine {
         let positions = fields
             .iter()
             .map(|f| {
-                self.schema
-                    .position(f)
-                    .ok_or_else(|| Error::Config(format!("{f:?} is not a field of {}", self.model)))
+                self.schema.position(f).ok_or_else(|| Error::Config(format!("{f:?} is not a field of {}", self.model)))
             })
             .collect::<Result<Vec<_>>>()?;
-        let spec = Arc::new(ListSpec {
-            fields: fields.to_vec(),
-            layout: Layout::new(self.schema.clone(), &positions),
-        });
+        let spec = Arc::new(ListSpec { fields: fields.to_vec(), layout: Layout::new(self.schema.clone(), &positions) });
         specs.insert(fields.to_vec(), spec.clone());
         Ok(spec)
     }
@@ -340,41 +322,18 @@ impl Engine {
         keys::meta_key(&self.prefix, &self.model)
     }
 
-    fn list_key(
-        &self,
-        spec_fp: u32,
-        generation: u64,
-        fields: &[String],
-        values: &[Value],
-    ) -> String {
-        keys::list_key(
-            &self.prefix,
-            &self.model,
-            spec_fp,
-            generation,
-            fields,
-            values,
-        )
+    fn list_key(&self, spec_fp: u32, generation: u64, fields: &[String], values: &[Value]) -> String {
+        keys::list_key(&self.prefix, &self.model, spec_fp, generation, fields, values)
     }
 
     /// Counter keys do not depend on the record layout: every client of the
     /// model, whatever its schema, counts the same rows.
-    fn counter_key(
-        &self,
-        generation: u64,
-        fields: &[String],
-        values: &[Value],
-        suffix: &str,
-    ) -> String {
+    fn counter_key(&self, generation: u64, fields: &[String], values: &[Value], suffix: &str) -> String {
         keys::counter_key(&self.list_key(0, generation, fields, values), suffix)
     }
 
     fn own_entry(&self, spec: &ListSpec) -> Entry {
-        Entry {
-            schema_fp: self.schema_fp,
-            layout_fp: spec.layout.fingerprint(),
-            fields: spec.fields.clone(),
-        }
+        Entry { schema_fp: self.schema_fp, layout_fp: spec.layout.fingerprint(), fields: spec.fields.clone() }
     }
 
     /// The literal key of a list under the current generation.
@@ -409,20 +368,10 @@ impl Engine {
             return Ok(meta);
         }
         let floor = self.cached_meta().map(|m| m.generation + 1).unwrap_or(0);
-        let fresh = Meta {
-            generation: now_micros().max(floor),
-            entries: Vec::new(),
-        };
+        let fresh = Meta { generation: now_micros().max(floor), entries: Vec::new() };
         let op = match item {
-            Some(broken) => Op::Cas {
-                key: self.meta_key(),
-                value: fresh.encode(),
-                cas: broken.cas,
-            },
-            None => Op::Add {
-                key: self.meta_key(),
-                value: fresh.encode(),
-            },
+            Some(broken) => Op::Cas { key: self.meta_key(), value: fresh.encode(), cas: broken.cas },
+            None => Op::Add { key: self.meta_key(), value: fresh.encode() },
         };
         match self.store.one(op)? {
             Reply::Stored => {
@@ -437,10 +386,7 @@ impl Engine {
                         self.remember_meta(&meta);
                         Ok(meta)
                     }
-                    None => Err(Error::protocol(
-                        &self.store.server_for(&self.meta_key()),
-                        "meta value keeps changing",
-                    )),
+                    None => Err(Error::protocol(&self.store.server_for(&self.meta_key()), "meta value keeps changing")),
                 }
             }
         }
@@ -460,12 +406,7 @@ impl Engine {
             };
             let mut next = meta.clone();
             next.entries.push(entry.clone());
-            if self.store.one(Op::Cas {
-                key: self.meta_key(),
-                value: next.encode(),
-                cas: item.cas,
-            })? == Reply::Stored
-            {
+            if self.store.one(Op::Cas { key: self.meta_key(), value: next.encode(), cas: item.cas })? == Reply::Stored {
                 self.remember_meta(&next);
                 return Ok(next);
             }
@@ -479,29 +420,19 @@ impl Engine {
     /// Runs `ops(meta)` in one batch together with a fetch of the meta,
     /// guessing the meta from the last one seen; when the guess was wrong,
     /// runs `ops` again for the real meta. Returns the meta the ops ran for.
-    fn with_meta(
-        &self,
-        ops: impl Fn(&Meta) -> Result<Vec<Op>>,
-    ) -> Result<(Meta, Vec<Result<Reply>>)> {
+    fn with_meta(&self, ops: impl Fn(&Meta) -> Result<Vec<Op>>) -> Result<(Meta, Vec<Result<Reply>>)> {
         let mut guess = match self.cached_meta() {
             Some(m) => m,
             None => self.current_meta()?,
         };
         for _ in 0..4 {
-            let mut batch = vec![Op::Get {
-                key: self.meta_key(),
-            }];
+            let mut batch = vec![Op::Get { key: self.meta_key() }];
             batch.extend(ops(&guess)?);
             let mut replies = self.store.execute(batch);
             let meta_reply = replies.remove(0)?;
             let item = match meta_reply {
                 Reply::Value(item) => item,
-                other => {
-                    return Err(Error::protocol(
-                        &self.store.server_for(&self.meta_key()),
-                        format!("{other:?}"),
-                    ))
-                }
+                other => return Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
             };
             let meta = self.meta_from(item)?;
             if meta == guess {
@@ -509,40 +440,33 @@ impl Engine {
             }
             guess = meta;
         }
-        Err(Error::protocol(
-            &self.store.server_for(&self.meta_key()),
-            "meta changed on every attempt",
-        ))
+        Err(Error::protocol(&self.store.server_for(&self.meta_key()), "meta changed on every attempt"))
     }
 
     // ------------------------------------------------------------ reads
 
-    /// One list: from the cache, or built under the lease, or (cache down,
-    /// lease held too long, list too large) straight from the source.
+    /// One list, complete: from the cache, or built under the lease, or
+    /// (cache down, lease held too long) straight from the source.
     pub fn get(&self, fields: &[String], values: &[Value], source: &dyn Source) -> Result<Fetched> {
-        Ok(self
-            .get_multi(&[(fields.to_vec(), values.to_vec())], source)?
-            .pop()
-            .expect("one result"))
+        let request = [(fields.to_vec(), values.to_vec())];
+        Ok(self.get_multi(&request, source, true)?.pop().expect("one result"))
     }
 
-    /// Several lists in one batched round trip; misses are built one by one.
+    /// Several lists in one batched round trip; misses are built one by
+    /// one. With `complete` false, a list stored in segments comes back as
+    /// its head only (see `complete_list`).
     pub fn get_multi(
         &self,
         requests: &[(Vec<String>, Vec<Value>)],
         source: &dyn Source,
+        complete: bool,
     ) -> Result<Vec<Fetched>> {
-        let specs = requests
-            .iter()
-            .map(|(f, _)| self.spec(f))
-            .collect::<Result<Vec<_>>>()?;
+        let specs = requests.iter().map(|(f, _)| self.spec(f)).collect::<Result<Vec<_>>>()?;
         let batch = self.with_meta(|meta| {
             Ok(requests
                 .iter()
                 .zip(&specs)
-                .map(|((f, v), s)| Op::Get {
-                    key: self.list_key(s.layout.fingerprint(), meta.generation, f, v),
-                })
+                .map(|((f, v), s)| Op::Get { key: self.list_key(s.layout.fingerprint(), meta.generation, f, v) })
                 .collect())
         });
         let (meta, replies) = match batch {
@@ -551,7 +475,7 @@ impl Engine {
                 return requests
                     .iter()
                     .zip(&specs)
-                    .map(|((f, v), s)| self.uncached(s, String::new(), f, v, source, e.to_string()))
+                    .map(|((_, v), s)| self.uncached(s, String::new(), v, source, e.to_string()))
                     .collect()
             }
         };
@@ -559,26 +483,68 @@ impl Engine {
         for (((fields, values), spec), reply) in requests.iter().zip(&specs).zip(replies) {
             let key = self.list_key(spec.layout.fingerprint(), meta.generation, fields, values);
             let fetched = match reply {
-                Ok(Reply::Value(item)) => self.serve(spec, &key, values, item, source)?,
-                Ok(other) => self.uncached(
-                    spec,
-                    key,
-                    fields,
-                    values,
-                    source,
-                    format!("unexpected reply {other:?}"),
-                )?,
-                Err(e) => self.uncached(spec, key, fields, values, source, e.to_string())?,
+                Ok(Reply::Value(item)) => self.serve(spec, &key, values, item, source, complete)?,
+                Ok(other) => self.uncached(spec, key, values, source, format!("unexpected reply {other:?}"))?,
+                Err(e) => self.uncached(spec, key, values, source, e.to_string())?,
             };
             out.push(fetched);
         }
         Ok(out)
     }
 
+    /// The rest of a list read head-only: its segments, or (when they are
+    /// gone or the head changed) the whole list read again.
+    pub fn complete_list(
+        &self,
+        fields: &[String],
+        values: &[Value],
+        partial: &Fetched,
+        source: &dyn Source,
+    ) -> Result<Fetched> {
+        let spec = self.spec(fields)?;
+        if partial.complete {
+            return Ok(partial.clone());
+        }
+        let head = &partial.parts[0];
+        if let Ok(Some(segments)) = self.fetch_segments(&spec, &partial.key, head) {
+            let mut parts = vec![head.clone()];
+            parts.extend(segments);
+            if let Some(fetched) = Self::fetched(&spec, partial.key.clone(), parts, true, None) {
+                return Ok(fetched);
+            }
+        }
+        self.get(fields, values, source)
+    }
+
+    /// Wraps parts that read as a list; `None` when they do not.
+    fn fetched(spec: &ListSpec, key: String, parts: Vec<Vec<u8>>, hit: bool, fault: Option<String>) -> Option<Fetched> {
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let view = spec.layout.read_parts(&refs).ok()?;
+        let (live, complete, dead_frames) = (view.ranges().to_vec(), view.complete(), view.dead_frames());
+        Some(Fetched { key, parts, live, complete, dead_frames, hit, fault })
+    }
+
+    /// The segments a head names, in order; `None` if any is missing.
+    fn fetch_segments(&self, spec: &ListSpec, key: &str, head: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        let (segments, id) = match spec.layout.part_of(head)? {
+            (Part::Head { segments }, id) => (segments, id),
+            _ => return Ok(None),
+        };
+        let ops = (0..segments).map(|i| Op::Get { key: keys::segment_key(key, id, i) }).collect();
+        let mut out = Vec::with_capacity(segments as usize);
+        for reply in self.store.execute(ops) {
+            match reply? {
+                Reply::Value(Some(item)) => out.push(item.value),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+
     fn classify(&self, spec: &ListSpec, item: Option<Item>) -> Found {
         match item {
             None => Found::Missing,
-            Some(item) if spec.layout.read(&item.value).is_ok() => Found::List(item),
+            Some(item) if matches!(spec.layout.part_of(&item.value), Ok((Part::Head { .. }, _))) => Found::List(item),
             Some(item) => match lease_of(&item.value) {
                 Some((_, age)) if age < self.options.lease_ttl => Found::Leased,
                 _ => Found::Broken(item),
@@ -586,6 +552,7 @@ impl Engine {
         }
     }
 
+    /// Serves a head fetched from the store: a hit, or a build, or the source.
     fn serve(
         &self,
         spec: &ListSpec,
@@ -593,21 +560,20 @@ impl Engine {
         values: &[Value],
         item: Option<Item>,
         source: &dyn Source,
+        complete: bool,
     ) -> Result<Fetched> {
         let mut found = self.classify(spec, item);
         let deadline = std::time::Instant::now() + self.options.lease_wait;
         loop {
             match found {
-                Found::List(item) => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    let bytes = self.maybe_compact(spec, key, item);
-                    return Ok(Fetched {
-                        key: key.to_string(),
-                        bytes,
-                        hit: true,
-                        fault: None,
-                    });
-                }
+                Found::List(item) => match self.hit(spec, key, &item, complete)? {
+                    Some(fetched) => {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(fetched);
+                    }
+                    // Segments missing or frames undecodable: rebuild.
+                    None => found = Found::Broken(item),
+                },
                 Found::Missing | Found::Broken(_) => {
                     self.misses.fetch_add(1, Ordering::Relaxed);
                     let current = match found {
@@ -615,29 +581,12 @@ impl Engine {
                         _ => None,
                     };
                     return match self.build(spec, key, values, current, source) {
-                        Ok(Some(bytes)) => Ok(Fetched {
-                            key: key.to_string(),
-                            bytes,
-                            hit: false,
-                            fault: None,
-                        }),
-                        Ok(None) => self.uncached(
-                            spec,
-                            key.to_string(),
-                            &spec.fields,
-                            values,
-                            source,
-                            "lease lost".into(),
-                        ),
+                        Ok(Some(parts)) => {
+                            Ok(Self::fetched(spec, key.to_string(), parts, false, None).expect("a fresh build reads"))
+                        }
+                        Ok(None) => self.uncached(spec, key.to_string(), values, source, "lease lost".into()),
                         Err(e @ Error::Source(_)) => Err(e),
-                        Err(e) => self.uncached(
-                            spec,
-                            key.to_string(),
-                            &spec.fields,
-                            values,
-                            source,
-                            e.to_string(),
-                        ),
+                        Err(e) => self.uncached(spec, key.to_string(), values, source, e.to_string()),
                     };
                 }
                 Found::Leased => {
@@ -647,7 +596,6 @@ impl Engine {
                         return self.uncached(
                             spec,
                             key.to_string(),
-                            &spec.fields,
                             values,
                             source,
                             "another process holds the lease".into(),
@@ -656,20 +604,29 @@ impl Engine {
                     std::thread::sleep(Duration::from_millis(5));
                     found = match self.store.get(key) {
                         Ok(item) => self.classify(spec, item),
-                        Err(e) => {
-                            return self.uncached(
-                                spec,
-                                key.to_string(),
-                                &spec.fields,
-                                values,
-                                source,
-                                e.to_string(),
-                            )
-                        }
+                        Err(e) => return self.uncached(spec, key.to_string(), values, source, e.to_string()),
                     };
                 }
             }
         }
+    }
+
+    /// A head that is a list: reads its segments when asked to, and
+    /// compacts it when it has grown or gathered dead frames.
+    fn hit(&self, spec: &ListSpec, key: &str, item: &Item, complete: bool) -> Result<Option<Fetched>> {
+        let mut parts = vec![item.value.clone()];
+        let segmented = matches!(spec.layout.part_of(&item.value), Ok((Part::Head { segments }, _)) if segments > 0);
+        if segmented && complete {
+            let Some(segments) = self.fetch_segments(spec, key, &item.value)? else { return Ok(None) };
+            parts.extend(segments);
+        }
+        let fetched = Self::fetched(spec, key.to_string(), parts, true, None);
+        if let Some(f) = &fetched {
+            if f.complete {
+                self.maybe_compact(spec, key, item, f);
+            }
+        }
+        Ok(fetched)
     }
 
     /// The list read from the source and encoded, not stored.
@@ -677,23 +634,51 @@ impl Engine {
         &self,
         spec: &ListSpec,
         key: String,
-        fields: &[String],
         values: &[Value],
         source: &dyn Source,
         fault: String,
     ) -> Result<Fetched> {
-        let rows = source.rows(fields, values)?;
+        let rows = source.rows(&spec.fields, values)?;
         let bytes = spec.layout.encode_list(&rows)?;
-        Ok(Fetched {
-            key,
-            bytes,
-            hit: false,
-            fault: Some(fault),
-        })
+        Ok(Self::fetched(spec, key, vec![bytes], false, Some(fault)).expect("a fresh encoding reads"))
+    }
+
+    /// The largest segment: an item, less room for the key and memcached's
+    /// item header.
+    fn segment_max(&self) -> usize {
+        self.store.max_item_size().saturating_sub(1024).max(256)
+    }
+
+    /// Stores new parts: the segments with `set` (their keys are new), then
+    /// the head with `cas` over `cas`. On a lost `cas` the segments are
+    /// deleted again. Returns the `cas` reply.
+    fn store_parts(&self, key: &str, parts: &[Vec<u8>], id: u32, cas: u64) -> Result<Reply> {
+        let segment_keys: Vec<String> = (1..parts.len()).map(|i| keys::segment_key(key, id, (i - 1) as u16)).collect();
+        let sets: Vec<Op> =
+            segment_keys.iter().zip(&parts[1..]).map(|(k, v)| Op::Set { key: k.clone(), value: v.clone() }).collect();
+        for reply in self.store.execute(sets) {
+            reply?;
+        }
+        let reply = self.store.one(Op::Cas { key: key.to_string(), value: parts[0].clone(), cas })?;
+        if reply != Reply::Stored && !segment_keys.is_empty() {
+            let _ = self.store.execute(segment_keys.into_iter().map(|key| Op::Delete { key }).collect());
+        }
+        Ok(reply)
+    }
+
+    /// Deletes the segments of a head that has been replaced (best effort:
+    /// memcached would evict them anyway; the embedded store would not).
+    fn drop_segments(&self, spec: &ListSpec, key: &str, old_head: &[u8]) {
+        if let Ok((Part::Head { segments }, id)) = spec.layout.part_of(old_head) {
+            if segments > 0 {
+                let ops = (0..segments).map(|i| Op::Delete { key: keys::segment_key(key, id, i) }).collect();
+                let _ = self.store.execute(ops);
+            }
+        }
     }
 
     /// Builds a list under the lease. `current` is a broken value found under
-    /// the key (taken over by `cas`). Returns the stored bytes, or `None`
+    /// the key (taken over by `cas`). Returns the stored parts, or `None`
     /// when another process owns the key now.
     fn build(
         &self,
@@ -702,50 +687,32 @@ impl Engine {
         values: &[Value],
         current: Option<Item>,
         source: &dyn Source,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<Vec<Vec<u8>>>> {
         let token = new_token();
         let marker = lease_marker(token);
-        let take = match current {
-            None => Op::Add {
-                key: key.to_string(),
-                value: marker.clone(),
-            },
-            Some(item) => Op::Cas {
-                key: key.to_string(),
-                value: marker.clone(),
-                cas: item.cas,
-            },
+        let take = match &current {
+            None => Op::Add { key: key.to_string(), value: marker.clone() },
+            Some(item) => Op::Cas { key: key.to_string(), value: marker.clone(), cas: item.cas },
         };
         if self.store.one(take)? != Reply::Stored {
             return Ok(None);
         }
+        if let Some(old) = &current {
+            self.drop_segments(spec, key, &old.value);
+        }
         self.register(&self.own_entry(spec))?;
         for _ in 0..4 {
-            let Some(item) = self.store.get(key)? else {
-                return Ok(None);
-            };
+            let Some(item) = self.store.get(key)? else { return Ok(None) };
             if lease_of(&item.value).map(|(t, _)| t) != Some(token) {
                 return Ok(None);
             }
             self.hook(HookPoint::LeaseTaken, key);
             let rows = source.rows(&spec.fields, values)?;
-            let bytes = spec.layout.encode_list(&rows)?;
-            if bytes.len() > self.store.max_item_size() {
-                self.store.one(Op::Delete {
-                    key: key.to_string(),
-                })?;
-                return Err(Error::TooLarge {
-                    size: bytes.len(),
-                    limit: self.store.max_item_size(),
-                });
-            }
+            let id = new_token() as u32;
+            let parts = spec.layout.encode_parts(&rows, id, self.options.head_max, self.segment_max())?;
             self.hook(HookPoint::BeforeStore, key);
-            match self.store.one(Op::Cas {
-                key: key.to_string(),
-                value: bytes.clone(),
-                cas: item.cas,
-            })? {
-                Reply::Stored => return Ok(Some(bytes)),
+            match self.store_parts(key, &parts, id, item.cas)? {
+                Reply::Stored => return Ok(Some(parts)),
                 // A write landed on the marker while we read: read again.
                 Reply::Exists => continue,
                 _ => return Ok(None),
@@ -754,24 +721,23 @@ impl Engine {
         Ok(None)
     }
 
-    fn maybe_compact(&self, spec: &ListSpec, key: &str, item: Item) -> Vec<u8> {
-        let compacted = match spec.layout.read(&item.value) {
-            Ok(view)
-                if view.dead_frames() >= self.options.compact_min_dead
-                    && view.dead_frames() > view.len() =>
-            {
-                view.compacted(&spec.layout)
-            }
-            _ => return item.value,
-        };
+    /// Rewrites a complete list without its dead frames, and re-splits a
+    /// head that prepends have grown, from its own bytes (no database read).
+    fn maybe_compact(&self, spec: &ListSpec, key: &str, item: &Item, list: &Fetched) {
+        let dead = list.dead_frames;
+        let grown = list.parts.len() > 1 && list.parts[0].len() > self.options.head_split;
+        if !(grown || (dead >= self.options.compact_min_dead && dead > list.live.len())) {
+            return;
+        }
+        let refs: Vec<&[u8]> = list.parts.iter().map(Vec::as_slice).collect();
+        let Ok(view) = spec.layout.read_parts(&refs) else { return };
+        let id = new_token() as u32;
+        let Ok(new_parts) = view.compacted(&spec.layout, id, self.options.head_max, self.segment_max()) else { return };
         self.hook(HookPoint::BeforeCompact, key);
         // A lost cas only means a write came first; the next read compacts.
-        let _ = self.store.one(Op::Cas {
-            key: key.to_string(),
-            value: compacted.clone(),
-            cas: item.cas,
-        });
-        compacted
+        if let Ok(Reply::Stored) = self.store_parts(key, &new_parts, id, item.cas) {
+            self.drop_segments(spec, key, &item.value);
+        }
     }
 
     /// Re-reads one list from the source (after writes Listy did not see).
@@ -789,24 +755,13 @@ impl Engine {
             let item = self.store.get(&self.meta_key())?;
             let meta = self.meta_from(item.clone())?;
             let Some(item) = item else { continue };
-            let next = Meta {
-                generation: (meta.generation + 1).max(now_micros()),
-                entries: meta.entries,
-            };
-            if self.store.one(Op::Cas {
-                key: self.meta_key(),
-                value: next.encode(),
-                cas: item.cas,
-            })? == Reply::Stored
-            {
+            let next = Meta { generation: (meta.generation + 1).max(now_micros()), entries: meta.entries };
+            if self.store.one(Op::Cas { key: self.meta_key(), value: next.encode(), cas: item.cas })? == Reply::Stored {
                 self.remember_meta(&next);
                 return Ok(());
             }
         }
-        Err(Error::protocol(
-            &self.store.server_for(&self.meta_key()),
-            "could not flush: meta keeps changing",
-        ))
+        Err(Error::protocol(&self.store.server_for(&self.meta_key()), "could not flush: meta keeps changing"))
     }
 
     /// The union of every client's indexes (field names), as registered.
@@ -843,12 +798,7 @@ impl Engine {
         new_day: Option<i32>,
         source: &dyn Source,
     ) -> Result<WriteReport> {
-        self.write(
-            &[(old, old_day, false)],
-            Some((new, new_day)),
-            source,
-            false,
-        )
+        self.write(&[(old, old_day, false)], Some((new, new_day)), source, false)
     }
 
     fn write(
@@ -871,14 +821,9 @@ impl Engine {
             },
         };
         for _ in 0..4 {
-            let planned: Vec<_> = self
-                .plan(&guess, removed, added)?
-                .into_iter()
-                .filter(|(op, _)| !done.contains(op.key()))
-                .collect();
-            let mut batch = vec![Op::Get {
-                key: self.meta_key(),
-            }];
+            let planned: Vec<_> =
+                self.plan(&guess, removed, added)?.into_iter().filter(|(op, _)| !done.contains(op.key())).collect();
+            let mut batch = vec![Op::Get { key: self.meta_key() }];
             batch.extend(planned.iter().map(|(op, _)| op.clone()));
             let mut replies = self.store.execute(batch);
             let meta_reply = replies.remove(0);
@@ -900,19 +845,14 @@ impl Engine {
                         }
                     }
                     // A counter under construction: break the builder's lease.
-                    (Op::Incr { .. } | Op::Decr { .. }, Ok(Reply::NonNumeric)) => {
-                        repairs.push(Op::Delete { key })
-                    }
+                    (Op::Incr { .. } | Op::Decr { .. }, Ok(Reply::NonNumeric)) => repairs.push(Op::Delete { key }),
                     _ => {}
                 }
             }
             self.repair(repairs, &mut report);
             let meta = match meta_reply.and_then(|r| match r {
                 Reply::Value(item) => self.meta_from(item),
-                other => Err(Error::protocol(
-                    &self.store.server_for(&self.meta_key()),
-                    format!("{other:?}"),
-                )),
+                other => Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
             }) {
                 Ok(meta) => meta,
                 Err(e) => return Ok(self.unreached(report, e, Some(&guess), removed, added)),
@@ -958,9 +898,7 @@ impl Engine {
         report.faults.push(e.to_string());
         if let Some(meta) = meta.cloned().or_else(|| self.cached_meta()) {
             if let Ok(planned) = self.plan(&meta, removed, added) {
-                report
-                    .failed_keys
-                    .extend(planned.into_iter().map(|(op, _)| op.key().to_string()));
+                report.failed_keys.extend(planned.into_iter().map(|(op, _)| op.key().to_string()));
             }
         }
         report
@@ -977,8 +915,15 @@ impl Engine {
     ) -> Result<Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)>> {
         let gen = meta.generation;
         let mut ops: Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)> = Vec::new();
-        let mut new_lists: HashMap<String, ()> = HashMap::new();
+        let mut new_lists: HashSet<String> = HashSet::new();
         let mut new_counters: HashSet<String> = HashSet::new();
+        // Lists the row was already in get an `update` frame: it keeps its place.
+        let mut old_lists: HashSet<String> = HashSet::new();
+        for (row, _, _) in removed {
+            for e in &meta.entries {
+                old_lists.insert(self.list_key(e.layout_fp, gen, &e.fields, &self.values_of(row, &e.fields)?));
+            }
+        }
         let mut counter_sets: Vec<Vec<String>> = vec![Vec::new()];
         for e in &meta.entries {
             if !counter_sets.contains(&e.fields) {
@@ -990,15 +935,19 @@ impl Engine {
                 let values = self.values_of(row, &e.fields)?;
                 if e.schema_fp != self.schema_fp {
                     let key = self.list_key(e.layout_fp, gen, &e.fields, &values);
-                    new_lists.insert(key.clone(), ());
+                    new_lists.insert(key.clone());
                     ops.push((Op::Delete { key }, None));
                     continue;
                 }
                 let spec = self.spec(&e.fields)?;
                 let key = self.list_key(spec.layout.fingerprint(), gen, &e.fields, &values);
                 let mut record = Vec::new();
-                spec.layout.encode_record(row, &mut record)?;
-                new_lists.insert(key.clone(), ());
+                if old_lists.contains(&key) {
+                    spec.layout.encode_update(row, &mut record)?;
+                } else {
+                    spec.layout.encode_record(row, &mut record)?;
+                }
+                new_lists.insert(key.clone());
                 ops.push((Op::Prepend { key, value: record }, Some((spec, values))));
             }
             for fields in &counter_sets {
@@ -1009,7 +958,7 @@ impl Engine {
             for e in &meta.entries {
                 let values = self.values_of(row, &e.fields)?;
                 let key = self.list_key(e.layout_fp, gen, &e.fields, &values);
-                if new_lists.contains_key(&key) {
+                if new_lists.contains(&key) {
                     continue;
                 }
                 if e.schema_fp != self.schema_fp {
@@ -1030,11 +979,7 @@ impl Engine {
         }
         let mut incrs: Vec<String> = new_counters.into_iter().collect();
         incrs.sort();
-        ops.extend(
-            incrs
-                .into_iter()
-                .map(|key| (Op::Incr { key, delta: 1 }, None)),
-        );
+        ops.extend(incrs.into_iter().map(|key| (Op::Incr { key, delta: 1 }, None)));
         Ok(ops)
     }
 
@@ -1042,33 +987,21 @@ impl Engine {
         fields
             .iter()
             .map(|f| {
-                let pos = self.schema.position(f).ok_or_else(|| {
-                    Error::Config(format!("{f:?} is not a field of {}", self.model))
-                })?;
-                row.get(pos)
-                    .cloned()
-                    .ok_or_else(|| Error::Schema(format!("row has no value for {f:?}")))
+                let pos = self
+                    .schema
+                    .position(f)
+                    .ok_or_else(|| Error::Config(format!("{f:?} is not a field of {}", self.model)))?;
+                row.get(pos).cloned().ok_or_else(|| Error::Schema(format!("row has no value for {f:?}")))
             })
             .collect()
     }
 
-    fn counter_keys(
-        &self,
-        gen: u64,
-        row: &Row,
-        fields: &[String],
-        day: Option<i32>,
-    ) -> Result<Vec<String>> {
+    fn counter_keys(&self, gen: u64, row: &Row, fields: &[String], day: Option<i32>) -> Result<Vec<String>> {
         let values = self.values_of(row, fields)?;
         let mut keys = vec![self.counter_key(gen, fields, &values, "c")];
         if let Some(day) = day {
             for p in Period::ALL {
-                keys.push(self.counter_key(
-                    gen,
-                    fields,
-                    &values,
-                    &format!("{}{}", p.letter(), p.start(day)),
-                ));
+                keys.push(self.counter_key(gen, fields, &values, &format!("{}{}", p.letter(), p.start(day))));
             }
         }
         Ok(keys)
@@ -1092,12 +1025,7 @@ impl Engine {
     ) -> Result<Vec<u64>> {
         let buckets: Vec<(String, Option<(i32, i32)>)> = days
             .iter()
-            .map(|&d| {
-                (
-                    format!("{}{}", period.letter(), period.start(d)),
-                    Some((period.start(d), period.end(d))),
-                )
-            })
+            .map(|&d| (format!("{}{}", period.letter(), period.start(d)), Some((period.start(d), period.end(d)))))
             .collect();
         self.counts(fields, values, &buckets, source)
     }
@@ -1112,27 +1040,17 @@ impl Engine {
         let mut fields = fields.to_vec();
         fields.sort();
         if !fields.is_empty() && !self.indexes.contains(&fields) {
-            return Err(Error::Config(format!(
-                "{fields:?} is not an index of {}",
-                self.model
-            )));
+            return Err(Error::Config(format!("{fields:?} is not an index of {}", self.model)));
         }
         let fetched = self.with_meta(|meta| {
             Ok(buckets
                 .iter()
-                .map(|(suffix, _)| Op::Get {
-                    key: self.counter_key(meta.generation, &fields, values, suffix),
-                })
+                .map(|(suffix, _)| Op::Get { key: self.counter_key(meta.generation, &fields, values, suffix) })
                 .collect())
         });
         let (meta, replies) = match fetched {
             Ok(x) => x,
-            Err(_) => {
-                return buckets
-                    .iter()
-                    .map(|(_, range)| source.count(&fields, values, *range))
-                    .collect()
-            }
+            Err(_) => return buckets.iter().map(|(_, range)| source.count(&fields, values, *range)).collect(),
         };
         let mut out = Vec::with_capacity(buckets.len());
         for ((suffix, range), reply) in buckets.iter().zip(replies) {
@@ -1175,23 +1093,12 @@ impl Engine {
                 return Ok(n);
             }
             let take = match &current {
-                Some(item)
-                    if lease_of(&item.value)
-                        .map(|(_, a)| a < self.options.lease_ttl)
-                        .unwrap_or(false) =>
-                {
+                Some(item) if lease_of(&item.value).map(|(_, a)| a < self.options.lease_ttl).unwrap_or(false) => {
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
-                Some(item) => Op::Cas {
-                    key: key.to_string(),
-                    value: lease_marker(token),
-                    cas: item.cas,
-                },
-                None => Op::Add {
-                    key: key.to_string(),
-                    value: lease_marker(token),
-                },
+                Some(item) => Op::Cas { key: key.to_string(), value: lease_marker(token), cas: item.cas },
+                None => Op::Add { key: key.to_string(), value: lease_marker(token) },
             };
             if self.store.one(take)? != Reply::Stored {
                 continue;
@@ -1204,11 +1111,8 @@ impl Engine {
             }
             let n = source.count(fields, values, range)?;
             self.hook(HookPoint::BeforeCounterStore, key);
-            if self.store.one(Op::Cas {
-                key: key.to_string(),
-                value: n.to_string().into_bytes(),
-                cas: item.cas,
-            })? == Reply::Stored
+            if self.store.one(Op::Cas { key: key.to_string(), value: n.to_string().into_bytes(), cas: item.cas })?
+                == Reply::Stored
             {
                 return Ok(n);
             }
@@ -1231,9 +1135,7 @@ fn parse_count(value: &[u8]) -> Option<u64> {
 fn pk_of(row: &Row) -> Result<i64> {
     match row.first() {
         Some(Value::Int(pk)) => Ok(*pk),
-        other => Err(Error::Schema(format!(
-            "primary key must be an integer, got {other:?}"
-        ))),
+        other => Err(Error::Schema(format!("primary key must be an integer, got {other:?}"))),
     }
 }
 
@@ -1257,11 +1159,7 @@ mod tests {
     fn meta_round_trips() {
         let m = Meta {
             generation: 0x1234,
-            entries: vec![Entry {
-                schema_fp: 1,
-                layout_fp: 2,
-                fields: vec!["a".into(), "b".into()],
-            }],
+            entries: vec![Entry { schema_fp: 1, layout_fp: 2, fields: vec!["a".into(), "b".into()] }],
         };
         assert_eq!(Meta::decode(&m.encode()), Some(m));
         assert_eq!(Meta::decode(b"garbage"), None);

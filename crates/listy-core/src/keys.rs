@@ -34,13 +34,7 @@ pub fn list_key(
     fields: &[String],
     values: &[Value],
 ) -> String {
-    let mut key = format!(
-        "{}ly:{}:{:08x}:{:x}:",
-        escape(prefix),
-        escape(model),
-        fingerprint,
-        generation
-    );
+    let mut key = format!("{}ly:{}:{:08x}:{:x}:", escape(prefix), escape(model), fingerprint, generation);
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
             key.push(',');
@@ -60,6 +54,11 @@ pub fn list_key(
 /// The key of a counter that belongs to a list (`suffix` names the bucket).
 pub fn counter_key(list_key: &str, suffix: &str) -> String {
     finish(format!("{list_key}#{suffix}"))
+}
+
+/// The key of segment `index` of the list build `id` whose head is `head_key`.
+pub fn segment_key(head_key: &str, id: u32, index: u16) -> String {
+    finish(format!("{head_key}@{id:08x}.{index}"))
 }
 
 /// The text form of a key value: the same value always gives the same text,
@@ -137,42 +136,18 @@ mod tests {
             &fields(&["followee_id", "follower_id"]),
             &[Value::Int(5), Value::Int(-7)],
         );
-        assert_eq!(
-            k,
-            "site1%3Aly:app.Follow:00000abc:11:followee_id,follower_id=5,-7"
-        );
+        assert_eq!(k, "site1%3Aly:app.Follow:00000abc:11:followee_id,follower_id=5,-7");
         assert_eq!(counter_key(&k, "c"), format!("{k}#c"));
     }
 
     #[test]
     fn spaces_control_and_non_ascii_are_escaped() {
-        let k = list_key(
-            "",
-            "m",
-            1,
-            1,
-            &fields(&["name"]),
-            &[Value::Str("a b\n\u{e9},=".into())],
-        );
+        let k = list_key("", "m", 1, 1, &fields(&["name"]), &[Value::Str("a b\n\u{e9},=".into())]);
         assert!(memcached_safe(&k), "{k}");
         assert!(k.ends_with("name=a%20b%0A%C3%A9%2C%3D"), "{k}");
         // Distinct values give distinct keys even when they share characters.
-        let a = list_key(
-            "",
-            "m",
-            1,
-            1,
-            &fields(&["a", "b"]),
-            &[Value::Str("x,y".into()), Value::Str("z".into())],
-        );
-        let b = list_key(
-            "",
-            "m",
-            1,
-            1,
-            &fields(&["a", "b"]),
-            &[Value::Str("x".into()), Value::Str("y,z".into())],
-        );
+        let a = list_key("", "m", 1, 1, &fields(&["a", "b"]), &[Value::Str("x,y".into()), Value::Str("z".into())]);
+        let b = list_key("", "m", 1, 1, &fields(&["a", "b"]), &[Value::Str("x".into()), Value::Str("y,z".into())]);
         assert_ne!(a, b);
         let n = list_key("", "m", 1, 1, &fields(&["a"]), &[Value::Null]);
         let t = list_key("", "m", 1, 1, &fields(&["a"]), &[Value::Str("~".into())]);

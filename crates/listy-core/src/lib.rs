@@ -6,13 +6,13 @@
 //! - [`client`], [`ketama`]: the memcached text protocol and server selection.
 //! - [`engine`]: the list protocol (leases, prepends, tombstones, counters).
 
-pub mod client;
 pub mod calendar;
+pub mod client;
 pub mod codec;
 pub mod engine;
 pub mod error;
-pub mod keys;
 pub mod ketama;
+pub mod keys;
 pub mod local;
 pub mod pool;
 pub mod store;

@@ -27,23 +27,13 @@ struct State {
 impl LocalStore {
     /// The store called `name` in this process, created on first use.
     pub fn named(name: &str, max_item_size: usize) -> Arc<LocalStore> {
-        let mut stores = STORES
-            .get_or_init(Default::default)
-            .lock()
-            .expect("store registry poisoned");
-        stores
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(LocalStore::new(name, max_item_size)))
-            .clone()
+        let mut stores = STORES.get_or_init(Default::default).lock().expect("store registry poisoned");
+        stores.entry(name.to_string()).or_insert_with(|| Arc::new(LocalStore::new(name, max_item_size))).clone()
     }
 
     /// A private store (tests).
     pub fn new(name: &str, max_item_size: usize) -> LocalStore {
-        LocalStore {
-            name: name.to_string(),
-            max_item_size,
-            state: Mutex::new(State::default()),
-        }
+        LocalStore { name: name.to_string(), max_item_size, state: Mutex::new(State::default()) }
     }
 
     fn apply(&self, state: &mut State, op: Op) -> Result<Reply> {
@@ -72,11 +62,7 @@ impl LocalStore {
                     }
                 }
             }
-            Op::Cas {
-                key,
-                value,
-                cas: token,
-            } => {
+            Op::Cas { key, value, cas: token } => {
                 if value.len() > limit {
                     return Err(too_large(value.len()));
                 }
@@ -114,17 +100,12 @@ fn arith(state: &mut State, key: &str, cas: u64, f: impl Fn(u64) -> u64) -> Repl
     let Some(item) = state.items.get_mut(key) else {
         return Reply::NotFound;
     };
-    let parsed = std::str::from_utf8(&item.value)
-        .ok()
-        .and_then(|s| s.trim_end().parse::<u64>().ok());
+    let parsed = std::str::from_utf8(&item.value).ok().and_then(|s| s.trim_end().parse::<u64>().ok());
     match parsed {
         None => Reply::NonNumeric,
         Some(n) => {
             let v = f(n);
-            *item = Item {
-                value: v.to_string().into_bytes(),
-                cas,
-            };
+            *item = Item { value: v.to_string().into_bytes(), cas };
             Reply::Number(v)
         }
     }
@@ -133,9 +114,7 @@ fn arith(state: &mut State, key: &str, cas: u64, f: impl Fn(u64) -> u64) -> Repl
 impl Store for LocalStore {
     fn execute(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
         let mut state = self.state.lock().expect("local store poisoned");
-        ops.into_iter()
-            .map(|op| self.apply(&mut state, op))
-            .collect()
+        ops.into_iter().map(|op| self.apply(&mut state, op)).collect()
     }
 
     fn max_item_size(&self) -> usize {
@@ -143,11 +122,7 @@ impl Store for LocalStore {
     }
 
     fn flush_all(&self) -> Result<()> {
-        self.state
-            .lock()
-            .expect("local store poisoned")
-            .items
-            .clear();
+        self.state.lock().expect("local store poisoned").items.clear();
         Ok(())
     }
 
@@ -157,18 +132,10 @@ impl Store for LocalStore {
 
     fn stats(&self) -> Result<Vec<(String, String, String)>> {
         let state = self.state.lock().expect("local store poisoned");
-        let bytes: usize = state
-            .items
-            .iter()
-            .map(|(k, v)| k.len() + v.value.len())
-            .sum();
+        let bytes: usize = state.items.iter().map(|(k, v)| k.len() + v.value.len()).sum();
         let server = self.server_for("");
         Ok(vec![
-            (
-                server.clone(),
-                "curr_items".into(),
-                state.items.len().to_string(),
-            ),
+            (server.clone(), "curr_items".into(), state.items.len().to_string()),
             (server.clone(), "bytes".into(), bytes.to_string()),
             (server, "limit_maxbytes".into(), "0".into()),
         ])
@@ -187,38 +154,14 @@ mod tests {
     fn behaves_like_memcached() {
         let s = LocalStore::new("t", 10);
         let r = s.execute(vec![
-            Op::Prepend {
-                key: k("a"),
-                value: b"x".to_vec(),
-            },
-            Op::Add {
-                key: k("a"),
-                value: b"1".to_vec(),
-            },
-            Op::Add {
-                key: k("a"),
-                value: b"2".to_vec(),
-            },
-            Op::Prepend {
-                key: k("a"),
-                value: b"0".to_vec(),
-            },
-            Op::Incr {
-                key: k("a"),
-                delta: 5,
-            },
-            Op::Decr {
-                key: k("a"),
-                delta: 100,
-            },
-            Op::Prepend {
-                key: k("a"),
-                value: b"0123456789".to_vec(),
-            },
-            Op::Incr {
-                key: k("nope"),
-                delta: 1,
-            },
+            Op::Prepend { key: k("a"), value: b"x".to_vec() },
+            Op::Add { key: k("a"), value: b"1".to_vec() },
+            Op::Add { key: k("a"), value: b"2".to_vec() },
+            Op::Prepend { key: k("a"), value: b"0".to_vec() },
+            Op::Incr { key: k("a"), delta: 5 },
+            Op::Decr { key: k("a"), delta: 100 },
+            Op::Prepend { key: k("a"), value: b"0123456789".to_vec() },
+            Op::Incr { key: k("nope"), delta: 1 },
         ]);
         let r: Vec<Reply> = r.into_iter().map(|x| x.unwrap()).collect();
         assert_eq!(
@@ -236,63 +179,19 @@ mod tests {
         );
         let item = s.get("a").unwrap().unwrap();
         assert_eq!(item.value, b"0");
-        assert_eq!(
-            s.one(Op::Cas {
-                key: k("a"),
-                value: b"z".to_vec(),
-                cas: item.cas + 1
-            })
-            .unwrap(),
-            Reply::Exists
-        );
-        assert_eq!(
-            s.one(Op::Cas {
-                key: k("a"),
-                value: b"z".to_vec(),
-                cas: item.cas
-            })
-            .unwrap(),
-            Reply::Stored
-        );
-        assert_eq!(
-            s.one(Op::Cas {
-                key: k("b"),
-                value: b"z".to_vec(),
-                cas: 1
-            })
-            .unwrap(),
-            Reply::NotFound
-        );
-        s.one(Op::Set {
-            key: k("m"),
-            value: b"L1".to_vec(),
-        })
-        .unwrap();
-        assert_eq!(
-            s.one(Op::Incr {
-                key: k("m"),
-                delta: 1
-            })
-            .unwrap(),
-            Reply::NonNumeric
-        );
-        assert!(s
-            .one(Op::Set {
-                key: k("big"),
-                value: vec![0; 11]
-            })
-            .is_err());
+        assert_eq!(s.one(Op::Cas { key: k("a"), value: b"z".to_vec(), cas: item.cas + 1 }).unwrap(), Reply::Exists);
+        assert_eq!(s.one(Op::Cas { key: k("a"), value: b"z".to_vec(), cas: item.cas }).unwrap(), Reply::Stored);
+        assert_eq!(s.one(Op::Cas { key: k("b"), value: b"z".to_vec(), cas: 1 }).unwrap(), Reply::NotFound);
+        s.one(Op::Set { key: k("m"), value: b"L1".to_vec() }).unwrap();
+        assert_eq!(s.one(Op::Incr { key: k("m"), delta: 1 }).unwrap(), Reply::NonNumeric);
+        assert!(s.one(Op::Set { key: k("big"), value: vec![0; 11] }).is_err());
     }
 
     #[test]
     fn named_stores_are_shared_in_a_process() {
         let a = LocalStore::named("shared-test", 100);
         let b = LocalStore::named("shared-test", 100);
-        a.one(Op::Set {
-            key: k("x"),
-            value: b"1".to_vec(),
-        })
-        .unwrap();
+        a.one(Op::Set { key: k("x"), value: b"1".to_vec() }).unwrap();
         assert_eq!(b.get("x").unwrap().unwrap().value, b"1");
     }
 }

@@ -95,7 +95,8 @@ pub fn parse_server(spec: &str) -> Result<ServerSpec> {
     let bad = |why: &str| Error::Config(format!("bad memcached server {spec:?}: {why}"));
     let mut parts = spec.split_whitespace();
     let addr = parts.next().ok_or_else(|| bad("empty"))?;
-    let weight = parts.next().map(|w| parse_weight(w).ok_or_else(|| bad("weight must be an integer >= 1"))).transpose()?;
+    let weight =
+        parts.next().map(|w| parse_weight(w).ok_or_else(|| bad("weight must be an integer >= 1"))).transpose()?;
     if parts.next().is_some() {
         return Err(bad("expected `host:port [weight]`"));
     }
@@ -111,7 +112,8 @@ pub fn parse_server(spec: &str) -> Result<ServerSpec> {
     if !valid_host(host, bracketed) {
         return Err(bad("invalid host name"));
     }
-    let (port, inline_weight) = parse_port_and_weight(rest).ok_or_else(|| bad("expected `host:port[:weight]`, port 1-65535"))?;
+    let (port, inline_weight) =
+        parse_port_and_weight(rest).ok_or_else(|| bad("expected `host:port[:weight]`, port 1-65535"))?;
     if weight.is_some() && inline_weight.is_some() {
         return Err(bad("weight given twice"));
     }
@@ -152,7 +154,8 @@ fn parse_weight(text: &str) -> Option<u32> {
 }
 
 fn valid_host(host: &str, bracketed: bool) -> bool {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (bracketed && matches!(c, ':' | '%'));
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (bracketed && matches!(c, ':' | '%'));
     !host.is_empty() && host.chars().all(allowed)
 }
 
@@ -176,6 +179,15 @@ pub struct MemcachedPool {
     ring: Ring,
     /// The process the pooled connections belong to.
     pid: AtomicI32,
+}
+
+impl std::fmt::Debug for MemcachedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemcachedPool")
+            .field("servers", &self.servers())
+            .field("distribution", &self.cfg.distribution)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MemcachedPool {
@@ -392,20 +404,43 @@ mod tests {
 
     #[test]
     fn parses_server_entries() {
-        assert_eq!(spec("10.0.0.1:11212"), ServerSpec { address: "10.0.0.1:11212".into(), node: Node::new("10.0.0.1", 11212, 1) });
+        assert_eq!(
+            spec("10.0.0.1:11212"),
+            ServerSpec { address: "10.0.0.1:11212".into(), node: Node::new("10.0.0.1", 11212, 1) }
+        );
         assert_eq!(spec("cache"), ServerSpec { address: "cache:11211".into(), node: Node::new("cache", 11211, 1) });
         assert_eq!(spec("cache:11300 3").node, Node::new("cache", 11300, 3));
         assert_eq!(spec("cache:11300:3").node, Node::new("cache", 11300, 3));
         assert_eq!(spec("  cache:11300   2 ").address, "cache:11300");
         assert_eq!(spec("[::1]:11300"), ServerSpec { address: "[::1]:11300".into(), node: Node::new("::1", 11300, 1) });
         assert_eq!(spec("[::1]").address, "[::1]:11211");
-        assert_eq!(spec("/run/mc.sock"), ServerSpec { address: "/run/mc.sock".into(), node: Node::new("/run/mc.sock", 0, 1) });
+        assert_eq!(
+            spec("/run/mc.sock"),
+            ServerSpec { address: "/run/mc.sock".into(), node: Node::new("/run/mc.sock", 0, 1) }
+        );
         assert_eq!(spec("/run/mc.sock 4").node.weight, 4);
     }
 
     #[test]
     fn rejects_bad_server_entries() {
-        for bad in ["", "   ", "host:", "host:0", "host:70000", "host:x", "host:1 0", "host:1 x", "host:1:0", "host:1:2 3", "host:1 2 3", "ho st:1", "h/x:1", "[::1", "udp:host:1", "host:1:2:3"] {
+        for bad in [
+            "",
+            "   ",
+            "host:",
+            "host:0",
+            "host:70000",
+            "host:x",
+            "host:1 0",
+            "host:1 x",
+            "host:1:0",
+            "host:1:2 3",
+            "host:1 2 3",
+            "ho st:1",
+            "h/x:1",
+            "[::1",
+            "udp:host:1",
+            "host:1:2:3",
+        ] {
             assert!(matches!(parse_server(bad), Err(Error::Config(_))), "{bad:?} should be refused");
         }
     }

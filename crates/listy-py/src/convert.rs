@@ -6,8 +6,8 @@ use listy_core::codec::{Field, Kind, Schema, Value, ValueRef};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
-    PyBool, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDelta, PyDeltaAccess, PyFloat, PyInt,
-    PyString, PyTime, PyTimeAccess, PyTuple, PyTzInfoAccess,
+    PyBool, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDelta, PyDeltaAccess, PyFloat, PyInt, PyString, PyTime,
+    PyTimeAccess, PyTuple, PyTzInfoAccess,
 };
 use std::sync::Arc;
 
@@ -29,10 +29,7 @@ impl PySchema {
             .map(|(name, kind, nullable)| Ok(Field::new(name, Kind::parse(kind)?, *nullable)))
             .collect::<Result<Vec<_>, listy_core::Error>>()
             .map_err(CoreError)?;
-        Ok(PySchema {
-            inner: Arc::new(Schema::new(fields).map_err(CoreError)?),
-            aware,
-        })
+        Ok(PySchema { inner: Arc::new(Schema::new(fields).map_err(CoreError)?), aware })
     }
 
     #[getter]
@@ -47,12 +44,7 @@ impl PySchema {
 
     /// One record frame for `row`, leaving out the fields named in `omit`.
     #[pyo3(signature = (row, omit = Vec::new()))]
-    fn pack<'py>(
-        &self,
-        py: Python<'py>,
-        row: &Bound<'py, PyAny>,
-        omit: Vec<String>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
+    fn pack<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>, omit: Vec<String>) -> PyResult<Bound<'py, PyBytes>> {
         let row = row_from_py(&self.inner, row)?;
         let fixed: Vec<usize> = omit.iter().filter_map(|n| self.inner.position(n)).collect();
         let layout = listy_core::codec::Layout::new(self.inner.clone(), &fixed);
@@ -64,26 +56,16 @@ impl PySchema {
 
 /// A row tuple (schema order) as codec values.
 pub fn row_from_py(schema: &Schema, row: &Bound<'_, PyAny>) -> PyResult<Vec<Value>> {
-    let row = row
-        .cast::<PyTuple>()
-        .map_err(|_| ConfigError::new_err("a row must be a tuple in schema order"))?;
+    let row = row.cast::<PyTuple>().map_err(|_| ConfigError::new_err("a row must be a tuple in schema order"))?;
     if row.len() != schema.fields().len() {
         return Err(ConfigError::new_err(format!(
             "row has {} values, the schema has {} fields ({})",
             row.len(),
             schema.fields().len(),
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            schema.fields().iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
-    row.iter()
-        .zip(schema.fields())
-        .map(|(v, f)| to_value(&v, f))
-        .collect()
+    row.iter().zip(schema.fields()).map(|(v, f)| to_value(&v, f)).collect()
 }
 
 /// Converts one Python value for `field`.
@@ -91,51 +73,30 @@ pub fn to_value(obj: &Bound<'_, PyAny>, field: &Field) -> PyResult<Value> {
     if obj.is_none() {
         return Ok(Value::Null);
     }
-    let bad = |e: PyErr| {
-        ConfigError::new_err(format!(
-            "field {:?} ({:?}) cannot hold {obj}: {e}",
-            field.name, field.kind
-        ))
-    };
+    let bad =
+        |e: PyErr| ConfigError::new_err(format!("field {:?} ({:?}) cannot hold {obj}: {e}", field.name, field.kind));
     Ok(match field.kind {
         Kind::Int => Value::Int(obj.extract::<i64>().map_err(bad)?),
         Kind::Bool => Value::Bool(obj.extract::<bool>().map_err(bad)?),
         Kind::Float => Value::Float(obj.extract::<f64>().map_err(bad)?),
         Kind::Str => Value::Str(obj.extract::<String>().map_err(bad)?),
         Kind::Bytes => Value::Bytes(
-            obj.call_method0("__bytes__")
-                .unwrap_or_else(|_| obj.clone())
-                .extract::<Vec<u8>>()
-                .map_err(bad)?,
+            obj.call_method0("__bytes__").unwrap_or_else(|_| obj.clone()).extract::<Vec<u8>>().map_err(bad)?,
         ),
         Kind::Decimal => Value::Decimal(obj.str()?.to_string()),
         Kind::Json => Value::Json(json_dumps(obj)?),
         Kind::Uuid => {
             let b: Vec<u8> = obj.getattr("bytes").map_err(bad)?.extract().map_err(bad)?;
-            Value::Uuid(
-                b.try_into()
-                    .map_err(|_| ConfigError::new_err("a UUID has 16 bytes"))?,
-            )
+            Value::Uuid(b.try_into().map_err(|_| ConfigError::new_err("a UUID has 16 bytes"))?)
         }
-        Kind::Datetime => Value::Datetime(datetime_micros(
-            obj.cast::<PyDateTime>().map_err(|e| bad(e.into()))?,
-        )?),
+        Kind::Datetime => Value::Datetime(datetime_micros(obj.cast::<PyDateTime>().map_err(|e| bad(e.into()))?)?),
         Kind::Date => {
             let d = obj.cast::<PyDate>().map_err(|e| bad(e.into()))?;
-            Value::Date(days_from_civil(
-                d.get_year(),
-                d.get_month() as u32,
-                d.get_day() as u32,
-            ))
+            Value::Date(days_from_civil(d.get_year(), d.get_month() as u32, d.get_day() as u32))
         }
         Kind::Time => {
             let t = obj.cast::<PyTime>().map_err(|e| bad(e.into()))?;
-            Value::Time(time_micros(
-                t.get_hour(),
-                t.get_minute(),
-                t.get_second(),
-                t.get_microsecond(),
-            ))
+            Value::Time(time_micros(t.get_hour(), t.get_minute(), t.get_second(), t.get_microsecond()))
         }
     })
 }
@@ -148,13 +109,8 @@ fn time_micros(h: u8, m: u8, s: u8, us: u32) -> i64 {
 /// ones are kept as wall time (Django with USE_TZ=False).
 fn datetime_micros(dt: &Bound<'_, PyDateTime>) -> PyResult<i64> {
     let days = days_from_civil(dt.get_year(), dt.get_month() as u32, dt.get_day() as u32) as i64;
-    let mut us = days * MICROS_PER_DAY
-        + time_micros(
-            dt.get_hour(),
-            dt.get_minute(),
-            dt.get_second(),
-            dt.get_microsecond(),
-        );
+    let mut us =
+        days * MICROS_PER_DAY + time_micros(dt.get_hour(), dt.get_minute(), dt.get_second(), dt.get_microsecond());
     if dt.get_tzinfo().is_some() {
         let offset = dt.call_method0("utcoffset")?;
         if !offset.is_none() {
@@ -172,16 +128,8 @@ static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static DECIMAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static UUID: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn import_attr(
-    py: Python<'_>,
-    cell: &'static PyOnceLock<Py<PyAny>>,
-    module: &str,
-    name: &str,
-) -> PyResult<Py<PyAny>> {
-    cell.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import(module)?.getattr(name)?.unbind())
-    })
-    .map(|o| o.clone_ref(py))
+fn import_attr(py: Python<'_>, cell: &'static PyOnceLock<Py<PyAny>>, module: &str, name: &str) -> PyResult<Py<PyAny>> {
+    cell.get_or_try_init(py, || Ok::<_, PyErr>(py.import(module)?.getattr(name)?.unbind())).map(|o| o.clone_ref(py))
 }
 
 fn json_dumps(obj: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -207,18 +155,12 @@ pub fn to_py<'py>(py: Python<'py>, v: ValueRef<'_>, aware: bool) -> PyResult<Bou
             let (h, mi, s, micro) = split_time(us);
             PyTime::new(py, h, mi, s, micro, None)?.into_any()
         }
-        ValueRef::Decimal(s) => import_attr(py, &DECIMAL, "decimal", "Decimal")?
-            .bind(py)
-            .call1((s,))?,
-        ValueRef::Json(s) => import_attr(py, &JSON_LOADS, "json", "loads")?
-            .bind(py)
-            .call1((s,))?,
+        ValueRef::Decimal(s) => import_attr(py, &DECIMAL, "decimal", "Decimal")?.bind(py).call1((s,))?,
+        ValueRef::Json(s) => import_attr(py, &JSON_LOADS, "json", "loads")?.bind(py).call1((s,))?,
         ValueRef::Uuid(b) => {
             let kwargs = pyo3::types::PyDict::new(py);
             kwargs.set_item("bytes", PyBytes::new(py, b))?;
-            import_attr(py, &UUID, "uuid", "UUID")?
-                .bind(py)
-                .call((), Some(&kwargs))?
+            import_attr(py, &UUID, "uuid", "UUID")?.bind(py).call((), Some(&kwargs))?
         }
     })
 }
@@ -226,12 +168,7 @@ pub fn to_py<'py>(py: Python<'py>, v: ValueRef<'_>, aware: bool) -> PyResult<Bou
 fn split_time(us: i64) -> (u8, u8, u8, u32) {
     let us = us.rem_euclid(MICROS_PER_DAY);
     let secs = us / 1_000_000;
-    (
-        (secs / 3600) as u8,
-        (secs / 60 % 60) as u8,
-        (secs % 60) as u8,
-        (us % 1_000_000) as u32,
-    )
+    ((secs / 3600) as u8, (secs / 60 % 60) as u8, (secs % 60) as u8, (us % 1_000_000) as u32)
 }
 
 fn datetime_from_micros(py: Python<'_>, us: i64, aware: bool) -> PyResult<Bound<'_, PyAny>> {

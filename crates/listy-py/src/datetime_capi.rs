@@ -19,8 +19,7 @@ struct CapiPrefix {
     delta_type: *mut ffi::PyTypeObject,
     tzinfo_type: *mut ffi::PyTypeObject,
     timezone_utc: *mut ffi::PyObject,
-    date_from_date:
-        unsafe extern "C" fn(c_int, c_int, c_int, *mut ffi::PyTypeObject) -> *mut ffi::PyObject,
+    date_from_date: unsafe extern "C" fn(c_int, c_int, c_int, *mut ffi::PyTypeObject) -> *mut ffi::PyObject,
     datetime_from_date_and_time: unsafe extern "C" fn(
         c_int,
         c_int,
@@ -75,11 +74,7 @@ pub fn datetime(
 ) -> PyResult<Bound<'_, PyAny>> {
     match capi(py) {
         Some(api) => {
-            let tz = if utc {
-                api.timezone_utc
-            } else {
-                unsafe { ffi::Py_None() }
-            };
+            let tz = if utc { api.timezone_utc } else { unsafe { ffi::Py_None() } };
             // SAFETY: GIL held; arguments are plain ints and live objects;
             // the constructor returns a new reference or NULL with an error set.
             unsafe {
@@ -98,11 +93,7 @@ pub fn datetime(
             }
         }
         None => {
-            let tz = if utc {
-                Some(pyo3::types::PyTzInfo::utc(py)?.to_owned())
-            } else {
-                None
-            };
+            let tz = if utc { Some(pyo3::types::PyTzInfo::utc(py)?.to_owned()) } else { None };
             Ok(pyo3::types::PyDateTime::new(py, y, m, d, h, mi, s, us, tz.as_ref())?.into_any())
         }
     }
@@ -113,10 +104,7 @@ pub fn date(py: Python<'_>, y: i32, m: u8, d: u8) -> PyResult<Bound<'_, PyAny>> 
     match capi(py) {
         // SAFETY: as above.
         Some(api) => unsafe {
-            Bound::from_owned_ptr_or_err(
-                py,
-                (api.date_from_date)(y, m as c_int, d as c_int, api.date_type),
-            )
+            Bound::from_owned_ptr_or_err(py, (api.date_from_date)(y, m as c_int, d as c_int, api.date_type))
         },
         None => Ok(pyo3::types::PyDate::new(py, y, m, d)?.into_any()),
     }

@@ -4,7 +4,7 @@
 
 use crate::convert::{row_from_py, to_value, PySchema};
 use crate::errors::{CoreError, CoreResult};
-use crate::records::{Builder, Records, Related};
+use crate::records::{Builder, Completer, Records, Related};
 use crate::store::PyStore;
 use listy_core::calendar::Period;
 use listy_core::codec::{describe, Row, Value};
@@ -25,17 +25,10 @@ struct PySource<'a> {
 
 impl<'a> PySource<'a> {
     fn new(loader: Option<&'a Py<PyAny>>, schema: &'a PySchema) -> Self {
-        PySource {
-            loader,
-            schema,
-            raised: Mutex::new(None),
-        }
+        PySource { loader, schema, raised: Mutex::new(None) }
     }
 
-    fn call<T>(
-        &self,
-        f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>,
-    ) -> listy_core::Result<T> {
+    fn call<T>(&self, f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>) -> listy_core::Result<T> {
         let Some(loader) = self.loader else {
             return Err(Error::Source("no loader given".into()));
         };
@@ -100,31 +93,16 @@ fn value_to_py<'py>(
 impl Source for PySource<'_> {
     fn rows(&self, fields: &[String], values: &[Value]) -> listy_core::Result<Vec<Row>> {
         self.call(|py, loader| {
-            let args = (
-                PyTuple::new(py, fields)?,
-                py_values(py, values, self.schema, fields)?,
-            );
+            let args = (PyTuple::new(py, fields)?, py_values(py, values, self.schema, fields)?);
             let rows = loader.call1(args)?;
-            rows.try_iter()?
-                .map(|row| row_from_py(&self.schema.inner, &row?))
-                .collect()
+            rows.try_iter()?.map(|row| row_from_py(&self.schema.inner, &row?)).collect()
         })
     }
 
-    fn count(
-        &self,
-        fields: &[String],
-        values: &[Value],
-        days: Option<(i32, i32)>,
-    ) -> listy_core::Result<u64> {
+    fn count(&self, fields: &[String], values: &[Value], days: Option<(i32, i32)>) -> listy_core::Result<u64> {
         self.call(|py, loader| {
             let (start, end) = days.unzip();
-            let args = (
-                PyTuple::new(py, fields)?,
-                py_values(py, values, self.schema, fields)?,
-                start,
-                end,
-            );
+            let args = (PyTuple::new(py, fields)?, py_values(py, values, self.schema, fields)?, start, end);
             loader.call1(args)?.extract::<u64>()
         })
     }
@@ -169,9 +147,9 @@ impl PyEngine {
         }
         let mut out = Vec::with_capacity(items.len());
         for (f, v) in fields.iter().zip(&items) {
-            let pos = schema.position(f).ok_or_else(|| {
-                crate::errors::NotCachableException::new_err(format!("{f:?} is not a cached field"))
-            })?;
+            let pos = schema
+                .position(f)
+                .ok_or_else(|| crate::errors::NotCachableException::new_err(format!("{f:?} is not a cached field")))?;
             out.push(to_value(v, &schema.fields()[pos])?);
         }
         Ok((out, items.into_iter().map(|b| b.unbind()).collect()))
@@ -181,28 +159,44 @@ impl PyEngine {
         &self,
         py: Python<'_>,
         fields: &[String],
+        values: Vec<Value>,
         objs: &[Py<PyAny>],
+        loader: &Py<PyAny>,
         fetched: Fetched,
     ) -> PyResult<Records> {
         let layout = self.engine.layout(fields).map_err(CoreError)?;
-        let schema = &self.schema(py).inner;
-        let fixed = fields
-            .iter()
-            .zip(objs)
-            .map(|(f, o)| (schema.position(f).expect("index field"), o.clone_ref(py)))
-            .collect();
-        Records::new(
-            fetched.key,
-            fetched.bytes,
-            fetched.hit,
-            layout,
-            self.builder.clone(),
-            fixed,
-        )
+        let schema = &self.schema.get().inner;
+        let fixed =
+            fields.iter().zip(objs).map(|(f, o)| (schema.position(f).expect("index field"), o.clone_ref(py))).collect();
+        let completer = ListCompleter {
+            engine: self.engine.clone(),
+            schema: self.schema.clone_ref(py),
+            fields: fields.to_vec(),
+            values,
+            loader: loader.clone_ref(py),
+        };
+        Ok(Records::new(fetched, layout, self.builder.clone(), fixed, Box::new(completer)))
     }
 
     fn day_of(day: Option<i32>) -> Option<i32> {
         day
+    }
+}
+
+/// Fetches the segments of a list that was read head first.
+struct ListCompleter {
+    engine: Arc<Engine>,
+    schema: Py<PySchema>,
+    fields: Vec<String>,
+    values: Vec<Value>,
+    loader: Py<PyAny>,
+}
+
+impl Completer for ListCompleter {
+    fn complete(&self, py: Python<'_>, partial: &Fetched) -> PyResult<Fetched> {
+        let source = PySource::new(Some(&self.loader), self.schema.get());
+        py.detach(|| self.engine.complete_list(&self.fields, &self.values, partial, &source))
+            .map_err(|e| source.error(e))
     }
 }
 
@@ -232,41 +226,21 @@ impl PyEngine {
         on_build: Option<Py<PyAny>>,
     ) -> PyResult<PyEngine> {
         let s = schema.get();
-        let engine = Engine::new(
-            store.inner.clone(),
-            prefix,
-            model,
-            (*s.inner).clone(),
-            indexes,
-            Options::default(),
-        )
-        .map_err(CoreError)?;
+        let engine = Engine::new(store.inner.clone(), prefix, model, (*s.inner).clone(), indexes, Options::default())
+            .map_err(CoreError)?;
         let names: Vec<&str> = s.inner.fields().iter().map(|f| f.name.as_str()).collect();
-        let attnames = names
-            .iter()
-            .map(|n| {
-                if n.contains('.') {
-                    None
-                } else {
-                    Some(PyString::new(py, n).unbind())
-                }
-            })
-            .collect();
+        let attnames =
+            names.iter().map(|n| if n.contains('.') { None } else { Some(PyString::new(py, n).unbind()) }).collect();
         let mut rels = Vec::new();
         for (fk_attname, (field_name, class, pk_attname)) in related.unwrap_or_default() {
             let fk_position = s.inner.position(&fk_attname).ok_or_else(|| {
-                crate::errors::ConfigError::new_err(format!(
-                    "inlined foreign key {fk_attname:?} is not in the schema"
-                ))
+                crate::errors::ConfigError::new_err(format!("inlined foreign key {fk_attname:?} is not in the schema"))
             })?;
             let prefix = format!("{fk_attname}.");
             let fields = names
                 .iter()
                 .enumerate()
-                .filter_map(|(i, n)| {
-                    n.strip_prefix(&prefix)
-                        .map(|a| (i, PyString::new(py, a).unbind()))
-                })
+                .filter_map(|(i, n)| n.strip_prefix(&prefix).map(|a| (i, PyString::new(py, a).unbind())))
                 .collect();
             rels.push(Related {
                 fields,
@@ -285,11 +259,7 @@ impl PyEngine {
             on_build,
             aware: s.aware,
         };
-        Ok(PyEngine {
-            engine: Arc::new(engine),
-            schema,
-            builder: Arc::new(builder),
-        })
+        Ok(PyEngine { engine: Arc::new(engine), schema, builder: Arc::new(builder) })
     }
 
     #[getter]
@@ -306,35 +276,35 @@ impl PyEngine {
         self.engine.reset_stats()
     }
 
-    fn key(
-        &self,
-        py: Python<'_>,
-        index: Vec<String>,
-        values: &Bound<'_, PyAny>,
-    ) -> PyResult<String> {
+    fn key(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>) -> PyResult<String> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
         let engine = self.engine.clone();
-        Ok(py
-            .detach(move || engine.key(&fields, &vals))
-            .map_err(CoreError)?)
+        Ok(py.detach(move || engine.key(&fields, &vals)).map_err(CoreError)?)
     }
 
+    /// The list; a list stored in segments is read head first unless
+    /// `complete` is true.
+    #[pyo3(signature = (index, values, loader, complete = false))]
     fn get(
         &self,
         py: Python<'_>,
         index: Vec<String>,
         values: &Bound<'_, PyAny>,
         loader: Py<PyAny>,
+        complete: bool,
     ) -> PyResult<Records> {
         let fields = self.index(index);
         let (vals, objs) = self.values(py, &fields, values)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
+        let request = [(fields.clone(), vals.clone())];
         let fetched = py
-            .detach(|| engine.get(&fields, &vals, &source))
-            .map_err(|e| source.error(e))?;
-        self.records(py, &fields, &objs, fetched)
+            .detach(|| engine.get_multi(&request, &source, complete))
+            .map_err(|e| source.error(e))?
+            .pop()
+            .expect("one list");
+        self.records(py, &fields, vals, &objs, &loader, fetched)
     }
 
     fn get_multi(
@@ -353,13 +323,11 @@ impl PyEngine {
         }
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        let fetched = py
-            .detach(|| engine.get_multi(&reqs, &source))
-            .map_err(|e| source.error(e))?;
+        let fetched = py.detach(|| engine.get_multi(&reqs, &source, true)).map_err(|e| source.error(e))?;
         fetched
             .into_iter()
-            .zip(reqs.iter().zip(&objs))
-            .map(|(f, ((fields, _), o))| self.records(py, fields, o, f))
+            .zip(reqs.into_iter().zip(&objs))
+            .map(|(f, ((fields, vals), o))| self.records(py, &fields, vals, o, &loader, f))
             .collect()
     }
 
@@ -374,9 +342,7 @@ impl PyEngine {
         let row = row_from_py(&self.schema(py).inner, row)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        let report = py
-            .detach(|| engine.add(&row, Self::day_of(day), &source))
-            .map_err(|e| source.error(e))?;
+        let report = py.detach(|| engine.add(&row, Self::day_of(day), &source)).map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 
@@ -390,9 +356,7 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyDict>> {
         let row = row_from_py(&self.schema(py).inner, row)?;
         let engine = self.engine.clone();
-        let report = py
-            .detach(|| engine.delete(&row, day, hard))
-            .map_err(CoreError)?;
+        let report = py.detach(|| engine.delete(&row, day, hard)).map_err(CoreError)?;
         report_to_py(py, report)
     }
 
@@ -410,9 +374,7 @@ impl PyEngine {
         let new = row_from_py(&self.schema(py).inner, new)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        let report = py
-            .detach(|| engine.update(&old, old_day, &new, new_day, &source))
-            .map_err(|e| source.error(e))?;
+        let report = py.detach(|| engine.update(&old, old_day, &new, new_day, &source)).map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 
@@ -427,8 +389,7 @@ impl PyEngine {
         let (vals, _) = self.values(py, &fields, values)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        py.detach(|| engine.rebuild(&fields, &vals, &source))
-            .map_err(|e| source.error(e))
+        py.detach(|| engine.rebuild(&fields, &vals, &source)).map_err(|e| source.error(e))
     }
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
@@ -436,19 +397,12 @@ impl PyEngine {
         Ok(py.detach(move || engine.flush()).map_err(CoreError)?)
     }
 
-    fn count(
-        &self,
-        py: Python<'_>,
-        index: Vec<String>,
-        values: &Bound<'_, PyAny>,
-        loader: Py<PyAny>,
-    ) -> PyResult<u64> {
+    fn count(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>, loader: Py<PyAny>) -> PyResult<u64> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        py.detach(|| engine.count(&fields, &vals, &source))
-            .map_err(|e| source.error(e))
+        py.detach(|| engine.count(&fields, &vals, &source)).map_err(|e| source.error(e))
     }
 
     fn period_counts(
@@ -465,15 +419,12 @@ impl PyEngine {
         let period = Period::parse(period).map_err(CoreError)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        py.detach(|| engine.period_counts(&fields, &vals, period, &days, &source))
-            .map_err(|e| source.error(e))
+        py.detach(|| engine.period_counts(&fields, &vals, period, &days, &source)).map_err(|e| source.error(e))
     }
 
     fn registered_indexes(&self, py: Python<'_>) -> PyResult<Vec<Vec<String>>> {
         let engine = self.engine.clone();
-        Ok(py
-            .detach(move || engine.registered_indexes())
-            .map_err(CoreError)?)
+        Ok(py.detach(move || engine.registered_indexes()).map_err(CoreError)?)
     }
 
     fn inspect<'py>(
@@ -486,20 +437,13 @@ impl PyEngine {
         let (vals, _) = self.values(py, &fields, values)?;
         let engine = self.engine.clone();
         let f2 = fields.clone();
-        let (key, raw) = py
-            .detach(move || engine.raw(&f2, &vals))
-            .map_err(CoreError)?;
+        let (key, raw) = py.detach(move || engine.raw(&f2, &vals)).map_err(CoreError)?;
         let layout = self.engine.layout(&fields).map_err(CoreError)?;
         let d = PyDict::new(py);
         d.set_item("server", self.engine.store().server_for(&key))?;
         d.set_item("key", key)?;
         d.set_item("size", raw.as_ref().map(|r| r.len()).unwrap_or(0))?;
-        d.set_item(
-            "complete",
-            raw.as_ref()
-                .map(|r| layout.read(r).is_ok())
-                .unwrap_or(false),
-        )?;
+        d.set_item("complete", raw.as_ref().map(|r| layout.read(r).is_ok()).unwrap_or(false))?;
         let frames = PyList::empty(py);
         let mut error = None;
         if let Some(raw) = &raw {

@@ -5,12 +5,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-create_exception!(
-    listy,
-    ListyError,
-    PyException,
-    "Root of every Listy exception."
-);
+create_exception!(listy, ListyError, PyException, "Root of every Listy exception.");
 create_exception!(
     listy,
     NotCachableException,
@@ -23,26 +18,13 @@ create_exception!(
     ListyError,
     "memcached is down or timed out; reads fall back to the database."
 );
-create_exception!(
-    listy,
-    DecodeError,
-    ListyError,
-    "Bytes in the cache that are not a valid list for this schema."
-);
-create_exception!(
-    listy,
-    ConfigError,
-    ListyError,
-    "Bad LISTY settings, index declaration or row shape."
-);
+create_exception!(listy, DecodeError, ListyError, "Bytes in the cache that are not a valid list for this schema.");
+create_exception!(listy, ConfigError, ListyError, "Bad LISTY settings, index declaration or row shape.");
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("ListyError", py.get_type::<ListyError>())?;
-    m.add(
-        "NotCachableException",
-        py.get_type::<NotCachableException>(),
-    )?;
+    m.add("NotCachableException", py.get_type::<NotCachableException>())?;
     m.add("CacheUnavailable", py.get_type::<CacheUnavailable>())?;
     m.add("DecodeError", py.get_type::<DecodeError>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
@@ -64,9 +46,7 @@ impl From<CoreError> for PyErr {
         match e.0 {
             Error::Unavailable { .. } | Error::Protocol { .. } => CacheUnavailable::new_err(msg),
             Error::Decode(_) => DecodeError::new_err(msg),
-            Error::Config(_) | Error::Schema(_) | Error::TooLarge { .. } => {
-                ConfigError::new_err(msg)
-            }
+            Error::Config(_) | Error::Schema(_) | Error::TooLarge { .. } => ConfigError::new_err(msg),
             Error::Source(_) => ListyError::new_err(msg),
         }
     }

@@ -21,29 +21,18 @@ impl PyStore {
     #[staticmethod]
     #[pyo3(signature = (name = "default", max_item_size = 1_048_576))]
     fn local(name: &str, max_item_size: usize) -> PyStore {
-        PyStore {
-            inner: LocalStore::named(name, max_item_size),
-            kind: "local",
-        }
+        PyStore { inner: LocalStore::named(name, max_item_size), kind: "local" }
     }
 
     #[staticmethod]
     #[pyo3(signature = (servers, connect_timeout = 0.25, timeout = 0.5, max_item_size = 1_048_576))]
-    fn memcached(
-        servers: Vec<String>,
-        connect_timeout: f64,
-        timeout: f64,
-        max_item_size: usize,
-    ) -> PyResult<PyStore> {
+    fn memcached(servers: Vec<String>, connect_timeout: f64, timeout: f64, max_item_size: usize) -> PyResult<PyStore> {
         let mut cfg = PoolConfig::new(servers);
         cfg.connect_timeout = Duration::from_secs_f64(connect_timeout);
         cfg.timeout = Duration::from_secs_f64(timeout);
         cfg.max_item_size = max_item_size;
         let pool = MemcachedPool::new(cfg).map_err(CoreError)?;
-        Ok(PyStore {
-            inner: Arc::new(pool),
-            kind: "memcached",
-        })
+        Ok(PyStore { inner: Arc::new(pool), kind: "memcached" })
     }
 
     fn flush_all(&self, py: Python<'_>) -> PyResult<()> {
@@ -60,16 +49,13 @@ impl PyStore {
 
     fn set_raw(&self, py: Python<'_>, key: String, value: Vec<u8>) -> PyResult<()> {
         let store = self.inner.clone();
-        py.detach(move || store.one(Op::Set { key, value }))
-            .map_err(CoreError)?;
+        py.detach(move || store.one(Op::Set { key, value })).map_err(CoreError)?;
         Ok(())
     }
 
     fn delete_raw(&self, py: Python<'_>, key: String) -> PyResult<bool> {
         let store = self.inner.clone();
-        let reply = py
-            .detach(move || store.one(Op::Delete { key }))
-            .map_err(CoreError)?;
+        let reply = py.detach(move || store.one(Op::Delete { key })).map_err(CoreError)?;
         Ok(reply == Reply::Deleted)
     }
 

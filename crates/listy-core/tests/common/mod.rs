@@ -168,7 +168,7 @@ impl Memcached {
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
-            let exited = self.child.as_mut().map_or(true, |c| matches!(c.try_wait(), Ok(Some(_))));
+            let exited = self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
             if exited {
                 self.child = None;
                 return false;
