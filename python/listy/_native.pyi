@@ -6,7 +6,7 @@ rows (``Loader``) and counts (``CountLoader``) on a miss.
 """
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypedDict, overload
 
 # ---------------------------------------------------------------- exceptions
 class ListyError(Exception):
@@ -81,8 +81,10 @@ class Records(Sequence[Any]):
     key: str
     """The memcached key of the list (the head key for a segmented list)."""
     size: int
-    """Bytes stored for this list (0 when it was served from the database)."""
+    """Bytes stored for this list, all parts (0 when served from the database)."""
     from_cache: bool
+    complete: bool
+    """False while only the head of a segmented list has been read."""
     def __len__(self) -> int: ...
     @overload
     def __getitem__(self, i: int) -> Any: ...
@@ -102,6 +104,13 @@ Loader = Callable[[tuple[str, ...], tuple[Any, ...]], list[tuple[Any, ...]]]
 CountLoader = Callable[[tuple[str, ...], tuple[Any, ...], int | None, int | None], int]
 
 Period = Literal["day", "week", "month", "year"]
+
+class WriteReport(TypedDict):
+    """What a write could not do. ``failed_keys`` may now hold values that
+    miss the write: repair them (``Engine.repair``) before serving them."""
+
+    failed_keys: list[str]
+    faults: list[str]
 
 class Engine:
     """The list protocol for one model.
@@ -140,20 +149,24 @@ class Engine:
     def key(self, index: tuple[str, ...], values: tuple[Any, ...]) -> str:
         """The literal memcached key of a list (prefix and generation included)."""
 
-    def get(self, index: tuple[str, ...], values: tuple[Any, ...], loader: Loader) -> Records:
+    def get(
+        self, index: tuple[str, ...], values: tuple[Any, ...], loader: Loader, complete: bool = False
+    ) -> Records:
         """The list; on a miss, takes the lease, calls ``loader`` and stores it.
-        If the cache is unavailable, returns the loader's rows uncached."""
+        If the cache is unavailable, returns the loader's rows uncached. A list
+        stored in segments is read head first (the newest records) unless
+        ``complete``; the rest is fetched when an access goes past the head."""
     def get_multi(
         self, requests: list[tuple[tuple[str, ...], tuple[Any, ...]]], loader: Loader
     ) -> list[Records]:
         """Several lists in one batched round trip; misses are rebuilt."""
 
-    def add(self, row: tuple[Any, ...], loader: Loader, day: int | None = None) -> None:
+    def add(self, row: tuple[Any, ...], loader: Loader, day: int | None = None) -> WriteReport:
         """A new row: prepend its record to every list of every registered
         index it belongs to (one pipelined round trip); lists not cached are
         built with ``loader``. ``day`` is the local date of the timestamp
         field (days since epoch) for the period counters."""
-    def delete(self, row: tuple[Any, ...], day: int | None = None, hard: bool = True) -> None:
+    def delete(self, row: tuple[Any, ...], day: int | None = None, hard: bool = True) -> WriteReport:
         """A removed row: prepend a tombstone to every list it was in.
         ``hard=True`` (a real DELETE: the pk never comes back) makes the
         tombstone win over any record of that pk, whatever order they arrive
@@ -161,12 +174,15 @@ class Engine:
     def update(
         self, old: tuple[Any, ...], new: tuple[Any, ...], loader: Loader,
         old_day: int | None = None, new_day: int | None = None,
-    ) -> None:
+    ) -> WriteReport:
         """A changed row: lists it left get a tombstone, lists it is in get the
         new record; counters move only where the row changed lists/buckets."""
     def rebuild(self, index: tuple[str, ...], values: tuple[Any, ...], loader: Loader) -> None: ...
     def flush(self) -> None:
         """Drops every list and counter of this model at once (new generation)."""
+    def repair(self, keys: list[str]) -> list[str]:
+        """Deletes keys a failed write may have left stale (``failed_keys`` of a
+        write report); returns the keys still unreachable."""
 
     def count(
         self, index: tuple[str, ...], values: tuple[Any, ...], loader: CountLoader

@@ -749,6 +749,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Deletes keys whose update failed (a write that could not reach the
+    /// server): until this succeeds they must not be served. Returns the keys
+    /// that still could not be deleted.
+    pub fn repair(&self, keys: &[String]) -> Vec<String> {
+        let ops = keys.iter().map(|key| Op::Delete { key: key.clone() }).collect();
+        keys.iter().zip(self.store.execute(ops)).filter(|(_, r)| r.is_err()).map(|(k, _)| k.clone()).collect()
+    }
+
     /// Drops every list and counter of the model at once.
     pub fn flush(&self) -> Result<()> {
         for _ in 0..16 {
@@ -849,7 +857,7 @@ impl Engine {
                     _ => {}
                 }
             }
-            self.repair(repairs, &mut report);
+            self.delete_now(repairs, &mut report);
             let meta = match meta_reply.and_then(|r| match r {
                 Reply::Value(item) => self.meta_from(item),
                 other => Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
@@ -873,7 +881,7 @@ impl Engine {
     }
 
     /// Deletes keys that must not keep a value that misses a write.
-    fn repair(&self, repairs: Vec<Op>, report: &mut WriteReport) {
+    fn delete_now(&self, repairs: Vec<Op>, report: &mut WriteReport) {
         if repairs.is_empty() {
             return;
         }

@@ -599,3 +599,42 @@ mod model {
         runner.run(&proptest::collection::vec(step(), 1..60), |steps| run(store.clone(), &steps)).unwrap();
     }
 }
+
+/// A partition (memcached stopped, then resumed with its old memory): reads
+/// fall back to the database during it, writes report every key they could
+/// not update, and once those are repaired no list misses a write.
+#[test]
+fn a_partition_never_leaves_a_stale_list_once_failed_keys_are_repaired() {
+    let server = common::Memcached::start();
+    let mut cfg = PoolConfig::new(vec![server.addr()]);
+    cfg.timeout = std::time::Duration::from_millis(150);
+    cfg.connect_timeout = std::time::Duration::from_millis(150);
+    cfg.retry_dead_after = std::time::Duration::from_millis(50);
+    let store: Arc<dyn Store> = Arc::new(MemcachedPool::new(cfg).unwrap());
+    let db = Db::default();
+    db.insert(follow(1, 1, 2));
+    let e = engine(&store, all_indexes());
+    let f = idx(&["follower_id"]);
+    assert_eq!(list(&e, &db, &["follower_id"], &[1]).0, vec![1]);
+    assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 1);
+
+    server.pause();
+    let row = follow(2, 1, 3);
+    db.insert(row.clone());
+    let report = e.add(&row, day_of(&row), &db).unwrap();
+    let list_key = e.key(&f, &[Value::Int(1)]);
+    assert!(list_key.is_err(), "the server is unreachable");
+    assert!(!report.failed_keys.is_empty() && !report.faults.is_empty());
+    let during = e.get(&f, &[Value::Int(1)], &db).unwrap();
+    assert!(during.fault.is_some() && !during.hit);
+    assert_eq!(pks_of(&e, &f, &during), vec![2, 1], "reads fall back to the database");
+    server.resume();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+
+    // The server still holds the list without row 2: it must be repaired first.
+    let key = e.key(&f, &[Value::Int(1)]).unwrap();
+    assert!(report.failed_keys.contains(&key), "{key} not in {:?}", report.failed_keys);
+    assert!(e.repair(&report.failed_keys).is_empty());
+    assert_eq!(list(&e, &db, &["follower_id"], &[1]).0, vec![2, 1]);
+    assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 2);
+}

@@ -392,6 +392,12 @@ impl PyEngine {
         py.detach(|| engine.rebuild(&fields, &vals, &source)).map_err(|e| source.error(e))
     }
 
+    /// Deletes keys a failed write left stale; returns those still unreachable.
+    fn repair(&self, py: Python<'_>, keys: Vec<String>) -> Vec<String> {
+        let engine = self.engine.clone();
+        py.detach(move || engine.repair(&keys))
+    }
+
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let engine = self.engine.clone();
         Ok(py.detach(move || engine.flush()).map_err(CoreError)?)
