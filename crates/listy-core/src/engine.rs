@@ -395,17 +395,23 @@ impl Engine {
     /// Adds `entry` to the registry before a builder reads the database, so
     /// that every write committed after that read updates the new list.
     fn register(&self, entry: &Entry) -> Result<Meta> {
+        self.register_all(std::slice::from_ref(entry))
+    }
+
+    /// Adds every missing entry of `entries` in one `cas` of the meta.
+    fn register_all(&self, entries: &[Entry]) -> Result<Meta> {
         for _ in 0..16 {
             let item = self.store.get(&self.meta_key())?;
             let meta = self.meta_from(item.clone())?;
-            if meta.entries.contains(entry) {
+            let missing: Vec<&Entry> = entries.iter().filter(|e| !meta.entries.contains(e)).collect();
+            if missing.is_empty() {
                 return Ok(meta);
             }
             let Some(item) = item.filter(|i| Meta::decode(&i.value).is_some()) else {
                 continue;
             };
             let mut next = meta.clone();
-            next.entries.push(entry.clone());
+            next.entries.extend(missing.into_iter().cloned());
             if self.store.one(Op::Cas { key: self.meta_key(), value: next.encode(), cas: item.cas })? == Reply::Stored {
                 self.remember_meta(&next);
                 return Ok(next);
@@ -415,6 +421,11 @@ impl Engine {
             &self.store.server_for(&self.meta_key()),
             "could not register the index: meta keeps changing",
         ))
+    }
+
+    /// This client's own indexes as registry entries.
+    fn own_entries(&self) -> Result<Vec<Entry>> {
+        self.indexes.iter().map(|fields| Ok(self.own_entry(&*self.spec(fields)?))).collect()
     }
 
     /// Runs `ops(meta)` in one batch together with a fetch of the meta,
@@ -646,7 +657,13 @@ impl Engine {
     /// The largest segment: an item, less room for the key and memcached's
     /// item header.
     fn segment_max(&self) -> usize {
-        self.store.max_item_size().saturating_sub(1024).max(256)
+        let item = self.store.max_item_size();
+        item - (item / 8).min(1024)
+    }
+
+    /// The head's share of a built list (never more than a segment).
+    fn head_max(&self) -> usize {
+        self.options.head_max.min(self.segment_max())
     }
 
     /// Stores new parts: the segments with `set` (their keys are new), then
@@ -700,6 +717,24 @@ impl Engine {
         if let Some(old) = &current {
             self.drop_segments(spec, key, &old.value);
         }
+        let built = self.build_leased(spec, key, values, token, source);
+        if built.is_err() {
+            // Release the lease so readers go to the database at once
+            // instead of waiting for a build that will not come.
+            let _ = self.store.one(Op::Delete { key: key.to_string() });
+        }
+        built
+    }
+
+    /// The part of a build that runs under the lease `token`.
+    fn build_leased(
+        &self,
+        spec: &ListSpec,
+        key: &str,
+        values: &[Value],
+        token: u64,
+        source: &dyn Source,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
         self.register(&self.own_entry(spec))?;
         for _ in 0..4 {
             let Some(item) = self.store.get(key)? else { return Ok(None) };
@@ -709,7 +744,7 @@ impl Engine {
             self.hook(HookPoint::LeaseTaken, key);
             let rows = source.rows(&spec.fields, values)?;
             let id = new_token() as u32;
-            let parts = spec.layout.encode_parts(&rows, id, self.options.head_max, self.segment_max())?;
+            let parts = spec.layout.encode_parts(&rows, id, self.head_max(), self.segment_max())?;
             self.hook(HookPoint::BeforeStore, key);
             match self.store_parts(key, &parts, id, item.cas)? {
                 Reply::Stored => return Ok(Some(parts)),
@@ -732,7 +767,7 @@ impl Engine {
         let refs: Vec<&[u8]> = list.parts.iter().map(Vec::as_slice).collect();
         let Ok(view) = spec.layout.read_parts(&refs) else { return };
         let id = new_token() as u32;
-        let Ok(new_parts) = view.compacted(&spec.layout, id, self.options.head_max, self.segment_max()) else { return };
+        let Ok(new_parts) = view.compacted(&spec.layout, id, self.head_max(), self.segment_max()) else { return };
         self.hook(HookPoint::BeforeCompact, key);
         // A lost cas only means a write came first; the next read compacts.
         if let Ok(Reply::Stored) = self.store_parts(key, &new_parts, id, item.cas) {
@@ -828,6 +863,17 @@ impl Engine {
                 Err(e) => return Ok(self.unreached(report, e, None, removed, added)),
             },
         };
+        if build_missing {
+            // An add builds this client's lists even if nobody read them yet,
+            // so the next read is a hit: they must be in the registry first.
+            let own = self.own_entries()?;
+            if own.iter().any(|e| !guess.entries.contains(e)) {
+                guess = match self.register_all(&own) {
+                    Ok(m) => m,
+                    Err(e) => return Ok(self.unreached(report, e, Some(&guess), removed, added)),
+                };
+            }
+        }
         for _ in 0..4 {
             let planned: Vec<_> =
                 self.plan(&guess, removed, added)?.into_iter().filter(|(op, _)| !done.contains(op.key())).collect();
