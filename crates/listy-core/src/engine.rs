@@ -856,6 +856,7 @@ impl Engine {
         // counter twice.
         let mut done: HashSet<String> = HashSet::new();
         let mut to_build = Vec::new();
+        let own = if build_missing { self.own_entries()? } else { Vec::new() };
         let mut guess = match self.cached_meta() {
             Some(m) => m,
             None => match self.current_meta() {
@@ -863,18 +864,15 @@ impl Engine {
                 Err(e) => return Ok(self.unreached(report, e, None, removed, added)),
             },
         };
-        if build_missing {
-            // An add builds this client's lists even if nobody read them yet,
-            // so the next read is a hit: they must be in the registry first.
-            let own = self.own_entries()?;
-            if own.iter().any(|e| !guess.entries.contains(e)) {
+        for _ in 0..4 {
+            if build_missing && own.iter().any(|e| !guess.entries.contains(e)) {
+                // An add builds this client's lists even if nobody read them
+                // yet, so the next read is a hit: they must be registered first.
                 guess = match self.register_all(&own) {
                     Ok(m) => m,
                     Err(e) => return Ok(self.unreached(report, e, Some(&guess), removed, added)),
                 };
             }
-        }
-        for _ in 0..4 {
             let planned: Vec<_> =
                 self.plan(&guess, removed, added)?.into_iter().filter(|(op, _)| !done.contains(op.key())).collect();
             let mut batch = vec![Op::Get { key: self.meta_key() }];

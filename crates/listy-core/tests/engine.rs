@@ -648,3 +648,24 @@ fn a_partition_never_leaves_a_stale_list_once_failed_keys_are_repaired() {
     assert_eq!(list(&e, &db, &["follower_id"], &[1]).0, vec![2, 1]);
     assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 2);
 }
+
+/// After the store lost everything (restart, `flush_all`), an add by a client
+/// that remembers the old registry still registers and builds its lists.
+#[test]
+fn an_add_after_the_store_was_emptied_builds_every_list() {
+    on_every_store(|store| {
+        let db = Db::default();
+        let e = engine(&store, all_indexes());
+        db.insert(follow(1, 1, 2));
+        e.add(&follow(1, 1, 2), None, &db).unwrap();
+        store.flush_all().unwrap();
+        let row = follow(2, 1, 3);
+        db.insert(row.clone());
+        e.add(&row, None, &db).unwrap();
+        let queries = db.queries.load(Ordering::SeqCst);
+        assert_eq!(list(&e, &db, &["follower_id"], &[1]), (vec![2, 1], true));
+        assert_eq!(list(&e, &db, &["id"], &[2]), (vec![2], true));
+        assert_eq!(db.queries.load(Ordering::SeqCst), queries);
+        store.flush_all().unwrap();
+    });
+}

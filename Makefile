@@ -1,0 +1,60 @@
+# Listy: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest -q
+export PYO3_PYTHON := $(abspath $(PY))
+MATRIX ?= sqlite+local sqlite+memcached postgres+memcached mariadb+memcached
+
+.PHONY: help venv test-deps build demo test test-rust test-python bench clean
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+venv: $(PY) ## create .venv (python3.11) with what building Listy needs (maturin, Django)
+	$(PY) -m pip install -q "maturin>=1.16,<2" "Django>=5.2"
+
+test-deps: venv ## install the test requirements (requirements-dev.txt) into .venv
+	$(PY) -m pip install -q -r requirements-dev.txt
+
+build: venv ## build the Rust extension (release) into .venv: maturin develop --release
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
+
+demo: build ## run the example project (SQLite, embedded store; LISTY_SERVERS=host:port for memcached)
+	cd example && $(abspath $(PY)) manage.py migrate --verbosity 0 && $(abspath $(PY)) manage.py demo
+
+test: test-rust test-python ## everything: fmt, clippy, cargo test, then the pytest matrix
+
+test-rust: venv ## cargo fmt --check, clippy -D warnings, cargo test
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace
+
+test-python: test-deps build ## pytest on sqlite+local, sqlite+memcached, postgres+memcached, mariadb+memcached
+	@status=0; for cfg in $(MATRIX); do \
+	  echo "== pytest LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+}"; \
+	  LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+} $(PYTEST) || status=1; \
+	done; exit $$status
+
+bench: ## run the side-by-side benchmark (bench/run.sh; builds its own bench/.venv)
+	@if [ -f bench/run.sh ]; then bash bench/run.sh $(BENCH_ARGS); else echo "bench/run.sh not there yet"; fi
+
+clean: ## remove build outputs and the example database
+	rm -rf target $(VENV) example/db.sqlite3 .pytest_cache
+
+FUZZ_TARGETS ?= decode_list list_roundtrip reply_parser
+FUZZ_TIME ?= 600
+.PHONY: fuzz
+fuzz: ## run each cargo-fuzz target in fuzz/ for FUZZ_TIME seconds, one job (stable via RUSTC_BOOTSTRAP=1)
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+	cargo test --manifest-path fuzz/Cargo.toml -q -- --include-ignored write_seeds
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "== cargo fuzz run $$t ($(FUZZ_TIME)s)"; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_TIME) -print_final_stats=1 || exit 1; \
+	done

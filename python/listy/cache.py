@@ -1,0 +1,934 @@
+"""``ListCache``: the public calls of Listy on one model (SPEC §2).
+
+This module checks arguments, turns filters into an index and its values,
+runs ORM writes in the caller's transaction and hands the cache work to the
+engine (``listy._native.Engine``) once the transaction commits. It holds no
+protocol: keys, records, leases and prepends are the engine's.
+
+Filters are equality filters given as keyword arguments. A foreign key may be
+named ``follower=<instance or id>`` or ``follower_id=<id>``, the primary key
+``pk`` or by its own name. Each index is kept as the sorted tuple of its
+attnames (``("followee_id", "follower_id")``) and the values in that order.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal, overload
+
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.db import connections, models, router, transaction
+from django.db.models.base import ModelState
+from django.utils import timezone
+
+from listy import _native, registry
+from listy import store as _store
+from listy.conf import listy_settings
+from listy.exceptions import CacheUnavailable, ConfigError, NotCachableException
+from listy.schema import ModelSchema, build_schema
+from listy.source import DjangoBackingStore, Row, date_of_day, day_number
+
+logger = logging.getLogger("listy")
+
+Period = Literal["day", "week", "month", "year"]
+Index = tuple[str, ...]
+#: One piece of cache work: the client whose engine runs it, and the call.
+Op = tuple["ListCache", Callable[[], Any]]
+
+#: (model, pk) pairs that Listy itself is deleting right now: the signal
+#: handlers leave them alone (the cache work is already scheduled).
+_deleting: ContextVar[frozenset[tuple[type, Any]]] = ContextVar("listy_deleting", default=frozenset())
+
+#: Instance attribute that marks a save made by Listy itself.
+SKIP_SIGNALS = "_listy_skip_signals"
+
+#: ``pending`` is True in a thread that scheduled Listy cache work inside a
+#: transaction which may not have committed yet (database connections are
+#: per thread); reads then look at the connection's on-commit queue.
+_tls = threading.local()
+
+
+# ---------------------------------------------------------------- helpers
+def _middleware_on_build() -> Callable[[Any], Any] | None:
+    from listy import middleware
+
+    return middleware.on_build if middleware.installed() else None
+
+
+def bucket_end(period: Period, start_day: int) -> int:
+    """The first day after the bucket that starts on ``start_day``."""
+    if period == "day":
+        return start_day + 1
+    if period == "week":
+        return start_day + 7
+    d = date_of_day(start_day)
+    if period == "month":
+        nxt = datetime.date(d.year + (d.month == 12), d.month % 12 + 1, 1)
+    else:
+        nxt = datetime.date(d.year + 1, 1, 1)
+    return day_number(nxt)
+
+
+_INT_TYPES = frozenset(
+    {"AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField"}
+)
+
+
+def _default_key(filters: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(
+        sorted((k, v.pk if isinstance(v, models.Model) else v) for k, v in filters.items())
+    )
+
+
+class FallbackRecords(Sequence[Any]):
+    """A list served from the database (cache disabled or unavailable).
+
+    Same interface as the engine's ``Records``: ``key``, ``size`` (0),
+    ``from_cache`` (False), ``values()`` and ``pks()``.
+    """
+
+    __slots__ = ("_items", "_rows", "from_cache", "key", "size")
+
+    def __init__(self, key: str, rows: list[Row], items: list[Any]) -> None:
+        self.key = key
+        self.size = 0
+        self.from_cache = False
+        self._rows = rows
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        return self._items[i]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __repr__(self) -> str:
+        return f"<FallbackRecords {self.key!r} len={len(self)}>"
+
+    def values(self) -> list[Row]:
+        """Rows as tuples in schema order."""
+        return list(self._rows)
+
+    def pks(self) -> list[int]:
+        """Primary keys, newest first."""
+        return [r[0] for r in self._rows]
+
+
+@dataclass(frozen=True)
+class CoherencyReport:
+    """The state of one list in the cache (see ``determine_coherency``)."""
+
+    key: str
+    """The literal memcached key (prefix included; a segmented list's head)."""
+    cached: bool
+    size: int
+    """Bytes stored."""
+    count: int
+    """Live records in the cached list (0 when not cached)."""
+    coherent: bool | None
+    """With ``check_against_db``: does the cached list equal the database's
+    rows? None when not checked or not cached."""
+    index: Index
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """What a ListCache knows once the model's fields are ready."""
+
+    schema: ModelSchema
+    source: DjangoBackingStore
+    indexes: list[Index]
+    by_set: dict[frozenset[str], Index]
+    db_alias: str
+    pk_index: Index | None
+
+
+_PERIOD_DOC = """Count of live rows whose ``timestamp_field`` falls in the {what} of
+        the date/datetime given as ``<timestamp_field>=value``; the other
+        keyword arguments are the list's filters (none: the whole model)."""
+
+
+class ListCache:
+    """The cached lists of one model.
+
+    ``ListCache(Model, caches, **options)`` takes the same arguments as
+    :class:`listy.CachingManager`; every client of one model keeps the others'
+    lists right.
+    """
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        caches: Iterable[Sequence[str]],
+        *,
+        soft_delete_field: str | None = None,
+        deleted_timestamp_field: str | None = None,
+        enabled_field: str | None = None,
+        timestamp_field: str | None = None,
+        disable_cache: bool = False,
+        address: Callable[[], str] | None = None,
+        filter_out_soft_deletes: bool = True,
+        inlined_foreign_key_fields: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.model = model
+        self.caches: list[tuple[str, ...]] = [
+            (c,) if isinstance(c, str) else tuple(c) for c in caches
+        ]
+        self.soft_delete_field = soft_delete_field
+        self.deleted_timestamp_field = deleted_timestamp_field
+        self.enabled_field = enabled_field
+        self.timestamp_field = timestamp_field
+        self.disable_cache = disable_cache
+        self.address = address
+        self.filter_out_soft_deletes = filter_out_soft_deletes
+        self.inlined_foreign_key_fields = {
+            k: list(v) for k, v in (inlined_foreign_key_fields or {}).items()
+        }
+        self._lock = threading.RLock()
+        self._field_cache: dict[str, models.Field] = {}
+        self._stale: set[str] = set()  # keys to repair before serving lists
+        self._state: tuple[int, _Resolved, _native.Engine | None] | None = None
+        self._stats = [0, 0]  # hits/misses of engines already dropped
+        registry.register(self)
+
+    def __repr__(self) -> str:
+        return f"<ListCache {self.model._meta.label} {self.caches!r}>"
+
+    # ------------------------------------------------------------ set-up
+    def check_configuration(self) -> list[str]:
+        """Problems of the declaration, as messages (used by the checks)."""
+        problems: list[str] = []
+        opts = self.model._meta
+        for index in self.caches:
+            if not index:
+                problems.append("an index must name at least one field")
+            for name in index:
+                if self._field(name) is None:
+                    problems.append(f"index {index!r} names {name!r}, which is not a field of {opts.label}")
+        for option in ("soft_delete_field", "deleted_timestamp_field", "enabled_field", "timestamp_field"):
+            name = getattr(self, option)
+            if name is not None and self._field(name) is None:
+                problems.append(f"{option}={name!r} is not a field of {opts.label}")
+        return problems
+
+    def _field(self, name: str) -> models.Field | None:
+        found = self._field_cache.get(name)
+        if found is None:
+            found = self._find_field(name)
+            if found is not None:
+                self._field_cache[name] = found
+        return found
+
+    def _find_field(self, name: str) -> models.Field | None:
+        opts = self.model._meta
+        if name == "pk":
+            return opts.pk
+        try:
+            f = opts.get_field(name)
+        except FieldDoesNotExist:
+            f = None
+        if f is not None and getattr(f, "concrete", False) and not f.many_to_many:
+            return f
+        for f in opts.concrete_fields:
+            if f.attname == name:
+                return f
+        return None
+
+    def _resolve(self) -> _Resolved:
+        state = self._state
+        epoch = _store.epoch()
+        if state is not None and state[0] == epoch:
+            return state[1]
+        with self._lock:
+            state = self._state
+            if state is not None and state[0] == epoch:
+                return state[1]
+            problems = self.check_configuration()
+            if problems:
+                raise ConfigError(f"{self.model._meta.label}: " + "; ".join(problems))
+            schema = build_schema(self.model, self.inlined_foreign_key_fields)
+            db_alias = router.db_for_write(self.model) or "default"
+            source = DjangoBackingStore(
+                self.model,
+                schema,
+                soft_delete_field=self.soft_delete_field,
+                deleted_timestamp_field=self.deleted_timestamp_field,
+                enabled_field=self.enabled_field,
+                timestamp_field=self.timestamp_field,
+                filter_out_soft_deletes=self.filter_out_soft_deletes,
+                db_alias=db_alias,
+            )
+            indexes: list[Index] = []
+            by_set: dict[frozenset[str], Index] = {}
+            for names in self.caches:
+                attnames = tuple(sorted({self._field(n).attname for n in names}))  # type: ignore[union-attr]
+                if frozenset(attnames) not in by_set:
+                    by_set[frozenset(attnames)] = attnames
+                    indexes.append(attnames)
+            pk_attname = self.model._meta.pk.attname
+            pk_index = (pk_attname,) if frozenset([pk_attname]) in by_set else None
+            resolved = _Resolved(schema, source, indexes, by_set, db_alias, pk_index)
+            self._drop_engine()
+            self._state = (epoch, resolved, None)
+            return resolved
+
+    def _drop_engine(self) -> None:
+        if self._state is not None and self._state[2] is not None:
+            engine = self._state[2]
+            self._stats[0] += engine.hits
+            self._stats[1] += engine.misses
+
+    def _engine(self) -> _native.Engine:
+        resolved = self._resolve()
+        state = self._state
+        if state is not None and state[2] is not None and state[0] == _store.epoch():
+            return state[2]
+        with self._lock:
+            state = self._state
+            if state is not None and state[2] is not None and state[0] == _store.epoch():
+                return state[2]
+            epoch = state[0] if state is not None else _store.epoch()
+            st = _store.get_store(self.address() if self.address is not None else None)
+            engine = _native.Engine(
+                st,
+                prefix=listy_settings().key_prefix,
+                model=self.engine_label,
+                schema=resolved.schema.native,
+                indexes=resolved.indexes,
+                model_class=self.model,
+                state_class=ModelState,
+                db_alias=resolved.db_alias,
+                related=resolved.schema.related or None,
+                on_build=_middleware_on_build(),
+            )
+            self._state = (epoch, resolved, engine)
+            return engine
+
+    @property
+    def engine_label(self) -> str:
+        """The model name the engine puts in keys. Lists that keep
+        soft-deleted rows (``filter_out_soft_deletes=False``) mean something
+        else than filtered ones, so they live under their own name."""
+        label = self.model._meta.label
+        if self.soft_delete_field and not self.filter_out_soft_deletes:
+            return f"{label}+softdeleted"
+        return label
+
+    @property
+    def engine(self) -> _native.Engine:
+        """The engine of this client (built on first use)."""
+        return self._engine()
+
+    @property
+    def source(self) -> DjangoBackingStore:
+        """The database side (``DjangoBackingStore``) of this client."""
+        return self._resolve().source
+
+    @property
+    def schema(self) -> ModelSchema:
+        """The record schema of this client."""
+        return self._resolve().schema
+
+    @property
+    def indexes(self) -> list[Index]:
+        """This client's indexes as sorted attname tuples."""
+        return list(self._resolve().indexes)
+
+    # ------------------------------------------------------------ filters
+    def _describe_indexes(self) -> str:
+        return ", ".join("(" + ", ".join(c) + ")" for c in self.caches) or "none"
+
+    def _not_cachable(self, what: str) -> NotCachableException:
+        return NotCachableException(
+            f"{self.model._meta.label}: {what}; the cached indexes are {self._describe_indexes()}"
+        )
+
+    def _normalise(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        """Filters → {attname: value}, values coerced as the ORM would."""
+        out: dict[str, Any] = {}
+        for name, value in filters.items():
+            base = name[: -len("__exact")] if name.endswith("__exact") else name
+            f = self._field(base)
+            if f is None:
+                raise self._not_cachable(f"{name!r} is not a field")
+            if f.attname in out:
+                raise self._not_cachable(f"{f.name!r} is given twice")
+            out[f.attname] = self._coerce(name, f, value)
+        return out
+
+    @staticmethod
+    def _coerce(name: str, f: models.Field, value: Any) -> Any:
+        if value is None:
+            return None
+        is_fk = f.is_relation and (f.many_to_one or f.one_to_one)
+        target = f.target_field if is_fk else f
+        if type(value) is int and target.get_internal_type() in _INT_TYPES:
+            return value
+        if isinstance(value, models.Model):
+            return getattr(value, target.attname)
+        try:
+            return target.to_python(value)
+        except ValidationError as exc:
+            raise ValueError(f"{name}={value!r}: {'; '.join(exc.messages)}") from None
+
+    def _index_for(self, filters: Mapping[str, Any], *, allow_all: bool = False) -> tuple[Index, tuple[Any, ...]]:
+        resolved = self._resolve()
+        norm = self._normalise(filters)
+        if not norm and allow_all:
+            return (), ()
+        index = resolved.by_set.get(frozenset(norm))
+        if index is None:
+            given = ", ".join(filters) or "no filters"
+            raise self._not_cachable(f"no cached index matches the filters ({given})")
+        return index, tuple([norm[a] for a in index])
+
+    # ------------------------------------------------------------ reads
+    def _from_db(self, index: Index, values: tuple[Any, ...], key: str = "") -> FallbackRecords:
+        source = self._resolve().source
+        rows = source.rows(index, values)
+        items = source.build(rows)
+        on_build = _middleware_on_build()
+        if on_build is not None:
+            items = [on_build(o) for o in items]
+        return FallbackRecords(key, rows, items)
+
+    def _unavailable(self, exc: Exception) -> None:
+        logger.warning("listy: cache unavailable for %s, using the database: %s", self.model._meta.label, exc)
+
+    def _use_db(self) -> bool:
+        """Reads go to the database: cache disabled, uncommitted Listy writes
+        in this transaction, or keys a failed write left that are not
+        repaired yet."""
+        if self.disable_cache or self._pending_writes():
+            return True
+        return bool(self._stale) and not self._repair()
+
+    def _get(self, index: Index, values: tuple[Any, ...]) -> Sequence[Any]:
+        if self._use_db():
+            return self._from_db(index, values)
+        try:
+            engine = self._engine()
+            return engine.get(index, values, self._resolve().source.rows)
+        except CacheUnavailable as exc:
+            self._unavailable(exc)
+            return self._from_db(index, values)
+
+    def get(self, **filters: Any) -> Sequence[Any]:
+        """The list of live instances matching ``filters``, newest first.
+
+        A lazy, read-only sequence: ``len()``, ``bool()``, indexing and
+        slicing work without building every instance. ``filters`` must match
+        one configured index exactly, else ``NotCachableException``.
+        """
+        index, values = self._index_for(filters)
+        return self._get(index, values)
+
+    def get_one(self, pk: Any) -> models.Model | None:
+        """The instance with primary key ``pk``, or None (needs a ``("pk",)`` index)."""
+        resolved = self._resolve()
+        if resolved.pk_index is None:
+            raise self._not_cachable("get_one() needs a ('pk',) index")
+        pk = self._coerce("pk", self.model._meta.pk, pk)
+        from listy import middleware
+
+        found = middleware.lookup(self.model, pk)
+        if found is not None:
+            return found
+        return next(iter(self._get(resolved.pk_index, (pk,))), None)
+
+    def get_first(self, **filters: Any) -> models.Model | None:
+        """The first (newest) instance of the list, or None."""
+        return next(iter(self.get(**filters)), None)
+
+    def _get_many(self, filters: list[Mapping[str, Any]]) -> list[Sequence[Any]]:
+        requests = [self._index_for(f) for f in filters]
+        if self._use_db():
+            return [self._from_db(i, v) for i, v in requests]
+        try:
+            return list(self._engine().get_multi(requests, self._resolve().source.rows))
+        except CacheUnavailable as exc:
+            self._unavailable(exc)
+            return [self._from_db(i, v) for i, v in requests]
+
+    def get_multi(
+        self,
+        filters: Iterable[Mapping[str, Any]],
+        key_func: Callable[[Mapping[str, Any]], Any] | None = None,
+    ) -> dict[Any, Sequence[Any]]:
+        """``{key_func(f): list}`` for each filter dict, fetched in one
+        batched round trip; missing lists are rebuilt from the database.
+        ``key_func`` defaults to the sorted ``(name, value)`` pairs."""
+        filters = list(filters)
+        key = key_func or _default_key
+        return {key(f): r for f, r in zip(filters, self._get_many(filters))}
+
+    def get_multi_list(self, filters: Iterable[Mapping[str, Any]]) -> list[Any]:
+        """All instances of all the lists, in order, as one flat list."""
+        out: list[Any] = []
+        for records in self._get_many(list(filters)):
+            out.extend(records)
+        return out
+
+    # ------------------------------------------------------------ counts
+    def count(self, **filters: Any) -> int:
+        """Number of live rows matching ``filters`` (none: the whole model)."""
+        index, values = self._index_for(filters, allow_all=True)
+        source = self._resolve().source
+        if self._use_db():
+            return source.count(index, values)
+        try:
+            return self._engine().count(index, values, source.count)
+        except CacheUnavailable as exc:
+            self._unavailable(exc)
+            return source.count(index, values)
+
+    def _split_timestamp(self, filters: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+        if not self.timestamp_field:
+            raise ConfigError(f"{self.model._meta.label}: period counts need timestamp_field")
+        ts = self._field(self.timestamp_field)
+        names = {self.timestamp_field, ts.attname if ts is not None else self.timestamp_field}
+        rest = {k: v for k, v in filters.items() if k not in names}
+        given = [v for k, v in filters.items() if k in names]
+        if len(given) != 1:
+            raise TypeError(
+                f"{self.model._meta.label}: give the date as {self.timestamp_field}=<date or datetime>"
+            )
+        return rest, given[0]
+
+    def _period_counts(self, period: Period, filters: Mapping[str, Any], many: bool) -> Any:
+        rest, when = self._split_timestamp(filters)
+        index, values = self._index_for(rest, allow_all=True)
+        dates = list(when) if many else [when]
+        days = [day_number(d) for d in dates]
+        source = self._resolve().source
+        counts: list[int] | None = None
+        if not self._use_db():
+            try:
+                counts = list(self._engine().period_counts(index, values, period, days, source.count))
+            except CacheUnavailable as exc:
+                self._unavailable(exc)
+        if counts is None:
+            counts = []
+            for d in days:
+                start = _native.bucket_start(period, d)
+                counts.append(source.count(index, values, start, bucket_end(period, start)))
+        if not many:
+            return counts[0]
+        return {date_of_day(_native.bucket_start(period, d)): c for d, c in zip(days, counts)}
+
+    def daily_count(self, **filters: Any) -> int:
+        return self._period_counts("day", filters, False)
+
+    def weekly_count(self, **filters: Any) -> int:
+        return self._period_counts("week", filters, False)
+
+    def monthly_count(self, **filters: Any) -> int:
+        return self._period_counts("month", filters, False)
+
+    def yearly_count(self, **filters: Any) -> int:
+        return self._period_counts("year", filters, False)
+
+    daily_count.__doc__ = _PERIOD_DOC.format(what="local day")
+    weekly_count.__doc__ = _PERIOD_DOC.format(what="ISO week")
+    monthly_count.__doc__ = _PERIOD_DOC.format(what="month")
+    yearly_count.__doc__ = _PERIOD_DOC.format(what="year")
+
+    def daily_counts(self, **filters: Any) -> dict[datetime.date, int]:
+        """``{day: count}`` for each date of the iterable given as
+        ``<timestamp_field>=iterable`` (a ``dateutil.rrule`` or any iterable
+        of dates/datetimes)."""
+        return self._period_counts("day", filters, True)
+
+    def weekly_counts(self, **filters: Any) -> dict[datetime.date, int]:
+        """``{Monday of the ISO week: count}`` for each date of the iterable."""
+        return self._period_counts("week", filters, True)
+
+    def monthly_counts(self, **filters: Any) -> dict[datetime.date, int]:
+        """``{1st of the month: count}`` for each date of the iterable."""
+        return self._period_counts("month", filters, True)
+
+    def yearly_counts(self, **filters: Any) -> dict[datetime.date, int]:
+        """``{January 1st: count}`` for each date of the iterable."""
+        return self._period_counts("year", filters, True)
+
+    # ------------------------------------------------------------ writes
+    def _live(self, obj: models.Model) -> bool:
+        if self.enabled_field and not getattr(obj, self.enabled_field):
+            return False
+        if self.soft_delete_field and getattr(obj, self.soft_delete_field):
+            return False
+        return True
+
+    def _identity(self) -> tuple[int, str]:
+        st = _store.get_store(self.address() if self.address is not None else None)
+        return (id(st), self.engine_label)
+
+    def writers(self) -> list[ListCache]:
+        """This client and every other client of the model whose lists this
+        one's writes would not reach: another store, or lists of another
+        meaning (``filter_out_soft_deletes``). Clients that differ only in
+        indexes or record schema share one registry in the cache, and the
+        engine keeps all of their lists right from any one of them."""
+        out: list[ListCache] = []
+        seen: set[tuple[int, str]] = set()
+        for client in [self] + [c for c in registry.clients(self.model) if c is not self]:
+            if client.disable_cache:
+                continue
+            try:
+                ident = client._identity()
+            except ConfigError:
+                continue
+            if ident not in seen:
+                seen.add(ident)
+                out.append(client)
+        return out
+
+    def _run_safely(self, op: Callable[[], Any]) -> None:
+        try:
+            report = op()
+        except CacheUnavailable as exc:
+            logger.warning(
+                "listy: cache unavailable, %s written to the database only: %s",
+                self.model._meta.label,
+                exc,
+            )
+            return
+        if isinstance(report, dict) and report.get("failed_keys"):
+            logger.warning(
+                "listy: cache write of %s incomplete (%s); repairing %d keys",
+                self.model._meta.label,
+                "; ".join(report.get("faults") or []),
+                len(report["failed_keys"]),
+            )
+            self._repair(report["failed_keys"])
+
+    def _repair(self, keys: Iterable[str] = ()) -> bool:
+        """Deletes keys a failed write may have left stale (now, or on the
+        next call once the server answers). True when none is left: until
+        then this client reads from the database."""
+        with self._lock:
+            self._stale.update(keys)
+            if not self._stale:
+                return True
+            try:
+                left = self._engine().repair(sorted(self._stale))
+            except CacheUnavailable:
+                return False
+            self._stale = set(left)
+            return not self._stale
+
+    def _after_commit(self, using: str, ops: list[Op]) -> None:
+        if not ops:
+            return
+
+        def run() -> None:
+            run._listy_done = True  # type: ignore[attr-defined]
+            for client, op in ops:
+                client._run_safely(op)
+
+        run._listy_model = self.model  # type: ignore[attr-defined]
+        if connections[using].in_atomic_block:
+            _tls.pending = True
+        transaction.on_commit(run, using=using)
+
+    def _pending_writes(self) -> bool:
+        """True inside a transaction that has Listy writes of this model not
+        yet committed: a list built now could hold rows that a rollback would
+        take back, so reads go to the database without storing anything."""
+        if not getattr(_tls, "pending", False):
+            return False
+        conn = connections[self._resolve().db_alias]
+        mine = others = False
+        if conn.in_atomic_block:
+            for item in conn.run_on_commit:
+                func = item[1]
+                model = getattr(func, "_listy_model", None)
+                if model is None or getattr(func, "_listy_done", False):
+                    continue
+                if model is self.model:
+                    mine = True
+                else:
+                    others = True
+        if not (mine or others) and len(connections.all(initialized_only=True)) <= 1:
+            _tls.pending = False
+        return mine
+
+    def plan_add(self, obj: models.Model) -> list[Op]:
+        """Cache work for a row that entered the lists (run it after commit)."""
+        ops: list[Op] = []
+        for client in self.writers():
+            source = client.source
+            row, day, engine = source.row_of(obj), source.day_of(obj), client.engine
+            ops.append((client, partial(engine.add, row, source.rows, day)))
+        return ops
+
+    def plan_delete(self, obj: models.Model) -> list[Op]:
+        """Cache work for a row that left the lists (run it after commit)."""
+        ops: list[Op] = []
+        for client in self.writers():
+            source = client.source
+            row, day, engine = source.row_of(obj, for_delete=True), source.day_of(obj), client.engine
+            ops.append((client, partial(engine.delete, row, day, True)))
+        return ops
+
+    def plan_change(
+        self, old: dict[ListCache, tuple[Row, bool]], obj: models.Model
+    ) -> list[Op]:
+        """Cache work for a changed row. ``old`` maps each writer to the row
+        as it was and whether its lists held it."""
+        ops: list[Op] = []
+        for client, (old_row, was_listed) in old.items():
+            source, engine = client.source, client.engine
+            listed = source.is_listed(obj)
+            if was_listed and listed:
+                new_row = source.row_of(obj)
+                ops.append(
+                    (
+                        client,
+                        partial(
+                            engine.update,
+                            old_row,
+                            new_row,
+                            source.rows,
+                            source.day_of_row(old_row),
+                            source.day_of_row(new_row),
+                        ),
+                    )
+                )
+            elif was_listed:
+                # not a hard delete: the row may come back (revival)
+                ops.append((client, partial(engine.delete, old_row, source.day_of_row(old_row), False)))
+            elif listed:
+                new_row = source.row_of(obj)
+                ops.append((client, partial(engine.add, new_row, source.rows, source.day_of_row(new_row))))
+        return ops
+
+    def snapshot(self, obj: models.Model) -> dict[ListCache, tuple[Row, bool]]:
+        """Each writer's view of ``obj`` before a change (its row, listed?)."""
+        return {c: (c.source.row_of(obj), c.source.is_listed(obj)) for c in self.writers()}
+
+    def add(self, **fields: Any) -> models.Model | None:
+        """Creates the row (or revives a soft-deleted / disabled one) and puts
+        it in every list it belongs to once the transaction commits.
+
+        Returns the instance, or None when an identical live row already
+        existed. Unknown fields raise Django's own error before anything is
+        written.
+        """
+        resolved = self._resolve()
+        model = self.model
+        using = resolved.db_alias
+        obj = model(**fields)  # TypeError for unknown fields, before any write
+        flags = {self.soft_delete_field, self.enabled_field, self.deleted_timestamp_field}
+        lookup = {k: v for k, v in fields.items() if k not in flags}
+        with transaction.atomic(using=using):
+            existing = None
+            if lookup:
+                for candidate in model._base_manager.db_manager(using).filter(**lookup).order_by("-pk")[:20]:
+                    if self._live(candidate):
+                        return None
+                    existing = existing or candidate
+            if existing is None:
+                if self.soft_delete_field:
+                    setattr(obj, self.soft_delete_field, False)
+                if self.enabled_field:
+                    setattr(obj, self.enabled_field, True)
+                setattr(obj, SKIP_SIGNALS, True)
+                try:
+                    obj.save(force_insert=True, using=using)
+                finally:
+                    obj.__dict__.pop(SKIP_SIGNALS, None)
+                if not self.disable_cache and self.source.is_listed(obj):
+                    self._after_commit(using, self.plan_add(obj))
+                return obj
+            # revive a soft-deleted or disabled row
+            before = {} if self.disable_cache else self.snapshot(existing)
+            changed = []
+            if self.soft_delete_field:
+                setattr(existing, self.soft_delete_field, False)
+                changed.append(self.soft_delete_field)
+                ts = self.deleted_timestamp_field
+                if ts and model._meta.get_field(ts).null:
+                    setattr(existing, ts, None)
+                    changed.append(ts)
+            if self.enabled_field:
+                setattr(existing, self.enabled_field, True)
+                changed.append(self.enabled_field)
+            setattr(existing, SKIP_SIGNALS, True)
+            try:
+                existing.save(update_fields=changed, using=using)
+            finally:
+                existing.__dict__.pop(SKIP_SIGNALS, None)
+            if not self.disable_cache:
+                self._after_commit(using, self.plan_change(before, existing))
+            return existing
+
+    def delete(self, **filters: Any) -> bool:
+        """Deletes (or soft-deletes) every matching row and removes it from
+        every cached list once the transaction commits. True if anything was
+        deleted."""
+        resolved = self._resolve()
+        model = self.model
+        using = resolved.db_alias
+        manager = model._base_manager.db_manager(using)
+        with transaction.atomic(using=using):
+            qs = manager.filter(**filters)
+            if self.soft_delete_field:
+                qs = qs.filter(**{self.soft_delete_field: False})
+            objs = list(qs)
+            if not objs:
+                return False
+            pks = [o.pk for o in objs]
+            ops: list[Op] = []
+            if self.soft_delete_field:
+                before = [self.snapshot(o) for o in objs] if not self.disable_cache else []
+                changes: dict[str, Any] = {self.soft_delete_field: True}
+                if self.deleted_timestamp_field:
+                    changes[self.deleted_timestamp_field] = timezone.now()
+                manager.filter(pk__in=pks).update(**changes)
+                for i, obj in enumerate(objs):
+                    for k, v in changes.items():
+                        setattr(obj, k, v)
+                    if before:
+                        ops.extend(self.plan_change(before[i], obj))
+            else:
+                if not self.disable_cache:
+                    for obj in objs:
+                        if self.source.is_listed(obj):
+                            ops.extend(self.plan_delete(obj))
+                token = _deleting.set(_deleting.get() | {(model, pk) for pk in pks})
+                try:
+                    manager.filter(pk__in=pks).delete()
+                finally:
+                    _deleting.reset(token)
+            self._after_commit(using, ops)
+        return True
+
+    # ------------------------------------------------------------ maintenance
+    def _all_indexes(self) -> list[Index]:
+        own = self._resolve().indexes
+        try:
+            registered = [tuple(i) for i in self._engine().registered_indexes()]
+        except CacheUnavailable:
+            registered = []
+        return list(dict.fromkeys(own + registered))
+
+    def rebuild(self, **filters: Any) -> None:
+        """Re-reads from the database every cached list the filters name: the
+        list of the index the filters match, and the lists of every index
+        with more fields whose other values the database's (or the cached
+        list's) rows hold. With no filters, drops every list (``flush_all``)
+        so that each is rebuilt on its next read."""
+        if self.disable_cache:
+            return
+        norm = self._normalise(filters)
+        engine = self._engine()
+        source = self.source
+        if not norm:
+            engine.flush()
+            return
+        keys = frozenset(norm)
+        indexes = self._all_indexes()
+        attnames = self.schema.attnames
+        exact = [i for i in indexes if frozenset(i) == keys]
+        wider = [i for i in indexes if keys < frozenset(i)]
+        if not exact and not wider:
+            raise self._not_cachable(f"no cached index contains the fields ({', '.join(filters)})")
+        cached_rows: list[Row] = []
+        if exact and wider:
+            values = tuple(norm[a] for a in exact[0])
+            cached_rows = engine.get(exact[0], values, source.rows).values()
+        for index in exact:
+            engine.rebuild(index, tuple(norm[a] for a in index), source.rows)
+        for index in wider:
+            targets = set(source.index_values(index, norm))
+            pos = [attnames.index(a) for a in index]
+            targets.update(tuple(r[p] for p in pos) for r in cached_rows)
+            for values in sorted(targets, key=repr):
+                engine.rebuild(index, values, source.rows)
+
+    def flush_all(self) -> None:
+        """Drops everything this model has cached, at once (new generation),
+        for every client of the model in this process."""
+        for client in self.writers():
+            client.engine.flush()
+
+    def determine_coherency(self, check_against_db: bool = False) -> Iterator[CoherencyReport]:
+        """Yields one report per list that the database's rows make, for
+        every index: key, cached, size, count, and (with
+        ``check_against_db``) whether the cached list equals the database."""
+        engine = self._engine()
+        source = self.source
+        for index in self._all_indexes():
+            for values in source.index_values(index):
+                info = engine.inspect(index, values)
+                cached = info.get("raw") is not None and bool(info.get("complete"))
+                count = 0
+                coherent: bool | None = None
+                if cached:
+                    records = engine.get(index, values, source.rows)
+                    cached_rows = records.values()
+                    count = len(cached_rows)
+                    if check_against_db:
+                        db_rows = source.rows(index, values)
+                        coherent = {r[0]: r for r in cached_rows} == {r[0]: r for r in db_rows} and len(
+                            cached_rows
+                        ) == len(db_rows)
+                yield CoherencyReport(
+                    key=info["key"],
+                    cached=cached,
+                    size=int(info.get("size") or 0),
+                    count=count,
+                    coherent=coherent,
+                    index=index,
+                    values=values,
+                )
+
+    def key(self, **filters: Any) -> str:
+        """The literal memcached key of the list the filters name."""
+        index, values = self._index_for(filters, allow_all=True)
+        return self._engine().key(index, values)
+
+    # ------------------------------------------------------------ statistics
+    @property
+    def hits(self) -> int:
+        """Lists served from the cache by this process."""
+        state = self._state
+        live = state[2].hits if state is not None and state[2] is not None else 0
+        return self._stats[0] + live
+
+    @property
+    def misses(self) -> int:
+        """Lists this process had to build from the database."""
+        state = self._state
+        live = state[2].misses if state is not None and state[2] is not None else 0
+        return self._stats[1] + live
+
+    def reset_local_stats(self) -> None:
+        """Sets ``hits`` and ``misses`` back to zero."""
+        self._stats = [0, 0]
+        state = self._state
+        if state is not None and state[2] is not None:
+            state[2].reset_stats()
+
+
+def in_listy_delete(model: type[models.Model], pk: Any) -> bool:
+    """True while Listy itself deletes this row (signal handlers skip it)."""
+    return (model, pk) in _deleting.get()
+
+
+__all__ = ["CoherencyReport", "FallbackRecords", "ListCache", "bucket_end"]

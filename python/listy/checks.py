@@ -1,0 +1,88 @@
+"""System checks (``manage.py check``).
+
+- ``listy.E001``: an index (or a field option) names a field that does not exist.
+- ``listy.E002``: the model's primary key is not an integer ``id``-like field.
+- ``listy.E003``: a field of the model has a type Listy cannot cache.
+- ``listy.W001``: the embedded in-process store is in use while DEBUG is False
+  (it is not shared between processes: lists diverge across workers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig
+from django.apps import apps as global_apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from listy import registry
+from listy.conf import listy_settings
+from listy.exceptions import ConfigError, ListyError
+
+
+@register(Tags.models)
+def check_caches(
+    app_configs: list[AppConfig] | None = None, models: list[type] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """E001/E002/E003 for every installed model with a ListCache (or for ``models``)."""
+    from listy.schema import build_schema, field_kind
+
+    messages: list[CheckMessage] = []
+    if models is None:
+        models = [m for m in registry.all_models() if m._meta.apps is global_apps]
+    for model in models:
+        if app_configs is not None and model._meta.app_config not in app_configs:
+            continue
+        for client in registry.clients(model):
+            for problem in client.check_configuration():
+                messages.append(
+                    Error(
+                        f"Listy: {problem}.",
+                        hint="Name concrete fields of the model ('pk' for the primary key, a ForeignKey by its name).",
+                        obj=model,
+                        id="listy.E001",
+                    )
+                )
+            pk = model._meta.pk
+            try:
+                pk_ok = field_kind(pk) == "int"
+            except ConfigError:
+                pk_ok = False
+            if not pk_ok:
+                messages.append(
+                    Error(
+                        f"Listy: the primary key {pk.name!r} of {model._meta.label} is not an integer.",
+                        hint="Use an AutoField/BigAutoField primary key (the default 'id').",
+                        obj=model,
+                        id="listy.E002",
+                    )
+                )
+                continue
+            try:
+                build_schema(model, client.inlined_foreign_key_fields)
+            except ListyError as exc:
+                messages.append(Error(f"Listy: {exc}", obj=model, id="listy.E003"))
+    return messages
+
+
+@register(Tags.caches)
+def check_store(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """W001 when the embedded store would serve a production site."""
+    if settings.DEBUG or not [m for m in registry.all_models() if m._meta.apps is global_apps]:
+        return []
+    try:
+        local = listy_settings().is_local
+    except ListyError as exc:
+        return [Error(f"Listy: {exc}", id="listy.E004")]
+    if not local:
+        return []
+    return [
+        Warning(
+            "Listy is using its embedded in-process store while DEBUG is False: "
+            "it is not shared between processes, so lists written by one worker "
+            "are not seen by another.",
+            hint="Set LISTY = {'SERVERS': ['host:11211', ...]} (memcached).",
+            id="listy.W001",
+        )
+    ]

@@ -1,0 +1,102 @@
+"""Listy's settings: ``settings.LISTY``, every key optional.
+
+``LISTY = {"SERVERS": [...], "KEY_PREFIX": "", "CONNECT_TIMEOUT": 0.25, "TIMEOUT": 0.5}``
+
+``SERVERS`` absent, empty or ``["local"]`` selects the embedded in-process
+store. The environment variable ``LISTY_SERVERS`` (``"127.0.0.1:11211,..."``
+or ``"local"``) overrides ``SERVERS``; the demo and the test-suite use it.
+
+Settings are read through :func:`listy_settings`, cached, and the cache is
+cleared when Django's ``setting_changed`` signal names ``LISTY`` (tests that
+use ``override_settings``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from listy.exceptions import ConfigError
+
+#: The value of ``SERVERS`` that selects the embedded store.
+LOCAL = "local"
+
+DEFAULTS: dict[str, Any] = {
+    "SERVERS": None,
+    "KEY_PREFIX": "",
+    "CONNECT_TIMEOUT": 0.25,
+    "TIMEOUT": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class ListySettings:
+    """The effective settings (defaults applied, environment override read)."""
+
+    servers: tuple[str, ...]
+    """memcached servers; empty tuple means the embedded store."""
+    key_prefix: str
+    connect_timeout: float
+    timeout: float
+
+    @property
+    def is_local(self) -> bool:
+        """True when the embedded in-process store is in use."""
+        return not self.servers
+
+
+def _parse_servers(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [s for s in (p.strip() for p in value.split(",")) if s]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"LISTY['SERVERS'] must be a list of 'host:port' strings, not {value!r}")
+    servers = tuple(str(s).strip() for s in value)
+    if not servers or servers == (LOCAL,):
+        return ()
+    if LOCAL in servers:
+        raise ConfigError("LISTY['SERVERS']: 'local' cannot be mixed with memcached servers")
+    return servers
+
+
+@functools.cache
+def listy_settings() -> ListySettings:
+    """The current Listy settings (cached until ``LISTY`` changes)."""
+    user = getattr(settings, "LISTY", None) or {}
+    if not isinstance(user, dict):
+        raise ConfigError("settings.LISTY must be a dict")
+    unknown = set(user) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown LISTY settings: {', '.join(sorted(unknown))}")
+    merged = {**DEFAULTS, **user}
+    env = os.environ.get("LISTY_SERVERS")
+    servers = _parse_servers(env if env else merged["SERVERS"])
+    prefix = merged["KEY_PREFIX"] or ""
+    if not isinstance(prefix, str):
+        raise ConfigError("LISTY['KEY_PREFIX'] must be a string")
+    return ListySettings(
+        servers=servers,
+        key_prefix=prefix,
+        connect_timeout=float(merged["CONNECT_TIMEOUT"]),
+        timeout=float(merged["TIMEOUT"]),
+    )
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "LISTY":
+        listy_settings.cache_clear()
+        from listy import store
+
+        store.reset()
+    elif setting in ("MIDDLEWARE", "USE_TZ"):
+        from listy import store
+
+        store.reset()

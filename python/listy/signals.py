@@ -1,0 +1,106 @@
+"""Writes made outside Listy: ``instance.save()``, ``instance.delete()``, the
+admin, cascades.
+
+For every model with a ListCache, ``pre_save`` reads the row as it is stored
+(one query by primary key), ``post_save`` and ``post_delete`` schedule the
+cache work with ``transaction.on_commit``: a created row is added, a changed
+row updated (lists it left get a tombstone, lists it joined the record), a
+deleted row tombstoned. Writes that Listy itself makes are skipped: their
+cache work is already scheduled.
+
+``QuerySet.update()``, ``bulk_create()`` and raw SQL send no signals; repair
+with ``Model.cache.rebuild(**filters)`` or ``Model.cache.flush_all()``.
+
+Receivers are connected per model (``sender=Model``) so that models without a
+cache keep Django's fast-delete path.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import models, router
+from django.db.models.signals import post_delete, post_save, pre_save
+
+from listy import registry
+from listy.cache import SKIP_SIGNALS, ListCache, in_listy_delete
+
+logger = logging.getLogger("listy")
+
+_OLD = "_listy_old_rows"
+
+
+def _client(model: type[models.Model]) -> ListCache | None:
+    client = registry.primary(model)
+    if client is None or client.disable_cache:
+        return None
+    return client
+
+
+def _skip(instance: models.Model) -> bool:
+    return bool(instance.__dict__.get(SKIP_SIGNALS))
+
+
+def on_pre_save(sender: type[models.Model], instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+    """Reads the stored row of an instance about to be updated."""
+    if _skip(instance) or instance.pk is None:
+        return
+    client = _client(sender)
+    if client is None:
+        return
+    old: dict[ListCache, tuple[tuple[Any, ...], bool]] = {}
+    for writer in client.writers():
+        stored = writer.source.stored_row(instance.pk)
+        if stored is not None:
+            old[writer] = stored
+    instance.__dict__[_OLD] = old
+
+
+def on_post_save(
+    sender: type[models.Model], instance: models.Model, created: bool, raw: bool = False, using: str | None = None, **kwargs: Any
+) -> None:
+    """Schedules the cache work of a save made outside Listy."""
+    old = instance.__dict__.pop(_OLD, None)
+    if _skip(instance):
+        return
+    client = _client(sender)
+    if client is None:
+        return
+    using = using or router.db_for_write(sender)
+    if not old:  # created, or an update of a row that was not there
+        ops = client.plan_add(instance) if client.source.is_listed(instance) else []
+    else:
+        ops = client.plan_change(old, instance)
+    client._after_commit(using, ops)
+
+
+def on_post_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any) -> None:
+    """Schedules the tombstones of a delete made outside Listy."""
+    if _skip(instance) or in_listy_delete(sender, instance.pk):
+        return
+    client = _client(sender)
+    if client is None:
+        return
+    if not client.source.is_listed(instance):
+        return
+    client._after_commit(using or router.db_for_write(sender), client.plan_delete(instance))
+
+
+_connected: set[type] = set()
+
+
+def connect(model: type[models.Model]) -> None:
+    """Connects the receivers for ``model`` (once)."""
+    if model in _connected:
+        return
+    _connected.add(model)
+    uid = f"listy:{model._meta.label}"
+    pre_save.connect(on_pre_save, sender=model, weak=False, dispatch_uid=uid)
+    post_save.connect(on_post_save, sender=model, weak=False, dispatch_uid=uid)
+    post_delete.connect(on_post_delete, sender=model, weak=False, dispatch_uid=uid)
+
+
+def connect_all() -> None:
+    """Connects every model that has (or will get) a ListCache."""
+    registry.on_new_model(connect)

@@ -1,0 +1,312 @@
+"""The Django side of a miss: rows and counts read through the ORM.
+
+:class:`DjangoBackingStore` is what the engine calls when a list or a counter
+is not cached. Rows come back as tuples in schema order, newest first
+(``order_by("-pk")``), live rows only: ``enabled_field`` True, and
+soft-deleted rows left out when ``filter_out_soft_deletes`` is set. It also
+turns a model instance into its row for the write path, and rows into
+instances when the cache cannot be used.
+
+Day numbers are local dates (``timezone.localtime`` of an aware datetime, a
+naive one taken as already local, as Django does) counted from 1970-01-01.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from listy.schema import PLACEHOLDER, Column, ModelSchema
+
+EPOCH = datetime.date(1970, 1, 1)
+
+Row = tuple[Any, ...]
+
+
+def day_number(value: datetime.date | datetime.datetime) -> int:
+    """The local date of ``value`` as days since 1970-01-01."""
+    if isinstance(value, datetime.datetime):
+        if timezone.is_aware(value):
+            value = timezone.localtime(value) if settings.USE_TZ else value
+        value = value.date()
+    elif not isinstance(value, datetime.date):
+        raise TypeError(f"expected a date or datetime, got {type(value).__name__}")
+    return (value - EPOCH).days
+
+
+def date_of_day(day: int) -> datetime.date:
+    """The date of a day number."""
+    return EPOCH + datetime.timedelta(days=day)
+
+
+def local_midnight(day: int) -> datetime.datetime:
+    """The start of a local day as a datetime of the kind the database holds."""
+    start = datetime.datetime.combine(date_of_day(day), datetime.time.min)
+    if settings.USE_TZ:
+        return timezone.make_aware(start)
+    return start
+
+
+def _from_db(column: Column, value: Any) -> Any:
+    if value is None:
+        return None
+    if column.kind == "bytes" and not isinstance(value, bytes):
+        return bytes(value)
+    return value
+
+
+class DjangoBackingStore:
+    """The rows and counts of one model's lists, read from the database.
+
+    ``rows`` is the engine's ``Loader`` and ``count`` its ``CountLoader``.
+    """
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        schema: ModelSchema,
+        *,
+        soft_delete_field: str | None = None,
+        deleted_timestamp_field: str | None = None,
+        enabled_field: str | None = None,
+        timestamp_field: str | None = None,
+        filter_out_soft_deletes: bool = True,
+        db_alias: str = "default",
+    ) -> None:
+        self.model = model
+        self.schema = schema
+        self.soft_delete_field = soft_delete_field
+        self.deleted_timestamp_field = deleted_timestamp_field
+        self.enabled_field = enabled_field
+        self.timestamp_field = timestamp_field
+        self.filter_out_soft_deletes = filter_out_soft_deletes
+        self.db_alias = db_alias
+        self._paths = schema.paths
+        self._columns = schema.columns
+        self._index = {c.attname: i for i, c in enumerate(schema.columns)}
+        self._needs_conversion = any(c.kind == "bytes" for c in schema.columns)
+        self._ts_attname = (
+            model._meta.get_field(timestamp_field).attname if timestamp_field else None
+        )
+
+    # ------------------------------------------------------------ queries
+    def all_rows_queryset(self) -> models.QuerySet:
+        """Every row of the model, listed or not."""
+        return self.model._base_manager.db_manager(self.db_alias).all()
+
+    def live_filter(self) -> dict[str, Any]:
+        """The filter that selects the rows lists hold."""
+        flt: dict[str, Any] = {}
+        if self.enabled_field:
+            flt[self.enabled_field] = True
+        if self.soft_delete_field and self.filter_out_soft_deletes:
+            flt[self.soft_delete_field] = False
+        return flt
+
+    def live_queryset(self) -> models.QuerySet:
+        """The rows lists hold."""
+        return self.all_rows_queryset().filter(**self.live_filter())
+
+    def _convert(self, rows: Iterable[Row]) -> list[Row]:
+        if not self._needs_conversion:
+            return [tuple(r) for r in rows]
+        cols = self._columns
+        return [tuple(_from_db(c, v) for c, v in zip(cols, r)) for r in rows]
+
+    def rows(self, fields: Sequence[str], values: Sequence[Any]) -> list[Row]:
+        """The live rows of one list, newest first, as tuples in schema order."""
+        qs = self.live_queryset().filter(**dict(zip(fields, values)))
+        return self._convert(qs.order_by("-pk").values_list(*self._paths))
+
+    __call__ = rows
+
+    def count(
+        self,
+        fields: Sequence[str],
+        values: Sequence[Any],
+        start_day: int | None = None,
+        end_day: int | None = None,
+    ) -> int:
+        """Live rows of one list, optionally those whose timestamp's local
+        date is in ``[start_day, end_day)``."""
+        qs = self.live_queryset().filter(**dict(zip(fields, values)))
+        if start_day is not None or end_day is not None:
+            if not self._ts_attname:
+                raise ValueError(f"{self.model._meta.label} has no timestamp_field")
+            if start_day is not None:
+                qs = qs.filter(**{f"{self._ts_attname}__gte": local_midnight(start_day)})
+            if end_day is not None:
+                qs = qs.filter(**{f"{self._ts_attname}__lt": local_midnight(end_day)})
+        return qs.count()
+
+    def stored_row(self, pk: Any) -> tuple[Row, bool] | None:
+        """The row with primary key ``pk`` as stored now and whether lists
+        hold it, or None."""
+        extra = [f for f in (self.enabled_field, self.soft_delete_field) if f]
+        found = (
+            self.all_rows_queryset()
+            .filter(pk=pk)
+            .values_list(*self._paths, *extra)
+            .first()
+        )
+        if found is None:
+            return None
+        n = len(self._paths)
+        row = self._convert([found[:n]])[0]
+        flags = dict(zip(extra, found[n:]))
+        return row, self._listed(flags)
+
+    def index_values(self, fields: Sequence[str], filters: dict[str, Any] | None = None) -> list[Row]:
+        """The distinct values of ``fields`` among live rows (the lists the
+        database's rows make), optionally narrowed by ``filters``."""
+        qs = self.live_queryset().filter(**(filters or {}))
+        return [tuple(r) for r in qs.order_by().values_list(*fields).distinct()]
+
+    # ------------------------------------------------------------ instances → rows
+    def _listed(self, flags: dict[str, Any]) -> bool:
+        if self.enabled_field and not flags.get(self.enabled_field):
+            return False
+        if self.soft_delete_field and self.filter_out_soft_deletes and flags.get(self.soft_delete_field):
+            return False
+        return True
+
+    def is_listed(self, instance: models.Model) -> bool:
+        """Whether lists hold ``instance`` (enabled, not filtered out)."""
+        flags = {
+            f: getattr(instance, f) for f in (self.enabled_field, self.soft_delete_field) if f
+        }
+        return self._listed(flags)
+
+    def row_of(self, instance: models.Model, *, for_delete: bool = False) -> Row:
+        """``instance`` as a row in schema order.
+
+        Values are brought to what the database returns (aware UTC datetimes,
+        quantised decimals, ...). Inlined foreign-key fields come from the
+        related instance when it is loaded, else from one query; when the
+        related row is gone (``for_delete``), placeholders stand in.
+        """
+        out: list[Any] = []
+        related_values: dict[str, dict[str, Any] | None] = {}
+        for col in self._columns:
+            if col.fk is None:
+                out.append(normalise(col, getattr(instance, col.attname)))
+                continue
+            fk = col.fk
+            if fk.attname not in related_values:
+                related_values[fk.attname] = self._related_values(instance, fk)
+            values = related_values[fk.attname]
+            if values is None:
+                out.append(PLACEHOLDER[col.kind] if for_delete and not col.nullable else None)
+            else:
+                out.append(normalise(col, values[col.field.attname]))
+        return tuple(out)
+
+    def _related_values(self, instance: models.Model, fk: models.Field) -> dict[str, Any] | None:
+        value = getattr(instance, fk.attname)
+        if value is None:
+            return None
+        cols = [c for c in self._columns if c.fk is fk]
+        if fk.is_cached(instance):
+            rel = fk.get_cached_value(instance)
+            if rel is not None:
+                return {c.field.attname: getattr(rel, c.field.attname) for c in cols}
+        rel_model = fk.related_model
+        names = [c.field.attname for c in cols]
+        found = (
+            rel_model._base_manager.db_manager(self.db_alias)
+            .filter(**{fk.target_field.attname: value})
+            .values_list(*names)
+            .first()
+        )
+        if found is None:
+            return None
+        return dict(zip(names, found))
+
+    def day_of_row(self, row: Row) -> int | None:
+        """The local day of the row's timestamp field, or None."""
+        if not self._ts_attname:
+            return None
+        value = row[self._index[self._ts_attname]]
+        return None if value is None else day_number(value)
+
+    def day_of(self, instance: models.Model) -> int | None:
+        """The local day of the instance's timestamp field, or None."""
+        if not self._ts_attname:
+            return None
+        value = getattr(instance, self._ts_attname)
+        return None if value is None else day_number(value)
+
+    # ------------------------------------------------------------ rows → instances
+    def build(self, rows: Iterable[Row]) -> list[models.Model]:
+        """Model instances from rows (used when the cache cannot serve)."""
+        model = self.model
+        opts = model._meta
+        idx = self._index
+        concrete = [f.attname for f in opts.concrete_fields]
+        related = []
+        for fk_attname, (fk_name, rel_model, _target) in self.schema.related.items():
+            fk = opts.get_field(fk_name)
+            cols = {c.field.attname: idx[c.attname] for c in self._columns if c.fk is fk}
+            target = fk.target_field.attname
+            names = [
+                f.attname
+                for f in rel_model._meta.concrete_fields
+                if f.attname in cols or f.attname == target
+            ]
+            related.append((fk, idx[fk_attname], rel_model, target, names, cols))
+        out = []
+        for row in rows:
+            obj = model.from_db(self.db_alias, concrete, [row[idx[a]] for a in concrete])
+            for fk, fk_i, rel_model, target, names, cols in related:
+                key = row[fk_i]
+                if key is None:
+                    continue
+                vals = [key if n == target else row[cols[n]] for n in names]
+                fk.set_cached_value(obj, rel_model.from_db(self.db_alias, names, vals))
+            out.append(obj)
+        return out
+
+
+def normalise(column: Column, value: Any) -> Any:
+    """A Python value as the database would hand it back for ``column``."""
+    if value is None:
+        return None
+    kind = column.kind
+    f = column.field
+    if kind == "int":
+        return value if type(value) is int else int(value)
+    if kind == "datetime":
+        if not isinstance(value, datetime.datetime):
+            value = f.to_python(value)
+        if settings.USE_TZ:
+            if timezone.is_naive(value):
+                value = timezone.make_aware(value, timezone.get_default_timezone())
+            return value.astimezone(datetime.UTC)
+        if timezone.is_aware(value):
+            value = timezone.make_naive(value, timezone.get_default_timezone())
+        return value
+    if kind == "bool":
+        return bool(value)
+    if kind == "str":
+        return value if isinstance(value, str) else str(f.get_prep_value(value))
+    if kind == "float":
+        return float(value)
+    if kind == "decimal":
+        value = f.to_python(value)
+        places = getattr(f, "decimal_places", None)
+        if places is not None and value.is_finite():
+            value = value.quantize(decimal.Decimal(1).scaleb(-places))
+        return value
+    if kind == "bytes":
+        return bytes(value)
+    if kind in ("date", "time", "uuid"):
+        if kind == "date" and isinstance(value, datetime.datetime):
+            return value.date()
+        return f.to_python(value)
+    return value

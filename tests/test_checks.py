@@ -1,0 +1,80 @@
+"""System checks listy.E001, E002, W001."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from django.core import checks
+from django.db import models
+from django.test.utils import isolate_apps, override_settings
+
+import listy
+from listy.checks import check_caches, check_store
+from tests.testapp.models import Follow
+
+
+def ids(messages) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_the_test_models_are_clean():
+    assert [m for m in checks.run_checks() if m.id and m.id.startswith("listy.E")] == []
+
+
+def test_e001_index_names_a_missing_field():
+    bad = listy.ListCache(Follow, [("follower", "nope")])
+    try:
+        messages = [m for m in check_caches() if m.obj is Follow]
+        assert ids(messages) == ["listy.E001"]
+        assert "nope" in messages[0].msg
+        with pytest.raises(listy.ConfigError):
+            bad.get(follower=1, nope=2)
+    finally:
+        del bad
+        gc.collect()
+    assert [m for m in check_caches() if m.obj is Follow] == []
+
+
+@isolate_apps("tests.testapp")
+def test_e002_pk_is_not_an_integer():
+    class Token(models.Model):
+        key = models.CharField(max_length=40, primary_key=True)
+        objects = listy.CachingManager([("pk",)])
+
+        class Meta:
+            app_label = "testapp"
+
+    messages = check_caches(models=[Token])
+    assert ids(messages) == ["listy.E002"]
+
+
+@isolate_apps("tests.testapp")
+def test_e001_for_options():
+    class Thing(models.Model):
+        objects = listy.CachingManager([("pk",)], timestamp_field="missing")
+
+        class Meta:
+            app_label = "testapp"
+
+    messages = check_caches(models=[Thing])
+    assert ids(messages) == ["listy.E001"]
+
+
+def test_w001_embedded_store_without_debug(monkeypatch):
+    from tests.conftest import reset_listy
+
+    monkeypatch.setenv("LISTY_SERVERS", "local")
+    reset_listy()
+    try:
+        with override_settings(DEBUG=False):
+            assert ids(check_store()) == ["listy.W001"]
+        with override_settings(DEBUG=True):
+            assert check_store() == []
+        monkeypatch.setenv("LISTY_SERVERS", "127.0.0.1:11211")
+        reset_listy()
+        with override_settings(DEBUG=False):
+            assert check_store() == []
+    finally:
+        monkeypatch.undo()
+        reset_listy()

@@ -1,0 +1,84 @@
+"""Every field kind goes through the cache and comes back as the ORM gives it."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+
+import pytest
+
+from listy.schema import build_schema
+from tests.testapp.models import Comment, Follow, Sample
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_follow_schema():
+    schema = build_schema(Follow)
+    assert schema.attnames == ["id", "created", "follower_id", "followee_id"]
+    assert [c.kind for c in schema.columns] == ["int", "datetime", "int", "int"]
+    assert schema.native.attnames == schema.attnames
+
+
+def test_inlined_schema():
+    schema = build_schema(Comment, {"entry": ["created", "title"]})
+    assert schema.attnames[-2:] == ["entry_id.created", "entry_id.title"]
+    assert schema.related["entry_id"][0] == "entry"
+    assert schema.fingerprint != build_schema(Comment).fingerprint
+
+
+def test_a_follow_record_is_small(users):
+    me, you = users[:2]
+    follow = Follow.cache.add(follower=me, followee=you)
+    row = Follow.cache.source.row_of(follow)
+    packed = Follow.cache.schema.native.pack(row, ["follower_id"])
+    assert len(packed) <= 16
+
+
+FULL = dict(
+    flag=True,
+    ratio=2.5,
+    name="héllo ✓",
+    blob=b"\x00\x01binary\xff",
+    at=datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.UTC),
+    day=datetime.date(1969, 12, 31),
+    tm=datetime.time(23, 59, 58, 999),
+    amount=decimal.Decimal("-123.45"),
+    uid=uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    data={"a": [1, 2, {"b": None}], "c": "ü"},
+    count=-(2**31),
+)
+
+
+def fields_of(obj) -> dict:
+    return {name: getattr(obj, name) for name in [*FULL, "owner_id", "id"]}
+
+
+@pytest.mark.parametrize("values", [FULL, {}], ids=["full", "defaults-and-nulls"])
+def test_round_trip(users, values, django_assert_num_queries):
+    me = users[0]
+    added = Sample.cache.add(owner=me, **values)
+    orm = Sample.objects.filter(pk=added.pk).get()
+    Sample.cache.get(owner=me)
+    Sample.cache.get_one(added.pk)
+    with django_assert_num_queries(0):
+        (cached,) = Sample.cache.get(owner=me)
+        by_pk = Sample.cache.get_one(added.pk)
+    expected = fields_of(orm)
+    expected["blob"] = bytes(expected["blob"])
+    for obj in (cached, by_pk):
+        got = fields_of(obj)
+        got["blob"] = bytes(got["blob"])
+        assert got == expected
+
+
+def test_a_built_list_equals_an_added_one(users):
+    """The record written by add() and the one built from the database are
+    the same record."""
+    me = users[0]
+    Sample.cache.add(owner=me, **FULL)
+    added = Sample.cache.get(owner=me).values()
+    Sample.cache.flush_all()
+    built = Sample.cache.get(owner=me).values()
+    assert added == built

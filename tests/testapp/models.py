@@ -1,0 +1,83 @@
+"""Models of the test-suite: the SPEC's Follow, a soft-deletable model, a
+model with inlined foreign-key fields and one with every field kind."""
+
+from django.contrib.auth.models import User
+from django.db import models
+from django.utils import timezone
+
+import listy
+
+
+class Follow(models.Model):
+    """SPEC §2, verbatim."""
+
+    created = models.DateTimeField(auto_now_add=True)
+    follower = models.ForeignKey(User, on_delete=models.CASCADE, related_name="follows")
+    followee = models.ForeignKey(User, on_delete=models.CASCADE, related_name="followers")
+
+    objects = listy.CachingManager(
+        [("pk",), ("follower",), ("follower", "followee")],
+        timestamp_field="created",
+    )
+
+
+class Bookmark(models.Model):
+    """Soft delete, deleted timestamp and enabled flag."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="bookmarks")
+    url = models.CharField(max_length=200)
+    created = models.DateTimeField(default=timezone.now)
+    deleted = models.BooleanField(default=False)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+
+    objects = listy.CachingManager(
+        [("pk",), ("user",)],
+        soft_delete_field="deleted",
+        deleted_timestamp_field="deleted_at",
+        enabled_field="enabled",
+        timestamp_field="created",
+    )
+
+
+class Entry(models.Model):
+    author = models.ForeignKey(User, on_delete=models.CASCADE, related_name="entries")
+    title = models.CharField(max_length=100)
+    body = models.TextField(default="")
+    created = models.DateTimeField(default=timezone.now)
+
+    objects = listy.CachingManager([("pk",), ("author",)], timestamp_field="created")
+
+
+class Comment(models.Model):
+    """Carries the entry's created and title in its record."""
+
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="comments")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="comments")
+    text = models.TextField()
+    created = models.DateTimeField(default=timezone.now)
+
+    objects = listy.CachingManager(
+        [("entry",), ("user",)],
+        inlined_foreign_key_fields={"entry": ["created", "title"]},
+        timestamp_field="created",
+    )
+
+
+class Sample(models.Model):
+    """One field of every kind the codec knows, nullable ones too."""
+
+    owner = models.ForeignKey(User, on_delete=models.CASCADE, related_name="samples")
+    flag = models.BooleanField(default=False)
+    ratio = models.FloatField(default=0.0)
+    name = models.CharField(max_length=50, default="")
+    blob = models.BinaryField(default=b"")
+    at = models.DateTimeField(default=timezone.now)
+    day = models.DateField(null=True)
+    tm = models.TimeField(null=True)
+    amount = models.DecimalField(max_digits=8, decimal_places=2, null=True)
+    uid = models.UUIDField(null=True)
+    data = models.JSONField(null=True)
+    count = models.IntegerField(null=True)
+
+    objects = listy.CachingManager([("pk",), ("owner",)])
