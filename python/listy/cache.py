@@ -452,7 +452,8 @@ class ListCache:
 
     def get_first(self, **filters: Any) -> models.Model | None:
         """The first (newest) instance of the list, or None."""
-        return next(iter(self.get(**filters)), None)
+        records = self.get(**filters)
+        return records[0] if records else None
 
     def _get_many(self, filters: list[Mapping[str, Any]]) -> list[Sequence[Any]]:
         requests = [self._index_for(f) for f in filters]

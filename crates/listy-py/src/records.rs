@@ -360,7 +360,10 @@ impl RecordsIter {
         if self.ready.is_empty() {
             let records = self.records.get();
             let list = records.holding(py, self.next)?;
-            let end = list.live.len().min(self.next + ITER_BATCH);
+            // Batches grow from 8 to ITER_BATCH: `next(iter(records))` and
+            // loops that stop early do not pay for instances they never see.
+            let batch = self.next.clamp(8, ITER_BATCH);
+            let end = list.live.len().min(self.next + batch);
             let _pause = GcPause::new(py);
             for i in self.next..end {
                 self.ready.push_back(records.instance(py, &list, i)?.unbind());
