@@ -896,12 +896,16 @@ impl Engine {
                             to_build.push((spec, key, values));
                         }
                     }
+                    // The unique list exists already (a delete's empty list, a
+                    // build): prepend the record like any other list.
+                    (Op::Add { value, .. }, Ok(Reply::NotStored)) => repairs
+                        .push(Op::Prepend { key, value: value[..value.len() - crate::codec::TRAILER_LEN].to_vec() }),
                     // A counter under construction: break the builder's lease.
                     (Op::Incr { .. } | Op::Decr { .. }, Ok(Reply::NonNumeric)) => repairs.push(Op::Delete { key }),
                     _ => {}
                 }
             }
-            self.delete_now(repairs, &mut report);
+            self.follow_up(repairs, &mut report);
             let meta = match meta_reply.and_then(|r| match r {
                 Reply::Value(item) => self.meta_from(item),
                 other => Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
@@ -924,8 +928,9 @@ impl Engine {
         Ok(report)
     }
 
-    /// Deletes keys that must not keep a value that misses a write.
-    fn delete_now(&self, repairs: Vec<Op>, report: &mut WriteReport) {
+    /// Second-step ops of a write: deletes of keys that must not keep a value
+    /// missing the write, prepends where a whole-list `add` found the key.
+    fn follow_up(&self, repairs: Vec<Op>, report: &mut WriteReport) {
         if repairs.is_empty() {
             return;
         }
@@ -1000,7 +1005,14 @@ impl Engine {
                     spec.layout.encode_record(row, &mut record)?;
                 }
                 new_lists.insert(key.clone());
-                ops.push((Op::Prepend { key, value: record }, Some((spec, values))));
+                if removed.is_empty() && self.holds_one_row(&e.fields) {
+                    // A new row's list under a unique index holds that row
+                    // alone: store it whole, no database read needed.
+                    record.extend_from_slice(&spec.layout.trailer(Part::Head { segments: 0 }, 0));
+                    ops.push((Op::Add { key, value: record }, None));
+                } else {
+                    ops.push((Op::Prepend { key, value: record }, Some((spec, values))));
+                }
             }
             for fields in &counter_sets {
                 new_counters.extend(self.counter_keys(gen, row, fields, day)?);
@@ -1019,7 +1031,14 @@ impl Engine {
                 }
                 let mut tomb = Vec::new();
                 encode_tombstone(pk_of(row)?, *hard, &mut tomb);
-                ops.push((Op::Prepend { key, value: tomb }, None));
+                if *hard && added.is_none() && self.holds_one_row(&e.fields) {
+                    // The row is gone for good: its unique list is empty
+                    // forever (the final tombstone also hides a late add).
+                    tomb.extend_from_slice(&self.spec(&e.fields)?.layout.trailer(Part::Head { segments: 0 }, 0));
+                    ops.push((Op::Set { key, value: tomb }, None));
+                } else {
+                    ops.push((Op::Prepend { key, value: tomb }, None));
+                }
             }
             for fields in &counter_sets {
                 for key in self.counter_keys(gen, row, fields, *day)? {
@@ -1033,6 +1052,12 @@ impl Engine {
         incrs.sort();
         ops.extend(incrs.into_iter().map(|key| (Op::Incr { key, delta: 1 }, None)));
         Ok(ops)
+    }
+
+    /// True for an index that includes the primary key: its lists hold at
+    /// most one row.
+    fn holds_one_row(&self, fields: &[String]) -> bool {
+        fields.iter().any(|f| *f == self.schema.fields()[0].name)
     }
 
     fn values_of(&self, row: &Row, fields: &[String]) -> Result<Vec<Value>> {

@@ -669,3 +669,30 @@ fn an_add_after_the_store_was_emptied_builds_every_list() {
         store.flush_all().unwrap();
     });
 }
+
+/// A new row's primary-key list is stored whole from the row (no database
+/// read), and a hard delete leaves it empty for good, whichever of the two
+/// cache updates arrives first.
+#[test]
+fn unique_lists_are_written_whole_and_deletes_win_in_any_order() {
+    on_every_store(|store| {
+        let db = Db::default();
+        db.insert(follow(1, 1, 2));
+        let e = engine(&store, all_indexes());
+        list(&e, &db, &["follower_id"], &[1]);
+        list(&e, &db, &["followee_id", "follower_id"], &[3, 1]);
+        let row = follow(2, 1, 3);
+        db.insert(row.clone());
+        let before = db.queries.load(Ordering::SeqCst);
+        e.add(&row, day_of(&row), &db).unwrap();
+        assert_eq!(db.queries.load(Ordering::SeqCst), before, "an add on cached lists reads nothing");
+        assert_eq!(list(&e, &db, &["id"], &[2]), (vec![2], true));
+        // Delete's update first, then the (late) add's.
+        let late = follow(3, 1, 4);
+        e.delete(&late, day_of(&late), true).unwrap();
+        e.add(&late, day_of(&late), &db).unwrap();
+        assert_eq!(list(&e, &db, &["id"], &[3]), (vec![], true));
+        assert_eq!(list(&e, &db, &["follower_id"], &[1]).0, vec![2, 1]);
+        store.flush_all().unwrap();
+    });
+}
