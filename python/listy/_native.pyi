@@ -201,7 +201,8 @@ class Engine:
         the month, January 1st."""
 
     def inspect(self, index: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
-        """{"key", "server", "size", "raw": bytes|None, "frames": [...], "complete": bool}."""
+        """{"key", "server", "size" (of the head), "raw": bytes|None, "frames": [...],
+        "complete": a valid head, "segments": how many segments it names, "error"}."""
     def registered_indexes(self) -> list[tuple[str, ...]]:
         """The union of every client's indexes kept in the cache."""
 

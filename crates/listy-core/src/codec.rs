@@ -20,9 +20,10 @@
 //! *segments* (`part` = 0x8000 | index), all carrying the same random `id`
 //! so that parts of two builds never mix.
 //!
-//! Reading rules: the newest frame of a pk holds its content; a row stands
-//! where its newest `record` frame stands (an `update` does not move it); a
-//! tombstone newer than that hides it; a final tombstone anywhere hides it.
+//! Reading rules: the newest frame of a pk decides (a record or update shows
+//! the row with that content, a tombstone hides it); a shown row stands where
+//! its newest `record` frame stands (an `update` does not move it); a final
+//! tombstone anywhere hides it.
 
 use crate::error::{Error, Result};
 use std::collections::HashSet;
@@ -170,6 +171,10 @@ impl Schema {
         match fields.first() {
             Some(f) if f.kind == Kind::Int && !f.nullable => {}
             _ => return Err(Error::Schema("the first field must be a non-null integer primary key".into())),
+        }
+        // The null bitmap of a record is one 64-bit varint.
+        if fields.iter().filter(|f| f.nullable).count() > 64 {
+            return Err(Error::Schema("at most 64 nullable fields can be cached in one model".into()));
         }
         let mut seen = HashSet::new();
         for f in &fields {
@@ -652,7 +657,8 @@ pub fn describe(layout: &Layout, bytes: &[u8]) -> (Vec<FrameInfo>, Option<String
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < body_len {
-        match layout.frame_at(bytes, pos) {
+        // Frames end before the trailer: a frame cut off there is an error.
+        match layout.frame_at(&bytes[..body_len], pos) {
             Ok((tag, pk, end)) => {
                 out.push(FrameInfo { offset: pos, len: end - pos, tag, pk, live: live.contains(&pos) });
                 pos = end;
@@ -1045,6 +1051,41 @@ mod tests {
         let mut vals = Vec::new();
         assert_eq!(layout.decode_record(full.record(300), &mut vals).unwrap(), 1);
         assert_eq!(vals[1], ValueRef::Int(777));
+    }
+
+    #[test]
+    fn more_than_64_nullable_fields_are_refused() {
+        let mut fields = vec![Field::new("id", Kind::Int, false)];
+        fields.extend((0..65).map(|i| Field::new(&format!("n{i}"), Kind::Int, true)));
+        assert!(Schema::new(fields.clone()).is_err());
+        fields.pop();
+        let layout = Layout::new(Arc::new(Schema::new(fields).unwrap()), &[]);
+        let mut row = vec![Value::Int(1), Value::Null];
+        row.extend((2..64).map(|_| Value::Int(0)));
+        row.push(Value::Int(5));
+        let bytes = layout.encode_list(&[row.clone()]).unwrap();
+        assert_eq!(decode_all(&layout, &bytes), vec![(1, row[1..].to_vec())]);
+    }
+
+    #[test]
+    fn describe_reports_a_frame_cut_by_the_trailer() {
+        let layout = Layout::new(follow_schema(), &[2]);
+        let mut bytes = vec![TAG_RECORD, 0x02]; // pk 1, fields missing
+        bytes.extend_from_slice(&layout.trailer(Part::Head { segments: 0 }, 0));
+        assert!(layout.read(&bytes).is_err());
+        let (frames, error) = describe(&layout, &bytes);
+        assert!(frames.is_empty() && error.is_some(), "{frames:?} {error:?}");
+    }
+
+    #[test]
+    fn the_newest_frame_decides_even_after_a_soft_tombstone() {
+        let layout = Layout::new(follow_schema(), &[2]);
+        let mut bytes = Vec::new();
+        layout.encode_update(&follow(1, 99), &mut bytes).unwrap();
+        encode_tombstone(1, false, &mut bytes);
+        bytes.extend(layout.encode_list(&[follow(1, 10)]).unwrap());
+        let got = decode_all(&layout, &bytes);
+        assert_eq!(got, vec![(1, vec![follow(1, 99)[1].clone(), Value::Int(99)])]);
     }
 
     fn arb_row() -> impl Strategy<Value = Row> {

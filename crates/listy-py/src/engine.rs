@@ -449,7 +449,10 @@ impl PyEngine {
         d.set_item("server", self.engine.store().server_for(&key))?;
         d.set_item("key", key)?;
         d.set_item("size", raw.as_ref().map(|r| r.len()).unwrap_or(0))?;
-        d.set_item("complete", raw.as_ref().map(|r| layout.read(r).is_ok()).unwrap_or(false))?;
+        // A valid head (of a whole list, or of one stored in segments).
+        let head = raw.as_ref().and_then(|r| layout.read_parts(&[r]).ok().map(|v| v.segments()));
+        d.set_item("complete", head.is_some())?;
+        d.set_item("segments", head.unwrap_or(0))?;
         let frames = PyList::empty(py);
         let mut error = None;
         if let Some(raw) = &raw {
@@ -463,8 +466,10 @@ impl PyEngine {
                     "kind",
                     match f.tag {
                         listy_core::codec::TAG_RECORD => "record",
+                        listy_core::codec::TAG_UPDATE => "update",
                         listy_core::codec::TAG_TOMBSTONE => "tombstone",
-                        _ => "final-tombstone",
+                        listy_core::codec::TAG_FINAL_TOMBSTONE => "final-tombstone",
+                        _ => "unknown",
                     },
                 )?;
                 fd.set_item("pk", f.pk)?;

@@ -27,6 +27,13 @@ impl PyStore {
     #[staticmethod]
     #[pyo3(signature = (servers, connect_timeout = 0.25, timeout = 0.5, max_item_size = 1_048_576))]
     fn memcached(servers: Vec<String>, connect_timeout: f64, timeout: f64, max_item_size: usize) -> PyResult<PyStore> {
+        for (name, value) in [("CONNECT_TIMEOUT", connect_timeout), ("TIMEOUT", timeout)] {
+            if !(value.is_finite() && value > 0.0 && value < 3600.0) {
+                return Err(crate::errors::ConfigError::new_err(format!(
+                    "LISTY['{name}'] must be a positive number of seconds, not {value}"
+                )));
+            }
+        }
         let mut cfg = PoolConfig::new(servers);
         cfg.connect_timeout = Duration::from_secs_f64(connect_timeout);
         cfg.timeout = Duration::from_secs_f64(timeout);
