@@ -532,7 +532,8 @@ impl<'a> ListView<'a> {
         }
         let hard = hard_tombstones(layout, bodies[0])?;
         let hard_set: PkSet = hard.iter().copied().collect();
-        let mut placed = PkSet::default();
+        let frames_hint = parts.iter().map(|p| p.len()).sum::<usize>() / 8;
+        let mut placed: PkSet = HashSet::with_capacity_and_hasher(frames_hint, Default::default());
         let mut pending: std::collections::HashMap<i64, Pending, std::hash::BuildHasherDefault<PkHasher>> =
             Default::default();
         let mut live = Vec::new();
