@@ -7,10 +7,10 @@ PYTEST := $(PY) -m pytest -q
 export PYO3_PYTHON := $(abspath $(PY))
 MATRIX ?= sqlite+local sqlite+memcached postgres+memcached mariadb+memcached
 
-.PHONY: help venv test-deps build demo test test-rust test-python bench clean
+.PHONY: help venv test-deps build demo test test-rust test-python test-django6 bench clean
 
 help: ## show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ build: venv ## build the Rust extension (release) into .venv: maturin develop --
 demo: build ## run the example project (SQLite, embedded store; LISTY_SERVERS=host:port for memcached)
 	cd example && $(abspath $(PY)) manage.py migrate --verbosity 0 && $(abspath $(PY)) manage.py demo
 
-test: test-rust test-python ## everything: fmt, clippy, cargo test, then the pytest matrix
+test: test-rust test-python test-django6 ## everything: fmt, clippy, cargo test, the pytest matrix, then Django 6
 
 test-rust: venv ## cargo fmt --check, clippy -D warnings, cargo test
 	cargo fmt --all -- --check
@@ -39,6 +39,26 @@ test-python: test-deps build ## pytest on sqlite+local, sqlite+memcached, postgr
 	@status=0; for cfg in $(MATRIX); do \
 	  echo "== pytest LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+}"; \
 	  LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+} $(PYTEST) || status=1; \
+	done; exit $$status
+
+# Django 6 needs Python >= 3.12: a second venv, the same abi3 extension.
+PYTHON312 ?= $(shell command -v python3.12 >/dev/null 2>&1 && python3.12 -c '' 2>/dev/null && command -v python3.12 || ls -d $$HOME/.pyenv/versions/3.12.*/bin/python 2>/dev/null | tail -1)
+VENV_DJ6 ?= .venv-dj6
+PY_DJ6 := $(VENV_DJ6)/bin/python
+MATRIX_DJ6 ?= sqlite+memcached postgres+memcached
+
+$(PY_DJ6):
+	@test -n "$(PYTHON312)" || { echo "test-django6: no Python 3.12 found (set PYTHON312=...)" >&2; exit 1; }
+	$(PYTHON312) -m venv $(VENV_DJ6)
+	$(PY_DJ6) -m pip install -q --upgrade pip
+
+test-django6: $(PY_DJ6) ## Django 6.x on Python 3.12 (.venv-dj6): pytest on sqlite+memcached, postgres+memcached
+	$(PY_DJ6) -m pip install -q -r requirements-dev.txt "Django>=6,<7"
+	VIRTUAL_ENV=$(abspath $(VENV_DJ6)) PYO3_PYTHON=$(abspath $(PY_DJ6)) $(VENV_DJ6)/bin/maturin develop --release --quiet
+	@$(PY_DJ6) -c 'import django, sys; print("== Django", django.get_version(), "on Python", sys.version.split()[0])'
+	@status=0; for cfg in $(MATRIX_DJ6); do \
+	  echo "== pytest (Django 6) LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+}"; \
+	  LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+} $(PY_DJ6) -m pytest -q || status=1; \
 	done; exit $$status
 
 bench: ## run the side-by-side benchmark (bench/run.sh; builds its own bench/.venv)

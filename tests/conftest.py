@@ -40,6 +40,12 @@ class Memcached:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (``kill -STOP``/``-CONT`` partitions)."""
+        assert self.proc is not None, "memcached is not running"
+        return self.proc.pid
+
     def start(self) -> Memcached:
         self.proc = subprocess.Popen(
             [MEMCACHED, "-U", "0", "-l", "127.0.0.1", "-p", str(self.port), "-m", "64", "-u", "root"],
@@ -92,10 +98,11 @@ def memcached_server() -> Iterator[Memcached | None]:
 @pytest.fixture(autouse=True)
 def empty_store(memcached_server: Memcached | None) -> Iterator[None]:
     """Every test starts from an empty store and zeroed statistics."""
-    from listy import registry
+    from listy import registry, repair
     from listy.store import get_store
 
     get_store().flush_all()
+    repair.reset()
     for model in registry.all_models():
         for client in registry.clients(model):
             client.reset_local_stats()

@@ -33,6 +33,8 @@ elif DB == "postgres":
             "USER": "postgres",
             "PASSWORD": "",
             "NAME": _shared_name or "test",
+            # one test database per run: concurrent runs do not drop each other's
+            "TEST": {"NAME": f"test_listy_{os.getpid()}"},
         }
     }
 elif DB == "mariadb":
@@ -51,7 +53,7 @@ elif DB == "mariadb":
             "PASSWORD": "",
             "NAME": _shared_name or "test",
             "OPTIONS": {"charset": "utf8mb4"},
-            "TEST": {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
+            "TEST": {"NAME": f"test_listy_{os.getpid()}", "CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
         }
     }
 else:
@@ -63,14 +65,38 @@ USE_TZ = True
 TIME_ZONE = "Europe/Paris"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = [
+    "django.contrib.admin",  # the admin test (tests/test_django_api.py)
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "listy",
     "tests.testapp",
 ]
 MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # LISTY_SERVERS (set by the conftest for memcached) overrides SERVERS.
-LISTY = {"SERVERS": ["local"], "KEY_PREFIX": "t"}
+# REPAIR_CHECK_INTERVAL None: no periodic look at the PendingRepair table, so
+# that the zero-query assertions hold; LISTY_TEST_REPAIR_INTERVAL (seconds)
+# turns it on (the partition test's second process).
+_interval = os.environ.get("LISTY_TEST_REPAIR_INTERVAL")
+LISTY = {
+    "SERVERS": ["local"],
+    "KEY_PREFIX": "t",
+    "REPAIR_CHECK_INTERVAL": float(_interval) if _interval else None,
+}
 SILENCED_SYSTEM_CHECKS = ["listy.W001"] if STORE == "local" else []

@@ -18,6 +18,7 @@ def ids(messages) -> list[str]:
     return [m.id for m in messages]
 
 
+@pytest.mark.django_db  # Django 6 runs the database checks of model fields
 def test_the_test_models_are_clean():
     assert [m for m in checks.run_checks() if m.id and m.id.startswith("listy.E")] == []
 

@@ -14,7 +14,13 @@ from tests.testapp.models import Follow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FAST = {"SERVERS": ["local"], "KEY_PREFIX": "t", "CONNECT_TIMEOUT": 0.05, "TIMEOUT": 0.2}
+FAST = {
+    "SERVERS": ["local"],
+    "KEY_PREFIX": "t",
+    "CONNECT_TIMEOUT": 0.05,
+    "TIMEOUT": 0.2,
+    "REPAIR_CHECK_INTERVAL": None,
+}
 
 
 @pytest.fixture

@@ -22,17 +22,21 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, overload
 
+from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import connections, models, router, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
 from listy import _native, registry
+from listy import repair as _repairs
+from listy import recorder as _recorder
 from listy import store as _store
 from listy.conf import listy_settings
 from listy.exceptions import CacheUnavailable, ConfigError, NotCachableException
+from listy.inspection import is_list
 from listy.schema import ModelSchema, build_schema
-from listy.source import DjangoBackingStore, Row, date_of_day, day_number
+from listy.source import DjangoBackingStore, Row, date_of_day, day_number, same_zone
 
 logger = logging.getLogger("listy")
 
@@ -127,6 +131,10 @@ class FallbackRecords(Sequence[Any]):
         return [r[0] for r in self._rows]
 
 
+# The engine's lazy list is a read-only sequence, like FallbackRecords.
+Sequence.register(_native.Records)
+
+
 @dataclass(frozen=True)
 class CoherencyReport:
     """The state of one list in the cache (see ``determine_coherency``)."""
@@ -200,7 +208,6 @@ class ListCache:
         }
         self._lock = threading.RLock()
         self._field_cache: dict[str, models.Field] = {}
-        self._stale: set[str] = set()  # keys to repair before serving lists
         self._state: tuple[int, _Resolved, _native.Engine | None] | None = None
         self._stats = [0, 0]  # hits/misses of engines already dropped
         registry.register(self)
@@ -407,25 +414,30 @@ class ListCache:
         return FallbackRecords(key, rows, items)
 
     def _unavailable(self, exc: Exception) -> None:
+        _repairs.note_fault()
         logger.warning("listy: cache unavailable for %s, using the database: %s", self.model._meta.label, exc)
 
     def _use_db(self) -> bool:
         """Reads go to the database: cache disabled, uncommitted Listy writes
-        in this transaction, or keys a failed write left that are not
-        repaired yet."""
+        in this transaction, or keys a failed write left (here or in another
+        process) that are not repaired yet (``listy.repair``)."""
         if self.disable_cache or self._pending_writes():
             return True
-        return bool(self._stale) and not self._repair()
+        return not _repairs.ready(self, self._resolve().db_alias)
 
     def _get(self, index: Index, values: tuple[Any, ...]) -> Sequence[Any]:
         if self._use_db():
             return self._from_db(index, values)
         try:
             engine = self._engine()
-            return engine.get(index, values, self._resolve().source.rows)
+            records = engine.get(index, values, self._resolve().source.rows)
         except CacheUnavailable as exc:
             self._unavailable(exc)
             return self._from_db(index, values)
+        if not records.from_cache:
+            _repairs.note_read(records)
+            logger.debug("listy: miss %s %s: read from the database (%d bytes stored)", self.model._meta.label, records.key, records.size)
+        return records
 
     def get(self, **filters: Any) -> Sequence[Any]:
         """The list of live instances matching ``filters``, newest first.
@@ -434,6 +446,8 @@ class ListCache:
         slicing work without building every instance. ``filters`` must match
         one configured index exactly, else ``NotCachableException``.
         """
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "get", filters, lambda: self.get(**filters))
         index, values = self._index_for(filters)
         return self._get(index, values)
 
@@ -460,10 +474,15 @@ class ListCache:
         if self._use_db():
             return [self._from_db(i, v) for i, v in requests]
         try:
-            return list(self._engine().get_multi(requests, self._resolve().source.rows))
+            found = list(self._engine().get_multi(requests, self._resolve().source.rows))
         except CacheUnavailable as exc:
             self._unavailable(exc)
             return [self._from_db(i, v) for i, v in requests]
+        for records in found:
+            if not records.from_cache:
+                _repairs.note_read(records)
+                logger.debug("listy: miss %s %s: read from the database (%d bytes stored)", self.model._meta.label, records.key, records.size)
+        return found
 
     def get_multi(
         self,
@@ -474,6 +493,8 @@ class ListCache:
         batched round trip; missing lists are rebuilt from the database.
         ``key_func`` defaults to the sorted ``(name, value)`` pairs."""
         filters = list(filters)
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "get_multi", {"filters": filters}, lambda: self.get_multi(filters, key_func))
         key = key_func or _default_key
         return {key(f): r for f, r in zip(filters, self._get_many(filters))}
 
@@ -514,10 +535,14 @@ class ListCache:
         rest, when = self._split_timestamp(filters)
         index, values = self._index_for(rest, allow_all=True)
         dates = list(when) if many else [when]
-        days = [day_number(d) for d in dates]
+        days = [day_number(d) for d in dates]  # in the current time zone
         source = self._resolve().source
         counts: list[int] | None = None
-        if not self._use_db():
+        # The cached counters bucket by the default time zone: while a
+        # request has activated another one, its days are the database's.
+        zone = timezone.get_current_timezone() if settings.USE_TZ else None
+        foreign_zone = zone is not None and not same_zone(zone, timezone.get_default_timezone())
+        if not foreign_zone and not self._use_db():
             try:
                 counts = list(self._engine().period_counts(index, values, period, days, source.count))
             except CacheUnavailable as exc:
@@ -526,7 +551,7 @@ class ListCache:
             counts = []
             for d in days:
                 start = _native.bucket_start(period, d)
-                counts.append(source.count(index, values, start, bucket_end(period, start)))
+                counts.append(source.count(index, values, start, bucket_end(period, start), tz=zone))
         if not many:
             return counts[0]
         return {date_of_day(_native.bucket_start(period, d)): c for d, c in zip(days, counts)}
@@ -567,6 +592,53 @@ class ListCache:
         return self._period_counts("year", filters, True)
 
     # ------------------------------------------------------------ writes
+    def _covering_index(self, lookup: Mapping[str, Any]) -> tuple[Index, tuple[Any, ...]] | None:
+        """The cached index over exactly the fields given in ``lookup``, with
+        their values: its (short) list holds every row identical to ``lookup``.
+        A wider list would be read whole for one row; a SELECT is cheaper."""
+        try:
+            norm = self._normalise(lookup)
+        except (NotCachableException, ValueError):
+            return None
+        index = self._resolve().by_set.get(frozenset(norm))
+        return None if index is None else (index, tuple(norm[a] for a in index))
+
+    def _identical_live_row_cached(self, lookup: Mapping[str, Any]) -> bool:
+        """add()'s no-op check from the cache instead of a SELECT, when a
+        cached list covers the given fields (and no soft-delete/enabled flag
+        could make a matching row need reviving, which only the database
+        knows)."""
+        if self.soft_delete_field or self.enabled_field or self.disable_cache:
+            return False
+        covering = self._covering_index(lookup)
+        if covering is None:
+            return False
+        norm = self._normalise(lookup)
+        for obj in self._get(*covering):
+            if all(getattr(obj, attname) == value for attname, value in norm.items()):
+                return True
+        return False
+
+    def _constructor_kwargs(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """add()'s keyword arguments as the model's constructor takes them:
+        a foreign key given by its id (``follower=5``, which the ORM's filters
+        accept but its constructor does not) becomes ``follower_id=5``."""
+        out: dict[str, Any] = {}
+        for name, value in fields.items():
+            f = self._field(name) if name != "pk" else None
+            if (
+                f is not None
+                and f.is_relation
+                and (f.many_to_one or f.one_to_one)
+                and name == f.name
+                and f.attname not in fields
+                and value is not None
+                and not isinstance(value, models.Model)
+            ):
+                name = f.attname
+            out[name] = value
+        return out
+
     def _live(self, obj: models.Model) -> bool:
         if self.enabled_field and not getattr(obj, self.enabled_field):
             return False
@@ -607,30 +679,18 @@ class ListCache:
                 self.model._meta.label,
                 exc,
             )
+            _repairs.write_failed(self, None)
             return
-        if isinstance(report, dict) and report.get("failed_keys"):
+        if isinstance(report, dict) and (report.get("failed_keys") or report.get("faults")):
             logger.warning(
                 "listy: cache write of %s incomplete (%s); repairing %d keys",
                 self.model._meta.label,
                 "; ".join(report.get("faults") or []),
-                len(report["failed_keys"]),
+                len(report.get("failed_keys") or []),
             )
-            self._repair(report["failed_keys"])
-
-    def _repair(self, keys: Iterable[str] = ()) -> bool:
-        """Deletes keys a failed write may have left stale (now, or on the
-        next call once the server answers). True when none is left: until
-        then this client reads from the database."""
-        with self._lock:
-            self._stale.update(keys)
-            if not self._stale:
-                return True
-            try:
-                left = self._engine().repair(sorted(self._stale))
-            except CacheUnavailable:
-                return False
-            self._stale = set(left)
-            return not self._stale
+            # deleted now if the server answers, else queued in the
+            # PendingRepair table for every process (listy.repair)
+            _repairs.write_failed(self, report)
 
     def _after_commit(self, using: str, ops: list[Op]) -> None:
         if not ops:
@@ -730,15 +790,20 @@ class ListCache:
         existed. Unknown fields raise Django's own error before anything is
         written.
         """
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "add", fields, lambda: self.add(**fields))
         resolved = self._resolve()
         model = self.model
         using = resolved.db_alias
+        fields = self._constructor_kwargs(fields)
         obj = model(**fields)  # TypeError for unknown fields, before any write
         flags = {self.soft_delete_field, self.enabled_field, self.deleted_timestamp_field}
         lookup = {k: v for k, v in fields.items() if k not in flags}
         with transaction.atomic(using=using):
             existing = None
-            if lookup:
+            if lookup and self._identical_live_row_cached(lookup):
+                return None
+            if lookup and (self.soft_delete_field or self.enabled_field or not self._covering_index(lookup)):
                 for candidate in model._base_manager.db_manager(using).filter(**lookup).order_by("-pk")[:20]:
                     if self._live(candidate):
                         return None
@@ -753,11 +818,12 @@ class ListCache:
                     obj.save(force_insert=True, using=using)
                 finally:
                     obj.__dict__.pop(SKIP_SIGNALS, None)
-                if not self.disable_cache and self.source.is_listed(obj):
+                # plan_add() reaches every enabled client, even from a disabled one
+                if self.source.is_listed(obj):
                     self._after_commit(using, self.plan_add(obj))
                 return obj
             # revive a soft-deleted or disabled row
-            before = {} if self.disable_cache else self.snapshot(existing)
+            before = self.snapshot(existing)
             changed = []
             if self.soft_delete_field:
                 setattr(existing, self.soft_delete_field, False)
@@ -774,14 +840,15 @@ class ListCache:
                 existing.save(update_fields=changed, using=using)
             finally:
                 existing.__dict__.pop(SKIP_SIGNALS, None)
-            if not self.disable_cache:
-                self._after_commit(using, self.plan_change(before, existing))
+            self._after_commit(using, self.plan_change(before, existing))
             return existing
 
     def delete(self, **filters: Any) -> bool:
         """Deletes (or soft-deletes) every matching row and removes it from
         every cached list once the transaction commits. True if anything was
         deleted."""
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "delete", filters, lambda: self.delete(**filters))
         resolved = self._resolve()
         model = self.model
         using = resolved.db_alias
@@ -791,12 +858,22 @@ class ListCache:
             if self.soft_delete_field:
                 qs = qs.filter(**{self.soft_delete_field: False})
             objs = list(qs)
+            if objs and connections[using].features.has_select_for_update:
+                # Lock the rows by primary key, in pk order (no gap locks, no
+                # deadlock between two deletes): a concurrent delete of the
+                # same rows waits for this one, then finds them gone, so
+                # their tombstones and counter decrements are sent once.
+                locked = manager.select_for_update().filter(pk__in=[o.pk for o in objs])
+                if self.soft_delete_field:
+                    locked = locked.filter(**{self.soft_delete_field: False})
+                still = set(locked.order_by("pk").values_list("pk", flat=True))
+                objs = [o for o in objs if o.pk in still]
             if not objs:
                 return False
             pks = [o.pk for o in objs]
             ops: list[Op] = []
             if self.soft_delete_field:
-                before = [self.snapshot(o) for o in objs] if not self.disable_cache else []
+                before = [self.snapshot(o) for o in objs]
                 changes: dict[str, Any] = {self.soft_delete_field: True}
                 if self.deleted_timestamp_field:
                     changes[self.deleted_timestamp_field] = timezone.now()
@@ -807,10 +884,9 @@ class ListCache:
                     if before:
                         ops.extend(self.plan_change(before[i], obj))
             else:
-                if not self.disable_cache:
-                    for obj in objs:
-                        if self.source.is_listed(obj):
-                            ops.extend(self.plan_delete(obj))
+                for obj in objs:
+                    if self.source.is_listed(obj):
+                        ops.extend(self.plan_delete(obj))
                 token = _deleting.set(_deleting.get() | {(model, pk) for pk in pks})
                 try:
                     manager.filter(pk__in=pks).delete()
@@ -836,6 +912,7 @@ class ListCache:
         so that each is rebuilt on its next read."""
         if self.disable_cache:
             return
+        logger.debug("listy: rebuild %s %s", self.model._meta.label, filters or "(everything: a new generation)")
         norm = self._normalise(filters)
         engine = self._engine()
         source = self.source
@@ -865,6 +942,7 @@ class ListCache:
     def flush_all(self) -> None:
         """Drops everything this model has cached, at once (new generation),
         for every client of the model in this process."""
+        logger.debug("listy: flush_all %s (a new generation)", self.model._meta.label)
         for client in self.writers():
             client.engine.flush()
 
@@ -877,7 +955,7 @@ class ListCache:
         for index in self._all_indexes():
             for values in source.index_values(index):
                 info = engine.inspect(index, values)
-                cached = info.get("raw") is not None and bool(info.get("complete"))
+                cached = is_list(info)  # a whole list, or the head of a segmented one
                 count = 0
                 coherent: bool | None = None
                 if cached:
@@ -892,7 +970,7 @@ class ListCache:
                 yield CoherencyReport(
                     key=info["key"],
                     cached=cached,
-                    size=int(info.get("size") or 0),
+                    size=records.size if cached else int(info.get("size") or 0),  # all parts
                     count=count,
                     coherent=coherent,
                     index=index,

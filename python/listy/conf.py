@@ -1,6 +1,11 @@
 """Listy's settings: ``settings.LISTY``, every key optional.
 
-``LISTY = {"SERVERS": [...], "KEY_PREFIX": "", "CONNECT_TIMEOUT": 0.25, "TIMEOUT": 0.5}``
+``LISTY = {"SERVERS": [...], "KEY_PREFIX": "", "CONNECT_TIMEOUT": 0.25, "TIMEOUT": 0.5,
+"REPAIR_CHECK_INTERVAL": 1.0}``
+
+``REPAIR_CHECK_INTERVAL``: at most this many seconds between two looks of a
+process at the table of keys that failed writes left to repair (see
+``listy.repair``); ``None`` looks only after a cache fault in this process.
 
 ``SERVERS`` absent, empty or ``["local"]`` selects the embedded in-process
 store. The environment variable ``LISTY_SERVERS`` (``"127.0.0.1:11211,..."``
@@ -32,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "KEY_PREFIX": "",
     "CONNECT_TIMEOUT": 0.25,
     "TIMEOUT": 0.5,
+    "REPAIR_CHECK_INTERVAL": 1.0,
 }
 
 
@@ -44,6 +50,8 @@ class ListySettings:
     key_prefix: str
     connect_timeout: float
     timeout: float
+    repair_check_interval: float | None = 1.0
+    """Seconds between two looks at the pending repairs (None: only after a fault)."""
 
     @property
     def is_local(self) -> bool:
@@ -81,11 +89,23 @@ def listy_settings() -> ListySettings:
     prefix = merged["KEY_PREFIX"] or ""
     if not isinstance(prefix, str):
         raise ConfigError("LISTY['KEY_PREFIX'] must be a string")
+    interval = merged["REPAIR_CHECK_INTERVAL"]
+    if interval is not None:
+        try:
+            interval = float(interval)
+        except (TypeError, ValueError):
+            interval = -1.0
+        if interval < 0:
+            raise ConfigError(
+                f"LISTY['REPAIR_CHECK_INTERVAL'] must be None or a number of seconds >= 0, "
+                f"not {merged['REPAIR_CHECK_INTERVAL']!r}"
+            )
     return ListySettings(
         servers=servers,
         key_prefix=prefix,
         connect_timeout=float(merged["CONNECT_TIMEOUT"]),
         timeout=float(merged["TIMEOUT"]),
+        repair_check_interval=interval,
     )
 
 

@@ -1,8 +1,11 @@
 """``CachingManager``: a normal Django manager that installs ``Model.cache``.
 
 ``Model.objects.get(pk=...)`` is served from the ``("pk",)`` list when the
-model has that index (zero queries when cached), and foreign-key access to
-such a model (``follow.follower``) likewise (see :func:`install_fk_hooks`).
+model has that index (zero queries when cached), and so is any queryset of
+the manager that is nothing but a primary-key equality filter
+(``filter(pk=...)``, ``filter(pk=...).first()``, ``[0]``, ``.get()``; see
+:class:`ListyQuerySet`); foreign-key access to such a model
+(``follow.follower``) likewise (see :func:`install_fk_hooks`).
 """
 
 from __future__ import annotations
@@ -11,12 +14,102 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.db import models
+from django.db.models import lookups
+from django.db.models.expressions import Col
 from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
+from django.db.models.query import ModelIterable
 
 from listy import middleware
 from listy.cache import ListCache
 
 _PK_LOOKUPS = ("pk", "pk__exact")
+
+
+def _pk_only(qs: models.QuerySet) -> tuple[ListCache, Any] | None:
+    """``(cache, pk)`` when evaluating ``qs`` means "the row with this
+    primary key, as a model instance" and nothing else: one ``pk = value``
+    condition, no joins, deferred fields, annotations, ``values()``,
+    ``select_related``, ``select_for_update``, offset, related-manager
+    filter, write intent (``get_or_create``, ``delete``) or other database.
+    Anything else is the ORM's."""
+    model = qs.model
+    cache = model.__dict__.get("cache")
+    if not isinstance(cache, ListCache) or cache.disable_cache:
+        return None
+    q = qs.query
+    if (
+        qs._iterable_class is not ModelIterable
+        or qs._fields is not None
+        or qs._for_write
+        or qs._hints
+        or qs._known_related_objects
+        or q.model is not model
+        or q.select_for_update
+        or q.select_related is not False
+        or q.annotations
+        or q.extra
+        or q.extra_tables
+        or q.values_select
+        or q.combinator is not None
+        or q.distinct_fields
+        or q.group_by is not None
+        or q.deferred_loading[0]
+        or not q.deferred_loading[1]
+        or q.low_mark != 0
+        or (q.high_mark is not None and q.high_mark < 1)
+        or len(q.alias_map) > 1
+    ):
+        return None
+    where = q.where
+    if where.connector != "AND" or where.negated or len(where.children) != 1:
+        return None
+    (cond,) = where.children
+    if not isinstance(cond, lookups.Exact) or not isinstance(cond.lhs, Col):
+        return None
+    if cond.lhs.target is not model._meta.pk or hasattr(cond.rhs, "resolve_expression"):
+        return None
+    try:
+        resolved = cache._resolve()
+    except Exception:
+        return None
+    if resolved.pk_index is None or qs.db != resolved.db_alias:
+        return None
+    return cache, cond.rhs
+
+
+class ListyQuerySet(models.QuerySet):
+    """The queryset of :class:`CachingManager`: a plain primary-key filter
+    (see :func:`_pk_only`) is answered by ``Model.cache.get_one()`` - the
+    per-request registry, then the ``("pk",)`` list - and by the database
+    only when the cache does not list the row (missing, soft-deleted,
+    disabled)."""
+
+    def _fetch_all(self) -> None:
+        if self._result_cache is None:
+            found = _pk_only(self)
+            if found is not None:
+                cache, pk = found
+                try:
+                    obj = cache.get_one(pk)
+                except (ValueError, TypeError):
+                    obj = None
+                if obj is not None:
+                    self._result_cache = [obj]
+        super()._fetch_all()
+
+
+_mixed: dict[type, type] = {}
+
+
+def _listy_queryset_class(cls: type[models.QuerySet]) -> type[models.QuerySet]:
+    """``cls`` with :class:`ListyQuerySet`'s lookups (``from_queryset()``)."""
+    if issubclass(cls, ListyQuerySet):
+        return cls
+    found = _mixed.get(cls)
+    if found is None:
+        found = type(f"Listy{cls.__name__}", (ListyQuerySet, cls), {"__module__": cls.__module__})
+        _mixed[cls] = found
+    return found
 
 
 class CachingManager(models.Manager):
@@ -60,6 +153,12 @@ class CachingManager(models.Manager):
         if isinstance(cls.__dict__.get("cache"), ListCache):
             return  # a second CachingManager on the model: the first one wins
         cls.cache = ListCache(cls, self.listy_caches, **self.listy_options)  # type: ignore[attr-defined]
+
+    _queryset_class = ListyQuerySet
+
+    def get_queryset(self) -> models.QuerySet:
+        cls = _listy_queryset_class(self._queryset_class)
+        return cls(model=self.model, using=self._db, hints=self._hints)
 
     def _listy_cache(self) -> ListCache | None:
         cache = self.model.__dict__.get("cache")
@@ -146,5 +245,5 @@ def install_fk_hooks(models_iter: Any) -> int:
     return n
 
 
-__all__ = ["CachingManager", "install_fk_hooks", "pk_cache"]
+__all__ = ["CachingManager", "ListyQuerySet", "install_fk_hooks", "pk_cache"]
 

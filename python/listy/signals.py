@@ -6,7 +6,9 @@ For every model with a ListCache, ``pre_save`` reads the row as it is stored
 cache work with ``transaction.on_commit``: a created row is added, a changed
 row updated (lists it left get a tombstone, lists it joined the record), a
 deleted row tombstoned. Writes that Listy itself makes are skipped: their
-cache work is already scheduled.
+cache work is already scheduled. ``pre_delete`` locks the row (``SELECT ...
+FOR UPDATE``, one query; not on SQLite) so that two processes deleting the
+same row do not both send its tombstones and counter decrements.
 
 ``QuerySet.update()``, ``bulk_create()`` and raw SQL send no signals; repair
 with ``Model.cache.rebuild(**filters)`` or ``Model.cache.flush_all()``.
@@ -20,8 +22,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import models, router
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db import connections, models, router
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 from listy import registry
 from listy.cache import SKIP_SIGNALS, ListCache, in_listy_delete
@@ -32,9 +34,11 @@ _OLD = "_listy_old_rows"
 
 
 def _client(model: type[models.Model]) -> ListCache | None:
+    """The client whose ``writers()`` reach every enabled client of the
+    model: ``Model.cache``, or another one when that one is disabled."""
     client = registry.primary(model)
     if client is None or client.disable_cache:
-        return None
+        return next((c for c in registry.clients(model) if not c.disable_cache), None)
     return client
 
 
@@ -75,9 +79,29 @@ def on_post_save(
     client._after_commit(using, ops)
 
 
+_GONE = "_listy_gone"
+
+
+def on_pre_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any) -> None:
+    """Locks the row about to be deleted (``FOR UPDATE``, where the database
+    has it): a concurrent delete of the same row makes this one wait, then
+    find the row gone, and Django would still send ``post_delete``; its
+    tombstones and counter decrements are then skipped (not sent twice)."""
+    if _skip(instance) or instance.pk is None or in_listy_delete(sender, instance.pk):
+        return
+    if _client(sender) is None:
+        return
+    using = using or router.db_for_write(sender)
+    conn = connections[using]
+    if not (conn.features.has_select_for_update and conn.in_atomic_block):
+        return
+    if not sender._base_manager.using(using).select_for_update().filter(pk=instance.pk).exists():
+        instance.__dict__[_GONE] = True
+
+
 def on_post_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any) -> None:
     """Schedules the tombstones of a delete made outside Listy."""
-    if _skip(instance) or in_listy_delete(sender, instance.pk):
+    if instance.__dict__.pop(_GONE, False) or _skip(instance) or in_listy_delete(sender, instance.pk):
         return
     client = _client(sender)
     if client is None:
@@ -98,6 +122,7 @@ def connect(model: type[models.Model]) -> None:
     uid = f"listy:{model._meta.label}"
     pre_save.connect(on_pre_save, sender=model, weak=False, dispatch_uid=uid)
     post_save.connect(on_post_save, sender=model, weak=False, dispatch_uid=uid)
+    pre_delete.connect(on_pre_delete, sender=model, weak=False, dispatch_uid=uid)
     post_delete.connect(on_post_delete, sender=model, weak=False, dispatch_uid=uid)
 
 

@@ -9,6 +9,10 @@ instances when the cache cannot be used.
 
 Day numbers are local dates (``timezone.localtime`` of an aware datetime, a
 naive one taken as already local, as Django does) counted from 1970-01-01.
+The counters kept in the cache bucket rows by their date in the *default*
+time zone (``settings.TIME_ZONE``), whichever zone a request has activated
+when it writes, so that every process agrees; a read made while another zone
+is active is counted by the database (see ``ListCache._period_counts``).
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ EPOCH = datetime.date(1970, 1, 1)
 Row = tuple[Any, ...]
 
 
-def day_number(value: datetime.date | datetime.datetime) -> int:
-    """The local date of ``value`` as days since 1970-01-01."""
+def day_number(value: datetime.date | datetime.datetime, tz: datetime.tzinfo | None = None) -> int:
+    """The local date of ``value`` as days since 1970-01-01: its date in
+    ``tz`` (default: the current time zone) when it is an aware datetime."""
     if isinstance(value, datetime.datetime):
         if timezone.is_aware(value):
-            value = timezone.localtime(value) if settings.USE_TZ else value
+            value = timezone.localtime(value, tz) if settings.USE_TZ else value
         value = value.date()
     elif not isinstance(value, datetime.date):
         raise TypeError(f"expected a date or datetime, got {type(value).__name__}")
@@ -45,12 +50,26 @@ def date_of_day(day: int) -> datetime.date:
     return EPOCH + datetime.timedelta(days=day)
 
 
-def local_midnight(day: int) -> datetime.datetime:
-    """The start of a local day as a datetime of the kind the database holds."""
+def local_midnight(day: int, tz: datetime.tzinfo | None = None) -> datetime.datetime:
+    """The start of a local day (in ``tz``, default: the current time zone)
+    as a datetime of the kind the database holds."""
     start = datetime.datetime.combine(date_of_day(day), datetime.time.min)
     if settings.USE_TZ:
-        return timezone.make_aware(start)
+        return timezone.make_aware(start, tz)
     return start
+
+
+def same_zone(a: datetime.tzinfo, b: datetime.tzinfo) -> bool:
+    """Whether two time zones are one (``ZoneInfo`` keys, or equal objects)."""
+    if a is b or a == b:
+        return True
+    key = getattr(a, "key", None)
+    return key is not None and key == getattr(b, "key", None)
+
+
+def _counter_zone() -> datetime.tzinfo | None:
+    """The zone the cached counters bucket by: the default time zone."""
+    return timezone.get_default_timezone() if settings.USE_TZ else None
 
 
 def _from_db(column: Column, value: Any) -> Any:
@@ -132,17 +151,21 @@ class DjangoBackingStore:
         values: Sequence[Any],
         start_day: int | None = None,
         end_day: int | None = None,
+        *,
+        tz: datetime.tzinfo | None = None,
     ) -> int:
         """Live rows of one list, optionally those whose timestamp's local
-        date is in ``[start_day, end_day)``."""
+        date is in ``[start_day, end_day)``: local to ``tz``, by default the
+        default time zone, which the cached counters use."""
+        tz = tz or (timezone.get_default_timezone() if settings.USE_TZ else None)
         qs = self.live_queryset().filter(**dict(zip(fields, values)))
         if start_day is not None or end_day is not None:
             if not self._ts_attname:
                 raise ValueError(f"{self.model._meta.label} has no timestamp_field")
             if start_day is not None:
-                qs = qs.filter(**{f"{self._ts_attname}__gte": local_midnight(start_day)})
+                qs = qs.filter(**{f"{self._ts_attname}__gte": local_midnight(start_day, tz)})
             if end_day is not None:
-                qs = qs.filter(**{f"{self._ts_attname}__lt": local_midnight(end_day)})
+                qs = qs.filter(**{f"{self._ts_attname}__lt": local_midnight(end_day, tz)})
         return qs.count()
 
     def stored_row(self, pk: Any) -> tuple[Row, bool] | None:
@@ -229,18 +252,20 @@ class DjangoBackingStore:
         return dict(zip(names, found))
 
     def day_of_row(self, row: Row) -> int | None:
-        """The local day of the row's timestamp field, or None."""
+        """The day of the row's timestamp field in the default time zone
+        (the cached counters' buckets), or None."""
         if not self._ts_attname:
             return None
         value = row[self._index[self._ts_attname]]
-        return None if value is None else day_number(value)
+        return None if value is None else day_number(value, _counter_zone())
 
     def day_of(self, instance: models.Model) -> int | None:
-        """The local day of the instance's timestamp field, or None."""
+        """The day of the instance's timestamp field in the default time
+        zone (the cached counters' buckets), or None."""
         if not self._ts_attname:
             return None
         value = getattr(instance, self._ts_attname)
-        return None if value is None else day_number(value)
+        return None if value is None else day_number(value, _counter_zone())
 
     # ------------------------------------------------------------ rows → instances
     def build(self, rows: Iterable[Row]) -> list[models.Model]:

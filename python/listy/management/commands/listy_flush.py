@@ -1,12 +1,15 @@
-"""``manage.py listy_flush app.Model [...]``: drop every cached list of models."""
+"""``manage.py listy_flush app.Model [...]`` (or ``--all``): drop every cached
+list of models (a new generation). Exit code 0 when done, 1 when the cache is
+unavailable, 2 on a usage error."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from listy.management.commands._util import clients_for
+from listy.exceptions import CacheUnavailable
+from listy.management.commands._util import clients_for, failed, usage
 
 
 class Command(BaseCommand):
@@ -18,7 +21,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, models: list[str], all: bool, **options: Any) -> None:
         if not models and not all:
-            raise CommandError("name at least one app_label.Model, or pass --all")
+            raise usage("name at least one app_label.Model, or pass --all")
         for model, client in clients_for([] if all else models):
-            client.flush_all()
+            try:
+                client.flush_all()
+            except CacheUnavailable as exc:
+                raise failed(f"{model._meta.label}: cache unavailable: {exc}") from None
             self.stdout.write(f"flushed {model._meta.label}")

@@ -1,5 +1,10 @@
-"""``manage.py listy_stats``: the store in use, its server stats, and this
-process's hit/miss counts per model."""
+"""``manage.py listy_stats [app.Model ...]``: the store in use, per-server
+memcached statistics (items, bytes, evictions, get hits/misses and the hit
+ratio), and this process's hit/miss counts per model.
+
+Through twemproxy (which does not forward ``stats``) the server part says so
+and the command still exits 0. Exit code 2 on a usage error.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +14,79 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from listy.conf import listy_settings
 from listy.exceptions import CacheUnavailable
-from listy.management.commands._util import clients_for
+from listy.inspection import human_bytes
+from listy.management.commands._util import clients_for, table
 from listy.store import get_store
 
-INTERESTING = {
-    "curr_items", "bytes", "limit_maxbytes", "get_hits", "get_misses",
-    "evictions", "curr_connections", "uptime", "version",
-}
+#: memcached stats summarised per server.
+SUMMARY = ("curr_items", "bytes", "limit_maxbytes", "evictions", "get_hits", "get_misses")
+
+
+def hit_ratio(hits: int, misses: int) -> str:
+    total = hits + misses
+    return f"{100.0 * hits / total:.1f}%" if total else "-"
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
 
 
 class Command(BaseCommand):
-    help = "Shows the Listy store (embedded or memcached servers) and cache statistics."
+    help = (
+        "Shows the Listy store (embedded or memcached servers), per-server statistics "
+        "(items, bytes, evictions, get hits/misses, hit ratio) and this process's hits and misses per model."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("models", nargs="*", metavar="app_label.Model")
-        parser.add_argument("--all-stats", action="store_true", help="every memcached stat, not a selection")
+        parser.add_argument("--all-stats", action="store_true", help="also print every raw memcached stat")
 
     def handle(self, *args: Any, models: list[str], all_stats: bool, **options: Any) -> None:
+        targets = clients_for(models)
         conf = listy_settings()
         store = get_store()
         where = "embedded in-process store" if conf.is_local else ", ".join(conf.servers)
         self.stdout.write(f"store: {store.kind} ({where}); key prefix {conf.key_prefix!r}")
         try:
-            for server, name, value in store.stats():
-                if all_stats or name in INTERESTING:
-                    self.stdout.write(f"  {server} {name} {value}")
+            raw = store.stats()
         except CacheUnavailable as exc:
-            self.stdout.write(self.style.WARNING(f"  unavailable: {exc}"))
-        for model, client in clients_for(models):
+            self.stdout.write(
+                self.style.WARNING(
+                    f"  server statistics unavailable: {exc} "
+                    "(a proxy such as twemproxy does not forward 'stats': ask the servers behind it)"
+                )
+            )
+            raw = []
+        servers: dict[str, dict[str, str]] = {}
+        for server, name, value in raw:
+            servers.setdefault(server, {})[name] = value
+        if servers:
+            rows = []
+            for server, st in servers.items():
+                hits, misses = _int(st.get("get_hits")), _int(st.get("get_misses"))
+                limit = _int(st.get("limit_maxbytes"))
+                rows.append(
+                    [
+                        server,
+                        _int(st.get("curr_items")),
+                        human_bytes(_int(st.get("bytes"))),
+                        human_bytes(limit) if limit else "-",
+                        st.get("evictions", "-"),
+                        st.get("get_hits", "-"),
+                        st.get("get_misses", "-"),
+                        hit_ratio(hits, misses),
+                    ]
+                )
+            header = ["server", "items", "bytes", "limit", "evictions", "get_hits", "get_misses", "hit ratio"]
+            for line in table(rows, header):
+                self.stdout.write("  " + line)
+        if all_stats:
+            for server, name, value in raw:
+                self.stdout.write(f"  {server} {name} {value}")
+        for model, client in targets:
             indexes = ", ".join("(" + ", ".join(i) + ")" for i in client.caches)
             self.stdout.write(
                 f"{model._meta.label}: indexes {indexes}; hits {client.hits}, misses {client.misses} (this process)"

@@ -1,0 +1,1 @@
+"""Listy's side-by-side benchmark (``bench/run.sh``, ``make bench``)."""

@@ -1,0 +1,35 @@
+"""Listy's own table: keys that failed cache writes left to repair.
+
+A write whose cache update may not have reached memcached (a timeout, a
+server down) reports the keys it could not update. Until they are deleted
+from memcached they may hold lists that miss that write, so they are written
+here, in the database every process shares, and every process deletes them
+from memcached (``listy.repair``) before it serves lists again. Run
+``manage.py migrate`` once for this table.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class PendingRepair(models.Model):
+    """One memcached key that must be deleted before lists are served."""
+
+    id = models.BigAutoField(primary_key=True)
+    key = models.CharField(max_length=250, unique=True)
+    """The literal memcached key (prefix included)."""
+    model = models.CharField(max_length=200)
+    """The engine's model label (``app.Model``, ``+softdeleted`` for lists
+    that keep soft-deleted rows): tells a process which clients repair it."""
+    created = models.DateTimeField(default=timezone.now)
+    """Set again by every write that fails on the key: a repair deletes the
+    row only if it is unchanged since it was read."""
+
+    class Meta:
+        app_label = "listy"
+        verbose_name = "pending cache repair"
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,114 @@
+"""Observability: the ``listy`` logger, the call recorder and the
+django-debug-toolbar panel."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.http import HttpResponse
+from django.test import RequestFactory, override_settings
+
+from listy import recorder
+from tests.testapp.models import Follow
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_logger_has_debug_lines_for_misses_rebuilds_and_flushes(users, caplog):
+    me, you = users[:2]
+    Follow.objects.bulk_create([Follow(follower=me, followee=you)])  # builds no list
+    caplog.set_level(logging.DEBUG, logger="listy")
+    Follow.cache.get(follower=me)  # a miss
+    Follow.cache.get(follower=me)  # a hit: no line
+    Follow.cache.get_multi([{"follower": you}])  # a miss through get_multi
+    Follow.cache.rebuild(follower=me)
+    key = Follow.cache.key(follower=you)
+    Follow.cache.flush_all()
+    messages = [r.getMessage() for r in caplog.records if r.name == "listy"]
+    assert sum("listy: miss testapp.Follow" in m for m in messages) == 2
+    assert any(m.startswith(f"listy: miss testapp.Follow {key}: read from the database") for m in messages)
+    assert any(m.startswith("listy: rebuild testapp.Follow {'follower'") for m in messages)
+    assert "listy: flush_all testapp.Follow (a new generation)" in messages
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "listy")
+
+
+def test_recorder_records_only_when_active(users):
+    me, you = users[:2]
+    Follow.cache.get(follower=me)
+    assert recorder.active() is None
+    with recorder.recording() as rec:
+        Follow.cache.add(follower=me, followee=you)  # builds me's lists on commit
+        Follow.cache.get(follower=me)  # hit
+        Follow.cache.get(follower=you)  # miss
+        Follow.cache.get_multi([{"follower": me}, {"follower": you}])  # 2 hits
+        Follow.cache.delete(follower=me, followee=users[3])  # nothing to delete
+        with pytest.raises(Exception):
+            Follow.cache.get(followee=you)  # no such index
+    assert recorder.active() is None
+    Follow.cache.get(follower=me)  # not recorded
+    calls = [(c.method, c.hits, c.misses, c.result) for c in rec.calls]
+    assert calls == [
+        ("add", 0, 0, "written"),
+        ("get", 1, 0, ""),
+        ("get", 0, 1, ""),
+        ("get_multi", 2, 0, "2 lists"),
+        ("delete", 0, 0, "no-op"),
+        ("get", 0, 0, ""),
+    ]
+    assert rec.calls[1].args == f"follower={me.pk}"
+    assert rec.calls[1].bytes > 0 and rec.calls[1].ms >= 0
+    assert rec.calls[3].args.startswith("2 lists: follower=")
+    assert "NotCachableException" in rec.calls[-1].error
+    assert (rec.hits, rec.misses) == (3, 1)
+    assert rec.bytes == sum(c.bytes for c in rec.calls) > 0
+
+
+def test_debug_toolbar_panel_renders_the_requests_calls(users):
+    pytest.importorskip("debug_toolbar")
+    from django.conf import settings
+
+    me, you = users[:2]
+    Follow.cache.add(follower=me, followee=you)
+
+    def view(request):  # type: ignore[no-untyped-def]
+        Follow.cache.get(follower=me)
+        Follow.cache.get(follower=you)
+        return HttpResponse("ok")
+
+    # INSTALLED_APPS is applied before the other settings of one override
+    with override_settings(DEBUG=True, STATIC_URL="/static/", DEBUG_TOOLBAR_PANELS=["listy.panels.ListyPanel"]), \
+            override_settings(INSTALLED_APPS=[*settings.INSTALLED_APPS, "django.contrib.staticfiles", "debug_toolbar"]):
+        from debug_toolbar.toolbar import DebugToolbar
+
+        request = RequestFactory().get("/")
+        toolbar = DebugToolbar(request, view)
+        panel = toolbar.get_panel_by_id("ListyPanel")
+        assert panel.enabled
+        panel.enable_instrumentation()
+        response = toolbar.process_request(request)
+        panel.generate_stats(request, response)
+        panel.disable_instrumentation()
+        assert recorder.active() is None
+        stats = panel.get_stats()
+        assert [c["method"] for c in stats["calls"]] == ["get", "get"]
+        assert (stats["hits"], stats["misses"]) == (1, 1)
+        assert stats["bytes"] > 0
+        assert panel.nav_subtitle.startswith("2 calls, 1 hits, 1 misses in ")
+        html = panel.content
+    assert "testapp.Follow" in html
+    assert f"follower={me.pk}" in html and f"follower={you.pk}" in html
+    assert "<code>get</code>" in html
+
+
+def test_panel_module_imports_debug_toolbar_lazily():
+    import sys
+
+    import listy.panels
+
+    assert listy.panels.__name__ == "listy.panels"
+    with pytest.raises(AttributeError):
+        listy.panels.Nope  # noqa: B018
+    if "debug_toolbar" not in sys.modules:
+        # importing listy.panels did not need the optional dependency
+        assert "debug_toolbar.panels" not in sys.modules

@@ -1,0 +1,195 @@
+"""Durable repair of failed writes (SPEC §3.7, ``listy.repair``): keys that a
+failed write left go to the ``PendingRepair`` table, and every process
+deletes them from the cache before it serves lists again (at once after a
+fault of its own, else within ``REPAIR_CHECK_INTERVAL`` seconds)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+
+from listy import repair
+from listy.exceptions import ConfigError
+from listy.models import PendingRepair
+from listy.store import get_store
+from tests.conftest import STORE, free_port, reset_listy
+from tests.testapp.models import Follow
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+needs_memcached = pytest.mark.skipif(
+    STORE != "memcached", reason="the periodic check is off with the embedded store (nothing is shared)"
+)
+
+
+def listy(**extra):  # type: ignore[no-untyped-def]
+    """LISTY settings of the suite with some keys changed."""
+    return {"SERVERS": ["local"], "KEY_PREFIX": "t", "REPAIR_CHECK_INTERVAL": None, **extra}
+
+
+def stale_list(me, you, him):  # type: ignore[no-untyped-def]
+    """A cached list of ``me`` that misses a row the database has (written
+    without signals, as a write whose cache update was lost), and its key."""
+    Follow.cache.add(follower=me, followee=you)
+    assert [f.followee_id for f in Follow.cache.get(follower=me)] == [you.pk]
+    Follow.objects.bulk_create([Follow(follower=me, followee=him)])  # no signals: the cache misses it
+    assert [f.followee_id for f in Follow.cache.get(follower=me)] == [you.pk]
+    return Follow.cache.key(follower=me)
+
+
+def test_meta_key_is_the_engines(users):
+    me, you = users[:2]
+    Follow.cache.add(follower=me, followee=you)
+    assert get_store().get_raw(repair.meta_key("t", "testapp.Follow")) is not None
+    assert repair.meta_key("t", "x" * 300).startswith("tly:" + "x" * 196)
+    assert len(repair.meta_key("t", "x" * 300)) == 233
+    assert repair.meta_key("a:b", "app.M+x") == "a%3Ably:app.M+x:m"
+
+
+def test_a_fault_makes_the_next_read_repair_at_once(users, django_assert_num_queries):
+    me, you, him = users[:3]
+    key = stale_list(me, you, him)
+    PendingRepair.objects.create(key=key, model="testapp.Follow")  # as another process would
+    with django_assert_num_queries(0):  # no fault, no interval: the table is not read
+        assert [f.followee_id for f in Follow.cache.get(follower=me)] == [you.pk]
+    repair.note_fault()
+    assert {f.followee_id for f in Follow.cache.get(follower=me)} == {you.pk, him.pk}
+    assert repair.pending() == []
+    with django_assert_num_queries(0):  # the pass was good: back to no queries
+        assert len(Follow.cache.get(follower=me)) == 2
+
+
+@needs_memcached
+def test_the_interval_check_repairs_what_another_process_queued(users, django_assert_num_queries):
+    me, you, him = users[:3]
+    key = stale_list(me, you, him)
+    with override_settings(LISTY=listy(REPAIR_CHECK_INTERVAL=0.3)):
+        assert len(Follow.cache.get(follower=me)) == 1  # the first read runs a pass: nothing pending
+        PendingRepair.objects.create(key=key, model="testapp.Follow")
+        with django_assert_num_queries(0):  # within the interval: no look at the table
+            assert len(Follow.cache.get(follower=me)) == 1
+        time.sleep(0.35)
+        assert {f.followee_id for f in Follow.cache.get(follower=me)} == {you.pk, him.pk}
+        assert repair.pending() == []
+        with django_assert_num_queries(0):
+            assert len(Follow.cache.get(follower=me)) == 2
+
+
+def test_rows_of_models_this_process_does_not_serve_stay(users):
+    me, you = users[:2]
+    PendingRepair.objects.create(key="tly:other.Model:m", model="other.Model")
+    repair.note_fault()
+    Follow.cache.add(follower=me, followee=you)
+    assert len(Follow.cache.get(follower=me)) == 1
+    assert repair.pending() == ["tly:other.Model:m"]
+
+
+def test_a_row_written_again_since_it_was_read_is_kept(users):
+    repair._save("default", "testapp.Follow", ["k1", "k2"])
+    rows = dict(PendingRepair.objects.values_list("key", "created"))
+    first = {k: (pk, rows[k]) for k, pk in PendingRepair.objects.values_list("key", "pk")}
+    time.sleep(0.002)
+    repair._save("default", "testapp.Follow", ["k1"])  # a write failed on k1 again
+    assert PendingRepair.objects.count() == 2
+    repair._delete("default", [first["k1"], first["k2"]])
+    assert repair.pending() == ["k1"]
+
+
+def test_a_write_whose_keys_are_unknown_queues_the_meta_key(users, monkeypatch, caplog):
+    """A fresh process writing while the server is down cannot name the
+    keys it missed (the engine never read the registry): the model's meta
+    key is queued, so the model moves to a new generation when it is back."""
+    me, you = users[:2]
+    monkeypatch.setenv("LISTY_SERVERS", f"127.0.0.1:{free_port()}")  # nothing listens
+    reset_listy()
+    try:
+        with override_settings(LISTY=listy(CONNECT_TIMEOUT=0.05, TIMEOUT=0.1)):
+            Follow.cache.add(follower=me, followee=you)
+            assert repair.pending() == [repair.meta_key("t", "testapp.Follow")]
+            # reads meanwhile come from the database
+            got = Follow.cache.get(follower=me)
+            assert not got.from_cache and [f.followee_id for f in got] == [you.pk]
+    finally:
+        monkeypatch.undo()
+        reset_listy()
+    # the server answers: the next read repairs (a new generation), then serves
+    assert [f.followee_id for f in Follow.cache.get(follower=me)] == [you.pk]
+    assert repair.pending() == []
+
+
+def test_a_pass_inside_a_transaction_leaves_it_usable(users):
+    me, you, him = users[:3]
+    key = stale_list(me, you, him)
+    PendingRepair.objects.create(key=key, model="testapp.Follow")
+    repair.note_fault()
+    with transaction.atomic():
+        assert len(Follow.cache.get(follower=me)) == 2
+        Follow.cache.add(follower=him, followee=me)
+    assert repair.pending() == []
+    assert len(Follow.cache.get(follower=him)) == 1
+
+
+def test_reads_work_without_the_table(users, caplog):
+    """A project that did not migrate the listy app: faults are still
+    repaired by the process that saw them; nothing raises."""
+    from django.db import connection
+
+    me, you = users[:2]
+    with connection.schema_editor() as editor:
+        editor.delete_model(PendingRepair)
+    try:
+        repair._save("default", "testapp.Follow", ["k1"])  # logged, not raised
+        repair.note_fault()
+        Follow.cache.add(follower=me, followee=you)
+        with transaction.atomic():
+            assert len(Follow.cache.get(follower=me)) == 1
+            assert Follow.objects.count() == 1  # the transaction is still usable
+    finally:
+        with connection.schema_editor() as editor:
+            editor.create_model(PendingRepair)
+    assert "cannot be used" in caplog.text
+
+
+def test_interval_setting_is_checked():
+    from listy.conf import listy_settings
+
+    for bad in (-1, "soon"):
+        with override_settings(LISTY=listy(REPAIR_CHECK_INTERVAL=bad)), pytest.raises(ConfigError):
+            listy_settings()
+    with override_settings(LISTY={"KEY_PREFIX": "t"}):
+        assert listy_settings().repair_check_interval == 1.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: a counter built while a committed write's incr is still in flight counts the row twice (reported)",
+)
+def test_a_counter_built_while_a_write_is_in_flight_counts_it_once(users):
+    """The write commits, a reader builds the counter (its COUNT sees the
+    row) and stores it, then the write's ``incr`` arrives: the counter is one
+    too high for good. (Lists are immune: a record or tombstone frame of a
+    row the built list already reflects changes nothing.) Found by
+    tests/test_stress.py on MariaDB; the same holds for deletes (one too low)."""
+    me, you, him = users[:3]
+    Follow.cache.add(follower=me, followee=you)
+    Follow.cache.flush_all()  # no counter cached: the next count builds it
+    client = Follow.cache
+    source = client.source
+    in_flight: list[Follow] = []
+
+    def count_after_a_commit(*args):  # type: ignore[no-untyped-def]
+        # another process's write: committed before our COUNT runs, its
+        # cache update not sent yet
+        if not in_flight:
+            in_flight.extend(Follow.objects.bulk_create([Follow(follower=me, followee=him)]))
+        return source.count(*args)
+
+    index, values = client._index_for({"follower": me})
+    assert client.engine.count(index, values, count_after_a_commit) == 2
+    for writer, op in client.plan_add(in_flight[0]):  # the write's cache update arrives
+        writer._run_safely(op)
+    assert Follow.objects.filter(follower=me).count() == 2
+    assert Follow.cache.count(follower=me) == 2
