@@ -3,7 +3,7 @@
 //! it re-acquired.
 
 use crate::convert::{row_from_py, to_value, PySchema};
-use crate::errors::{CoreError, CoreResult};
+use crate::errors::CoreError;
 use crate::records::{Builder, Completer, Records, Related};
 use crate::store::PyStore;
 use listy_core::calendar::Period;
@@ -119,8 +119,7 @@ pub struct PyEngine {
 }
 
 impl PyEngine {
-    fn schema<'py>(&self, py: Python<'py>) -> &PySchema {
-        let _ = py;
+    fn schema(&self, _py: Python<'_>) -> &PySchema {
         self.schema.get()
     }
 
@@ -176,10 +175,6 @@ impl PyEngine {
             loader: loader.clone_ref(py),
         };
         Ok(Records::new(fetched, layout, self.builder.clone(), fixed, Box::new(completer)))
-    }
-
-    fn day_of(day: Option<i32>) -> Option<i32> {
-        day
     }
 }
 
@@ -342,7 +337,7 @@ impl PyEngine {
         let row = row_from_py(&self.schema(py).inner, row)?;
         let source = PySource::new(Some(&loader), self.schema(py));
         let engine = self.engine.clone();
-        let report = py.detach(|| engine.add(&row, Self::day_of(day), &source)).map_err(|e| source.error(e))?;
+        let report = py.detach(|| engine.add(&row, day, &source)).map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 
@@ -489,6 +484,3 @@ impl PyEngine {
 pub fn bucket_start(period: &str, day: i32) -> PyResult<i32> {
     Ok(Period::parse(period).map_err(CoreError)?.start(day))
 }
-
-#[allow(dead_code)]
-fn _assert_result_alias(_: CoreResult<()>) {}

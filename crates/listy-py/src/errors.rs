@@ -51,5 +51,3 @@ impl From<CoreError> for PyErr {
         }
     }
 }
-
-pub type CoreResult<T> = Result<T, CoreError>;
