@@ -272,3 +272,15 @@ def test_add_on_cached_lists_is_one_insert(users, django_assert_num_queries):
         assert Follow.cache.add(follower=me, followee=him) is None
         assert [f.followee_id for f in Follow.cache.get(follower=me)] == [him.pk, you.pk]
     assert [q["sql"] for q in ctx.captured_queries if not _TX_CONTROL.match(q["sql"])] == []
+
+
+def test_records_index_count_and_in_compare_by_primary_key(users):
+    me, you, him = users[:3]
+    first, second = Follow.cache.add(follower=me, followee=you), Follow.cache.add(follower=me, followee=him)
+    records = Follow.cache.get(follower=me)
+    assert records.index(first) == 1 and records.index(second) == 0
+    assert records.count(first) == 1 and first in records
+    other = Follow.cache.add(follower=you, followee=him)
+    assert records.count(other) == 0 and other not in records and "x" not in records
+    with pytest.raises(ValueError):
+        records.index(other)

@@ -238,6 +238,14 @@ impl Records {
             .map_err(|e| DecodeError::new_err(format!("{e} (list {}); run rebuild() on it", self.key)))
     }
 
+    /// The pk of `value` if it is an instance of this list's model.
+    fn pk_of(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+        if !value.is_instance(self.builder.model_class.bind(py))? {
+            return Ok(None);
+        }
+        value.getattr(pyo3::intern!(py, "pk"))?.extract()
+    }
+
     fn instance<'py>(&self, py: Python<'py>, list: &Fetched, i: usize) -> PyResult<Bound<'py, PyAny>> {
         let mut values = Vec::new();
         let pk = self.decode(list, i, &mut values)?;
@@ -327,6 +335,26 @@ impl Records {
         let list = self.whole(py)?;
         let mut values = Vec::new();
         (0..list.live.len()).map(|i| self.decode(&list, i, &mut values)).collect()
+    }
+
+    /// `Sequence.index`: the position of `value` (an instance of the
+    /// model, compared by primary key as Django compares instances).
+    fn index(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let pk = self.pk_of(py, value)?;
+        self.pks(py)?
+            .iter()
+            .position(|p| Some(*p) == pk)
+            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("the instance is not in this list"))
+    }
+
+    /// `Sequence.count`: 1 if `value` (an instance of the model) is listed, else 0.
+    fn count(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let pk = self.pk_of(py, value)?;
+        Ok(self.pks(py)?.iter().filter(|p| Some(**p) == pk).count())
+    }
+
+    fn __contains__(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.count(py, value)? > 0)
     }
 
     /// True when the list was read from the cache.
