@@ -134,7 +134,7 @@ class CachingManager(models.Manager):
         inlined_foreign_key_fields: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
-        self.listy_caches = [tuple(c) if not isinstance(c, str) else (c,) for c in caches]
+        self.listy_caches = list(caches)  # ListCache normalises them
         self.listy_options: dict[str, Any] = {
             "soft_delete_field": soft_delete_field,
             "deleted_timestamp_field": deleted_timestamp_field,

@@ -934,10 +934,11 @@ impl Engine {
         if repairs.is_empty() {
             return;
         }
-        for (op, r) in repairs.iter().zip(self.store.execute(repairs.clone())) {
+        let keys: Vec<String> = repairs.iter().map(|op| op.key().to_string()).collect();
+        for (key, r) in keys.into_iter().zip(self.store.execute(repairs)) {
             if let Err(e) = r {
                 report.faults.push(e.to_string());
-                report.failed_keys.push(op.key().to_string());
+                report.failed_keys.push(key);
             }
         }
     }
