@@ -187,20 +187,27 @@ class Engine:
         write report); returns the keys still unreachable."""
 
     def count(
-        self, index: tuple[str, ...], values: tuple[Any, ...], loader: CountLoader
+        self, index: tuple[str, ...], values: tuple[Any, ...], loader: Loader, counter: CountLoader
     ) -> int:
-        """Live rows of the list (``index=()`` for the whole model)."""
+        """Live rows of the list, counted from the list itself (read or built
+        with ``loader``; the count is cached beside a list in segments, tagged
+        with its head). ``index=()``: the whole model, from a counter built
+        with ``counter`` and kept by every write's ``incr``/``decr``."""
     def period_counts(
         self,
         index: tuple[str, ...],
         values: tuple[Any, ...],
         period: Period,
-        days: list[int],
-        loader: CountLoader,
+        timestamp: str,
+        buckets: list[tuple[tuple[int, int], tuple[int, int]]],
+        loader: Loader,
+        counter: CountLoader,
     ) -> list[int]:
-        """Counts for the buckets containing each of ``days`` (days since epoch,
-        local dates). Bucket starts: the day, the ISO week's Monday, the 1st of
-        the month, January 1st."""
+        """Counts of the rows whose ``timestamp`` falls in each bucket, given as
+        ``((start_day, end_day), (start_us, end_us))``: local days since the
+        epoch (the database and the model-wide counters use them) and the same
+        span as stored instants, microseconds since the epoch (a list is
+        counted by them)."""
 
     def inspect(self, index: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
         """{"key", "server", "size" (of the head), "raw": bytes|None, "frames": [...],

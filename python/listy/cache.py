@@ -36,7 +36,15 @@ from listy.conf import listy_settings
 from listy.exceptions import CacheUnavailable, ConfigError, NotCachableException
 from listy.inspection import is_list
 from listy.schema import ModelSchema, build_schema
-from listy.source import DjangoBackingStore, Row, date_of_day, day_number, same_zone
+from listy.source import (
+    DjangoBackingStore,
+    Row,
+    date_of_day,
+    day_number,
+    instant_micros,
+    local_midnight,
+    same_zone,
+)
 
 logger = logging.getLogger("listy")
 
@@ -63,6 +71,15 @@ def _middleware_on_build() -> Callable[[Any], Any] | None:
     from listy import middleware
 
     return middleware.on_build if middleware.installed() else None
+
+
+def _bucket_span(period: Period, day: int, zone: datetime.tzinfo | None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The bucket of ``period`` holding ``day``: its local days ``[start, end)``
+    and the same span as stored instants (microseconds since the epoch)."""
+    start = _native.bucket_start(period, day)
+    end = bucket_end(period, start)
+    instants = (instant_micros(local_midnight(start, zone)), instant_micros(local_midnight(end, zone)))
+    return (start, end), instants
 
 
 def bucket_end(period: Period, start_day: int) -> int:
@@ -513,7 +530,7 @@ class ListCache:
         if self._use_db():
             return source.count(index, values)
         try:
-            return self._engine().count(index, values, source.count)
+            return self._engine().count(index, values, source.rows, source.count)
         except CacheUnavailable as exc:
             self._unavailable(exc)
             return source.count(index, values)
@@ -537,21 +554,23 @@ class ListCache:
         dates = list(when) if many else [when]
         days = [day_number(d) for d in dates]  # in the current time zone
         source = self._resolve().source
-        counts: list[int] | None = None
-        # The cached counters bucket by the default time zone: while a
-        # request has activated another one, its days are the database's.
         zone = timezone.get_current_timezone() if settings.USE_TZ else None
+        spans = [_bucket_span(period, d, zone) for d in days]
+        counts: list[int] | None = None
+        # A list is counted from its own records, in any zone. The model-wide
+        # counters bucket by the default time zone: while a request has
+        # activated another one, its days are the database's.
         foreign_zone = zone is not None and not same_zone(zone, timezone.get_default_timezone())
-        if not foreign_zone and not self._use_db():
+        if not (foreign_zone and not index) and not self._use_db():
+            counter = partial(source.count, tz=zone)
             try:
-                counts = list(self._engine().period_counts(index, values, period, days, source.count))
+                engine = self._engine()
+                timestamp = self._field(self.timestamp_field).attname
+                counts = list(engine.period_counts(index, values, period, timestamp, spans, source.rows, counter))
             except CacheUnavailable as exc:
                 self._unavailable(exc)
         if counts is None:
-            counts = []
-            for d in days:
-                start = _native.bucket_start(period, d)
-                counts.append(source.count(index, values, start, bucket_end(period, start), tz=zone))
+            counts = [source.count(index, values, s, e, tz=zone) for (s, e), _ in spans]
         if not many:
             return counts[0]
         return {date_of_day(_native.bucket_start(period, d)): c for d, c in zip(days, counts)}

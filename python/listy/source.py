@@ -9,10 +9,12 @@ instances when the cache cannot be used.
 
 Day numbers are local dates (``timezone.localtime`` of an aware datetime, a
 naive one taken as already local, as Django does) counted from 1970-01-01.
-The counters kept in the cache bucket rows by their date in the *default*
-time zone (``settings.TIME_ZONE``), whichever zone a request has activated
-when it writes, so that every process agrees; a read made while another zone
-is active is counted by the database (see ``ListCache._period_counts``).
+A list's period counts are taken from its records, in whichever zone is
+active. The model-wide counters kept in the cache bucket rows by their date
+in the *default* time zone (``settings.TIME_ZONE``), whichever zone a request
+has activated when it writes, so that every process agrees; a model-wide read
+made while another zone is active is counted by the database (see
+``ListCache._period_counts``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ def local_midnight(day: int, tz: datetime.tzinfo | None = None) -> datetime.date
     if settings.USE_TZ:
         return timezone.make_aware(start, tz)
     return start
+
+
+def instant_micros(value: datetime.datetime) -> int:
+    """``value`` as the codec stores a datetime: microseconds since the epoch,
+    an aware datetime taken to UTC, a naive one as it is."""
+    if timezone.is_aware(value):
+        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    delta = value - datetime.datetime(1970, 1, 1)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def same_zone(a: datetime.tzinfo, b: datetime.tzinfo) -> bool:

@@ -11,15 +11,23 @@
 //!   build is dropped and redone. Losers wait briefly, then read the
 //!   database without storing.
 //! - **Writes.** One pipelined batch: the meta, one `prepend` per list (a
-//!   record, or a tombstone for deletes), one `incr`/`decr` per counter. A
+//!   record, or a tombstone for deletes), one `incr`/`decr` per model-wide
+//!   counter. A
 //!   prepend that is not stored (missing key, or the value would pass the
 //!   item size limit) deletes the key so it can never be read without the
 //!   write.
 //! - **Compaction.** A hit whose dead frames outnumber the live ones is
 //!   rewritten with `cas` from its own bytes (no database query).
+//! - **Counts.** A list's counts (total, per day/week/month/year) are taken
+//!   from the list: a frame that reaches a list twice changes nothing, where
+//!   an `incr` that reaches a counter already built with its row counts it
+//!   twice. They are cached beside the list, tagged with the head's CAS. The
+//!   model-wide counters have no list to count: they are built from the
+//!   database under a lease and kept with `incr`/`decr`; one built while a
+//!   committed write's `incr` is still in flight is one off (known gap).
 
 use crate::calendar::Period;
-use crate::codec::{encode_tombstone, Layout, Part, Row, Schema, Value};
+use crate::codec::{encode_tombstone, Kind, Layout, Part, Row, Schema, Value, ValueRef};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::store::{Item, Op, Reply, Store};
@@ -157,6 +165,85 @@ impl Meta {
 struct ListSpec {
     fields: Vec<String>,
     layout: Layout,
+}
+
+/// One bucket of a period count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Local days `[start, end)`: what the database counts and the
+    /// model-wide counters are keyed by.
+    pub days: (i32, i32),
+    /// The same span as stored datetimes, microseconds since the epoch
+    /// `[start, end)` (the caller turns local midnights into instants).
+    pub micros: (i64, i64),
+}
+
+/// Counts the records of a list, all of them or by bucket of a timestamp.
+struct Tally<'s> {
+    layout: &'s Layout,
+    timestamp: Stamp,
+}
+
+/// Where a list's records keep the timestamp that buckets them.
+enum Stamp {
+    None,
+    /// Fixed by the list's key: every record has this one.
+    Fixed(ValueRef<'static>),
+    /// The i-th stored field of each record.
+    Stored(usize),
+}
+
+impl<'s> Tally<'s> {
+    fn new(spec: &'s ListSpec, values: &[Value], timestamp: Option<&str>) -> Result<Tally<'s>> {
+        let layout = &spec.layout;
+        let Some(name) = timestamp else { return Ok(Tally { layout, timestamp: Stamp::None }) };
+        let schema = layout.schema();
+        let pos = schema.position(name).ok_or_else(|| Error::Config(format!("{name:?} is not a field")))?;
+        if !matches!(schema.fields()[pos].kind, Kind::Datetime | Kind::Date) {
+            return Err(Error::Config(format!("timestamp field {name:?} must be a datetime or a date")));
+        }
+        let timestamp = match spec.fields.iter().position(|f| f == name) {
+            Some(i) => Stamp::Fixed(match values.get(i) {
+                Some(Value::Datetime(us)) => ValueRef::Datetime(*us),
+                Some(Value::Date(d)) => ValueRef::Date(*d),
+                _ => ValueRef::Null,
+            }),
+            None => Stamp::Stored(layout.stored().iter().position(|&p| p == pos).expect("unfixed fields are stored")),
+        };
+        Ok(Tally { layout, timestamp })
+    }
+
+    /// One count per bucket (`None`: every live record).
+    fn count(&self, list: &Fetched, buckets: &[Option<Bucket>]) -> Result<Vec<u64>> {
+        let mut counts = vec![0u64; buckets.len()];
+        let total = list.live.len() as u64;
+        if matches!(self.timestamp, Stamp::None) || buckets.iter().all(Option::is_none) {
+            return Ok(vec![total; buckets.len()]);
+        }
+        let mut values = Vec::new();
+        for &(p, s, e) in &list.live {
+            let frame = &list.parts[p as usize][s as usize..e as usize];
+            let stamp = match &self.timestamp {
+                Stamp::Stored(i) => {
+                    values.clear();
+                    self.layout.decode_record(frame, &mut values)?;
+                    values[*i]
+                }
+                Stamp::Fixed(v) => *v,
+                Stamp::None => ValueRef::Null,
+            };
+            for (n, bucket) in counts.iter_mut().zip(buckets) {
+                let inside = match (bucket, stamp) {
+                    (None, _) => true,
+                    (Some(b), ValueRef::Datetime(us)) => b.micros.0 <= us && us < b.micros.1,
+                    (Some(b), ValueRef::Date(d)) => b.days.0 <= d && d < b.days.1,
+                    (Some(_), _) => false,
+                };
+                *n += inside as u64;
+            }
+        }
+        Ok(counts)
+    }
 }
 
 /// The list protocol for one model.
@@ -982,12 +1069,6 @@ impl Engine {
                 old_lists.insert(self.list_key(e.layout_fp, gen, &e.fields, &self.values_of(row, &e.fields)?));
             }
         }
-        let mut counter_sets: Vec<Vec<String>> = vec![Vec::new()];
-        for e in &meta.entries {
-            if !counter_sets.contains(&e.fields) {
-                counter_sets.push(e.fields.clone());
-            }
-        }
         if let Some((row, day)) = added {
             for e in &meta.entries {
                 let values = self.values_of(row, &e.fields)?;
@@ -1015,9 +1096,7 @@ impl Engine {
                     ops.push((Op::Prepend { key, value: record }, Some((spec, values))));
                 }
             }
-            for fields in &counter_sets {
-                new_counters.extend(self.counter_keys(gen, row, fields, day)?);
-            }
+            new_counters.extend(self.model_counter_keys(gen, day));
         }
         for (row, day, hard) in removed {
             for e in &meta.entries {
@@ -1041,11 +1120,9 @@ impl Engine {
                     ops.push((Op::Prepend { key, value: tomb }, None));
                 }
             }
-            for fields in &counter_sets {
-                for key in self.counter_keys(gen, row, fields, *day)? {
-                    if !new_counters.remove(&key) {
-                        ops.push((Op::Decr { key, delta: 1 }, None));
-                    }
+            for key in self.model_counter_keys(gen, *day) {
+                if !new_counters.remove(&key) {
+                    ops.push((Op::Decr { key, delta: 1 }, None));
                 }
             }
         }
@@ -1074,75 +1151,147 @@ impl Engine {
             .collect()
     }
 
-    fn counter_keys(&self, gen: u64, row: &Row, fields: &[String], day: Option<i32>) -> Result<Vec<String>> {
-        let values = self.values_of(row, fields)?;
-        let mut keys = vec![self.counter_key(gen, fields, &values, "c")];
+    /// The model-wide counters a row dated `day` counts in. (A list's
+    /// counts are taken from the list itself: see `list_counts`.)
+    fn model_counter_keys(&self, gen: u64, day: Option<i32>) -> Vec<String> {
+        let mut keys = vec![self.counter_key(gen, &[], &[], "c")];
         if let Some(day) = day {
             for p in Period::ALL {
-                keys.push(self.counter_key(gen, fields, &values, &format!("{}{}", p.letter(), p.start(day))));
+                keys.push(self.counter_key(gen, &[], &[], &format!("{}{}", p.letter(), p.start(day))));
             }
         }
-        Ok(keys)
+        keys
     }
 
-    // ------------------------------------------------------------ counters
+    // ------------------------------------------------------------ counts
 
     /// Live rows of a list (`fields` empty: the whole model).
     pub fn count(&self, fields: &[String], values: &[Value], source: &dyn Source) -> Result<u64> {
-        Ok(self.counts(fields, values, &[("c".to_string(), None)], source)?[0])
+        if fields.is_empty() {
+            return Ok(self.model_counts(&[("c".to_string(), None)], source)?[0]);
+        }
+        Ok(self.list_counts(fields, values, None, &[None], source)?[0])
     }
 
-    /// Counts of the buckets of `period` that contain each of `days`.
+    /// Counts of the rows whose `timestamp` falls in each bucket of `period`
+    /// (`fields` empty: of the whole model).
     pub fn period_counts(
         &self,
         fields: &[String],
         values: &[Value],
         period: Period,
-        days: &[i32],
+        timestamp: &str,
+        buckets: &[Bucket],
         source: &dyn Source,
     ) -> Result<Vec<u64>> {
-        let buckets: Vec<(String, Option<(i32, i32)>)> = days
-            .iter()
-            .map(|&d| (format!("{}{}", period.letter(), period.start(d)), Some((period.start(d), period.end(d)))))
-            .collect();
-        self.counts(fields, values, &buckets, source)
+        if fields.is_empty() {
+            let keyed: Vec<(String, Option<(i32, i32)>)> =
+                buckets.iter().map(|b| (format!("{}{}", period.letter(), b.days.0), Some(b.days))).collect();
+            return self.model_counts(&keyed, source);
+        }
+        let spans: Vec<Option<Bucket>> = buckets.iter().copied().map(Some).collect();
+        self.list_counts(fields, values, Some(timestamp), &spans, source)
     }
 
-    fn counts(
+    /// Counts of one list, taken from the list itself: a record or tombstone
+    /// that reaches a list twice (a write in flight while it was built)
+    /// changes nothing, so neither does it change the count. A list in
+    /// segments keeps its counts beside it, tagged with the head they were
+    /// taken from (its CAS, build id and length): any write changes the head,
+    /// so a count is served only while the list is exactly as counted.
+    fn list_counts(
         &self,
         fields: &[String],
         values: &[Value],
-        buckets: &[(String, Option<(i32, i32)>)],
+        timestamp: Option<&str>,
+        buckets: &[Option<Bucket>],
         source: &dyn Source,
     ) -> Result<Vec<u64>> {
         let mut fields = fields.to_vec();
         fields.sort();
-        if !fields.is_empty() && !self.indexes.contains(&fields) {
+        if !self.indexes.contains(&fields) {
             return Err(Error::Config(format!("{fields:?} is not an index of {}", self.model)));
         }
+        let spec = self.spec(&fields)?;
+        let measure = Tally::new(&spec, values, timestamp)?;
+        let suffixes: Vec<String> = buckets
+            .iter()
+            .map(|b| match b {
+                None => "n".to_string(),
+                Some(b) => format!("n{:x}_{:x}", b.micros.0, b.micros.1),
+            })
+            .collect();
+        let fp = spec.layout.fingerprint();
+        let fetched = self.with_meta(|meta| {
+            let key = self.list_key(fp, meta.generation, &fields, values);
+            let mut ops = vec![Op::Get { key: key.clone() }];
+            ops.extend(suffixes.iter().map(|s| Op::Get { key: keys::counter_key(&key, s) }));
+            Ok(ops)
+        });
+        let (meta, mut replies) = match fetched {
+            Ok(x) => x,
+            Err(_) => return buckets.iter().map(|b| source.count(&fields, values, b.map(|b| b.days))).collect(),
+        };
+        let key = self.list_key(fp, meta.generation, &fields, values);
+        let head = match replies.remove(0) {
+            Ok(Reply::Value(item)) => item,
+            _ => None,
+        };
+        let tag = head.as_ref().and_then(|item| count_tag(&spec, item));
+        if let Some(tag) = &tag {
+            let cached: Option<Vec<u64>> = replies
+                .iter()
+                .map(|r| match r {
+                    Ok(Reply::Value(Some(item))) => tagged_count(&item.value, tag),
+                    _ => None,
+                })
+                .collect();
+            if let Some(counts) = cached {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(counts);
+            }
+        }
+        let list = self.serve(&spec, &key, values, head.clone(), source, true)?;
+        let counts = measure.count(&list, buckets)?;
+        // Keep the counts only when they were taken from the head the tag names.
+        if let (Some(tag), true) = (tag, list.hit && Some(&list.parts[0]) == head.as_ref().map(|h| &h.value)) {
+            let ops = suffixes
+                .iter()
+                .zip(&counts)
+                .map(|(s, n)| Op::Set { key: keys::counter_key(&key, s), value: format!("{n} {tag}").into_bytes() })
+                .collect();
+            // A lost set only costs the next reader a recount.
+            let _ = self.store.execute(ops);
+        }
+        Ok(counts)
+    }
+
+    /// The model-wide counters, kept with `incr`/`decr` by every write.
+    fn model_counts(&self, buckets: &[(String, Option<(i32, i32)>)], source: &dyn Source) -> Result<Vec<u64>> {
+        let fields: [String; 0] = [];
         let fetched = self.with_meta(|meta| {
             Ok(buckets
                 .iter()
-                .map(|(suffix, _)| Op::Get { key: self.counter_key(meta.generation, &fields, values, suffix) })
+                .map(|(suffix, _)| Op::Get { key: self.counter_key(meta.generation, &[], &[], suffix) })
                 .collect())
         });
         let (meta, replies) = match fetched {
             Ok(x) => x,
-            Err(_) => return buckets.iter().map(|(_, range)| source.count(&fields, values, *range)).collect(),
+            Err(_) => return buckets.iter().map(|(_, range)| source.count(&fields, &[], *range)).collect(),
         };
         let mut out = Vec::with_capacity(buckets.len());
         for ((suffix, range), reply) in buckets.iter().zip(replies) {
-            let key = self.counter_key(meta.generation, &fields, values, suffix);
+            let key = self.counter_key(meta.generation, &[], &[], suffix);
             let cached = match reply {
                 Ok(Reply::Value(Some(item))) => parse_count(&item.value),
                 _ => None,
             };
             let n = match cached {
                 Some(n) => n,
-                None => match self.build_counter(&key, &fields, values, *range, source) {
+                None => match self.build_counter(&key, *range, source) {
                     Ok(n) => n,
                     Err(e @ Error::Source(_)) => return Err(e),
-                    Err(_) => source.count(&fields, values, *range)?,
+                    Err(_) => source.count(&fields, &[], *range)?,
                 },
             };
             out.push(n);
@@ -1150,20 +1299,9 @@ impl Engine {
         Ok(out)
     }
 
-    /// Builds one counter under the lease; when the lease cannot be had,
-    /// answers from the source without storing.
-    fn build_counter(
-        &self,
-        key: &str,
-        fields: &[String],
-        values: &[Value],
-        range: Option<(i32, i32)>,
-        source: &dyn Source,
-    ) -> Result<u64> {
-        if !fields.is_empty() {
-            let spec = self.spec(fields)?;
-            self.register(&self.own_entry(&spec))?;
-        }
+    /// Builds one model-wide counter under the lease; when the lease cannot
+    /// be had, answers from the source without storing.
+    fn build_counter(&self, key: &str, range: Option<(i32, i32)>, source: &dyn Source) -> Result<u64> {
         for _ in 0..4 {
             let token = new_token();
             let current = self.store.get(key)?;
@@ -1187,7 +1325,7 @@ impl Engine {
             if lease_of(&item.value).map(|(t, _)| t) != Some(token) {
                 continue;
             }
-            let n = source.count(fields, values, range)?;
+            let n = source.count(&[], &[], range)?;
             self.hook(HookPoint::BeforeCounterStore, key);
             if self.store.one(Op::Cas { key: key.to_string(), value: n.to_string().into_bytes(), cas: item.cas })?
                 == Reply::Stored
@@ -1195,7 +1333,7 @@ impl Engine {
                 return Ok(n);
             }
         }
-        source.count(fields, values, range)
+        source.count(&[], &[], range)
     }
 
     /// The raw value of a list and its key, for inspection.
@@ -1204,6 +1342,28 @@ impl Engine {
         let item = self.store.get(&key)?;
         Ok((key, item.map(|i| i.value)))
     }
+}
+
+/// The tag of counts taken from a list in segments whose head is `item`;
+/// `None` for a head without segments (counting it is as cheap as reading
+/// a cached count) or a value that is not a head.
+fn count_tag(spec: &ListSpec, item: &Item) -> Option<String> {
+    match spec.layout.part_of(&item.value) {
+        Ok((Part::Head { segments }, id)) if segments > 0 => {
+            Some(format!("{:x}.{id:x}.{:x}", item.cas, item.value.len()))
+        }
+        _ => None,
+    }
+}
+
+/// A cached list count `"{n} {tag}"`, if it was taken from the head `tag` names.
+fn tagged_count(value: &[u8], tag: &str) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (n, t) = text.split_once(' ')?;
+    if t != tag {
+        return None;
+    }
+    n.parse().ok()
 }
 
 fn parse_count(value: &[u8]) -> Option<u64> {

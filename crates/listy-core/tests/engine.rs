@@ -6,8 +6,9 @@
 
 mod common;
 
+use listy_core::calendar::Period;
 use listy_core::codec::{Field, Kind, Row, Schema, Value};
-use listy_core::engine::{Engine, HookPoint, Options, Source};
+use listy_core::engine::{Bucket, Engine, HookPoint, Options, Source};
 use listy_core::local::LocalStore;
 use listy_core::pool::{MemcachedPool, PoolConfig};
 use listy_core::{Op, Store};
@@ -180,8 +181,14 @@ fn reads_hit_after_a_build_and_see_every_write_at_once() {
     });
 }
 
+/// The bucket of `period` that holds `day` (days in UTC, as `Db` counts them).
+fn bucket(period: Period, day: i32) -> Bucket {
+    let (s, e) = (period.start(day), period.end(day));
+    Bucket { days: (s, e), micros: (s as i64 * DAY_US, e as i64 * DAY_US) }
+}
+
 #[test]
-fn counters_are_built_once_and_follow_writes() {
+fn counts_are_built_once_and_follow_writes() {
     on_every_store(|store| {
         let db = Db::default();
         let e = engine(&store, all_indexes());
@@ -197,16 +204,60 @@ fn counters_are_built_once_and_follow_writes() {
         let q = db.queries.load(Ordering::SeqCst);
         assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 5);
         assert_eq!(e.count(&[], &[], &db).unwrap(), 10);
-        assert_eq!(db.queries.load(Ordering::SeqCst), q);
         let day = day_of(&row).unwrap();
-        let period = listy_core::calendar::Period::Week;
-        let got = e.period_counts(&f, &[Value::Int(1)], period, &[day], &db).unwrap();
-        let (s, end) = (period.start(day), period.end(day));
-        assert_eq!(got, vec![db.count(&f, &[Value::Int(1)], Some((s, end))).unwrap()]);
+        for period in Period::ALL {
+            for (fields, values) in [(f.clone(), vec![Value::Int(1)]), (vec![], vec![])] {
+                let want = db.count(&fields, &values, Some((period.start(day), period.end(day)))).unwrap();
+                let got = e.period_counts(&fields, &values, period, "created", &[bucket(period, day)], &db).unwrap();
+                assert_eq!(got, vec![want], "{period:?} {fields:?}");
+            }
+        }
+        let q_periods = db.queries.load(Ordering::SeqCst);
+        // 8 of the test's own, one per new model-wide bucket, none for the list's
+        assert_eq!(q_periods - q, 8 + 4);
         let gone = db.remove(10).unwrap();
         e.delete(&gone, day_of(&gone), true).unwrap();
-        let after = e.period_counts(&f, &[Value::Int(1)], period, &[day], &db).unwrap();
-        assert_eq!(after[0], got[0] - 1);
+        let week = bucket(Period::Week, day);
+        let want = db.count(&f, &[Value::Int(1)], Some(week.days)).unwrap();
+        let q = db.queries.load(Ordering::SeqCst);
+        let after = e.period_counts(&f, &[Value::Int(1)], Period::Week, "created", &[week], &db).unwrap();
+        assert_eq!(after, vec![want]);
+        assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 4);
+        assert_eq!(db.queries.load(Ordering::SeqCst), q);
+        store.flush_all().unwrap();
+    });
+}
+
+/// A list in segments keeps its counts beside it, tagged with its head:
+/// served while the list is unchanged, taken again after any write.
+#[test]
+fn counts_of_a_list_in_segments_are_cached_until_it_changes() {
+    on_every_store(|store| {
+        let db = Db::default();
+        let e = small_parts_engine(&store);
+        for i in 1..=40 {
+            db.insert(follow(i, 1, 100 + i));
+        }
+        let f = idx(&["follower_id"]);
+        assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 40); // built: not kept
+        assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 40); // a hit: kept
+        let (key, head) = e.raw(&f, &[Value::Int(1)]).unwrap();
+        assert!(head.is_some());
+        let counted = store.get(&format!("{key}#n")).unwrap().expect("the count is cached");
+        assert!(counted.value.starts_with(b"40 "));
+        let q = db.queries.load(Ordering::SeqCst);
+        assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 40);
+        assert_eq!(db.queries.load(Ordering::SeqCst), q);
+        // A count kept for another head is never served.
+        store.one(Op::Set { key: format!("{key}#n"), value: b"7 0.0.0".to_vec() }).unwrap();
+        assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 40);
+        let row = follow(41, 1, 141);
+        db.insert(row.clone());
+        e.add(&row, day_of(&row), &db).unwrap();
+        assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 41);
+        let gone = db.remove(3).unwrap();
+        e.delete(&gone, day_of(&gone), true).unwrap();
+        assert_eq!(e.count(&f, &[Value::Int(1)], &db).unwrap(), 40);
         store.flush_all().unwrap();
     });
 }
@@ -323,27 +374,46 @@ fn race_compaction_vs_add_keeps_the_add() {
     });
 }
 
-/// Counter build vs incr: a row added between the count query and the `cas`.
+/// Counter build vs incr, both orders: a row committed before the count is
+/// taken whose write reaches the cache after it was stored, and a row
+/// committed and written while the count is being built. Neither may count
+/// it twice or miss it.
 #[test]
-fn race_counter_build_vs_incr_is_never_off_by_one() {
+fn race_count_build_vs_write_in_flight_is_never_off_by_one() {
     on_every_store(|store| {
         let db = Arc::new(Db::default());
         db.insert(follow(1, 1, 2));
         let writer = Arc::new(engine(&store, all_indexes()));
         let mut builder = engine(&store, all_indexes());
-        let (db2, w2) = (db.clone(), writer.clone());
+        let in_flight: Arc<Mutex<Vec<Row>>> = Arc::default();
+        let (db2, w2, pending) = (db.clone(), writer.clone(), in_flight.clone());
         let fired = Arc::new(AtomicUsize::new(0));
         let f2 = fired.clone();
         builder.set_hook(Arc::new(move |point, _| {
-            if point == HookPoint::BeforeCounterStore && f2.fetch_add(1, Ordering::SeqCst) == 0 {
-                let row = follow(2, 1, 3);
-                db2.insert(row.clone());
-                w2.add(&row, day_of(&row), &*db2).unwrap();
+            if point != HookPoint::LeaseTaken {
+                return;
             }
+            if f2.fetch_add(1, Ordering::SeqCst) > 0 {
+                return;
+            }
+            // committed before the builder reads; its cache write comes later
+            let late = follow(2, 1, 3);
+            db2.insert(late.clone());
+            pending.lock().unwrap().push(late);
+            // committed and written while the builder holds the lease
+            let row = follow(3, 1, 4);
+            db2.insert(row.clone());
+            w2.add(&row, day_of(&row), &*db2).unwrap();
         }));
         let f = idx(&["follower_id"]);
-        builder.count(&f, &[Value::Int(1)], &*db).unwrap();
-        assert_eq!(writer.count(&f, &[Value::Int(1)], &*db).unwrap(), 2);
+        let first = builder.count(&f, &[Value::Int(1)], &*db).unwrap();
+        assert!(fired.load(Ordering::SeqCst) >= 1);
+        assert_eq!(first, 3);
+        for row in in_flight.lock().unwrap().drain(..) {
+            writer.add(&row, day_of(&row), &*db).unwrap();
+        }
+        assert_eq!(writer.count(&f, &[Value::Int(1)], &*db).unwrap(), 3);
+        assert_eq!(builder.count(&f, &[Value::Int(1)], &*db).unwrap(), 3);
         store.flush_all().unwrap();
     });
 }

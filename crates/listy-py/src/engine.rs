@@ -8,7 +8,7 @@ use crate::records::{Builder, Completer, Records, Related};
 use crate::store::PyStore;
 use listy_core::calendar::Period;
 use listy_core::codec::{describe, Row, Value};
-use listy_core::engine::{Engine, Fetched, Options, Source, WriteReport};
+use listy_core::engine::{Bucket, Engine, Fetched, Options, Source, WriteReport};
 use listy_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
@@ -18,18 +18,33 @@ use std::sync::{Arc, Mutex};
 /// Calls the Python loaders; a Python exception raised by a loader is kept
 /// and re-raised unchanged once the engine returns.
 struct PySource<'a> {
+    /// `rows(fields, values)`.
     loader: Option<&'a Py<PyAny>>,
+    /// `count(fields, values, start_day, end_day)`.
+    counter: Option<&'a Py<PyAny>>,
     schema: &'a PySchema,
     raised: Mutex<Option<PyErr>>,
 }
 
 impl<'a> PySource<'a> {
     fn new(loader: Option<&'a Py<PyAny>>, schema: &'a PySchema) -> Self {
-        PySource { loader, schema, raised: Mutex::new(None) }
+        PySource { loader, counter: None, schema, raised: Mutex::new(None) }
+    }
+
+    fn counting(loader: &'a Py<PyAny>, counter: &'a Py<PyAny>, schema: &'a PySchema) -> Self {
+        PySource { counter: Some(counter), ..PySource::new(Some(loader), schema) }
     }
 
     fn call<T>(&self, f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>) -> listy_core::Result<T> {
-        let Some(loader) = self.loader else {
+        self.call_with(self.loader, f)
+    }
+
+    fn call_with<T>(
+        &self,
+        loader: Option<&Py<PyAny>>,
+        f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>,
+    ) -> listy_core::Result<T> {
+        let Some(loader) = loader else {
             return Err(Error::Source("no loader given".into()));
         };
         Python::attach(|py| {
@@ -100,7 +115,7 @@ impl Source for PySource<'_> {
     }
 
     fn count(&self, fields: &[String], values: &[Value], days: Option<(i32, i32)>) -> listy_core::Result<u64> {
-        self.call(|py, loader| {
+        self.call_with(self.counter, |py, loader| {
             let (start, end) = days.unzip();
             let args = (PyTuple::new(py, fields)?, py_values(py, values, self.schema, fields)?, start, end);
             loader.call1(args)?.extract::<u64>()
@@ -398,29 +413,44 @@ impl PyEngine {
         Ok(py.detach(move || engine.flush()).map_err(CoreError)?)
     }
 
-    fn count(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>, loader: Py<PyAny>) -> PyResult<u64> {
+    /// `loader` reads a list's rows (a list is counted from itself),
+    /// `counter` counts in the database (the model-wide counters).
+    fn count(
+        &self,
+        py: Python<'_>,
+        index: Vec<String>,
+        values: &Bound<'_, PyAny>,
+        loader: Py<PyAny>,
+        counter: Py<PyAny>,
+    ) -> PyResult<u64> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
-        let source = PySource::new(Some(&loader), self.schema(py));
+        let source = PySource::counting(&loader, &counter, self.schema(py));
         let engine = self.engine.clone();
         py.detach(|| engine.count(&fields, &vals, &source)).map_err(|e| source.error(e))
     }
 
+    /// `buckets`: `((start_day, end_day), (start_us, end_us))` for each bucket.
+    #[allow(clippy::too_many_arguments)]
     fn period_counts(
         &self,
         py: Python<'_>,
         index: Vec<String>,
         values: &Bound<'_, PyAny>,
         period: &str,
-        days: Vec<i32>,
+        timestamp: &str,
+        buckets: Vec<((i32, i32), (i64, i64))>,
         loader: Py<PyAny>,
+        counter: Py<PyAny>,
     ) -> PyResult<Vec<u64>> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
         let period = Period::parse(period).map_err(CoreError)?;
-        let source = PySource::new(Some(&loader), self.schema(py));
+        let buckets: Vec<Bucket> = buckets.into_iter().map(|(days, micros)| Bucket { days, micros }).collect();
+        let source = PySource::counting(&loader, &counter, self.schema(py));
         let engine = self.engine.clone();
-        py.detach(|| engine.period_counts(&fields, &vals, period, &days, &source)).map_err(|e| source.error(e))
+        py.detach(|| engine.period_counts(&fields, &vals, period, timestamp, &buckets, &source))
+            .map_err(|e| source.error(e))
     }
 
     fn registered_indexes(&self, py: Python<'_>) -> PyResult<Vec<Vec<String>>> {
