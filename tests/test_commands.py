@@ -279,7 +279,15 @@ def test_listy_check_coherent_then_incoherent_then_fixed(users):
 def test_listy_check_every_model_and_usage(users):
     out, _ = run("listy_check")
     models = [line.split()[0] for line in out.splitlines()[2:] if line.startswith(("testapp.", "total"))]
-    assert models == ["testapp.Bookmark", "testapp.Comment", "testapp.Entry", "testapp.Follow", "testapp.Sample", "total"]
+    assert models == [
+        "testapp.Bookmark",
+        "testapp.Comment",
+        "testapp.Entry",
+        "testapp.Follow",
+        "testapp.Friend",
+        "testapp.Sample",
+        "total",
+    ]
     assert fails("listy_check", "auth.User")[0] == 2
     assert fails("listy_check", "nope")[0] == 2
 

@@ -28,6 +28,10 @@ class ConfigError(ListyError):
 class Store:
     """A memcached pool or the embedded in-process store."""
 
+    kind: str
+    batches: int
+    """Batches sent by this process (one pipelined round trip per server each)."""
+
     @staticmethod
     def local(name: str = "default", max_item_size: int = 1048576) -> Store:
         """The embedded store named ``name`` (one per process and name)."""

@@ -24,7 +24,7 @@ from typing import Any, Literal, overload
 
 from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db import connections, models, router, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
@@ -225,6 +225,7 @@ class ListCache:
         }
         self._lock = threading.RLock()
         self._field_cache: dict[str, models.Field] = {}
+        self._unique_sets: list[frozenset[str]] | None = None
         self._state: tuple[int, _Resolved, _native.Engine | None] | None = None
         self._stats = [0, 0]  # hits/misses of engines already dropped
         registry.register(self)
@@ -611,6 +612,44 @@ class ListCache:
         return self._period_counts("year", filters, True)
 
     # ------------------------------------------------------------ writes
+    def _insert(self, obj: models.Model, using: str) -> models.Model:
+        """add()'s INSERT of a new live row; its lists follow on commit."""
+        if self.soft_delete_field:
+            setattr(obj, self.soft_delete_field, False)
+        if self.enabled_field:
+            setattr(obj, self.enabled_field, True)
+        setattr(obj, SKIP_SIGNALS, True)
+        try:
+            obj.save(force_insert=True, using=using)
+        finally:
+            obj.__dict__.pop(SKIP_SIGNALS, None)
+        # plan_add() reaches every enabled client, even from a disabled one
+        if self.source.is_listed(obj):
+            self._after_commit(using, self.plan_add(obj))
+        return obj
+
+    def _unique_in_database(self, lookup: Mapping[str, Any]) -> bool:
+        """Whether a unique field, ``unique_together`` or unconditional
+        ``UniqueConstraint`` lies within ``lookup``'s fields: then no two rows
+        can match ``lookup`` and the database itself rejects a duplicate."""
+        found = self._unique_sets
+        if found is None:
+            opts = self.model._meta
+            sets = [frozenset([f.attname]) for f in opts.concrete_fields if f.unique]
+            sets += [frozenset(opts.get_field(n).attname for n in names) for names in opts.unique_together]
+            for c in opts.constraints:
+                plain = c.condition is None and not c.expressions and c.deferrable is None
+                if isinstance(c, models.UniqueConstraint) and c.fields and plain:
+                    sets.append(frozenset(opts.get_field(n).attname for n in c.fields))
+            found = self._unique_sets = sets
+        given = set()
+        for name, value in lookup.items():
+            f = self.model._meta.pk if name == "pk" else self._field(name)
+            # NULLs are distinct to a unique constraint: they prove nothing.
+            if f is not None and value is not None:
+                given.add(f.attname)
+        return any(unique <= given for unique in found)
+
     def _covering_index(self, lookup: Mapping[str, Any]) -> tuple[Index, tuple[Any, ...]] | None:
         """The cached index over exactly the fields given in ``lookup``, with
         their values: its (short) list holds every row identical to ``lookup``.
@@ -818,6 +857,15 @@ class ListCache:
         obj = model(**fields)  # TypeError for unknown fields, before any write
         flags = {self.soft_delete_field, self.enabled_field, self.deleted_timestamp_field}
         lookup = {k: v for k, v in fields.items() if k not in flags}
+        if lookup and self._unique_in_database(lookup):
+            # The database answers the no-op check itself: a row identical to
+            # ``lookup`` would break a unique constraint. Insert first; only a
+            # conflict (or another integrity error) takes the path below.
+            try:
+                with transaction.atomic(using=using):
+                    return self._insert(obj, using)
+            except IntegrityError:
+                obj = model(**fields)
         with transaction.atomic(using=using):
             existing = None
             if lookup and self._identical_live_row_cached(lookup):
@@ -828,19 +876,7 @@ class ListCache:
                         return None
                     existing = existing or candidate
             if existing is None:
-                if self.soft_delete_field:
-                    setattr(obj, self.soft_delete_field, False)
-                if self.enabled_field:
-                    setattr(obj, self.enabled_field, True)
-                setattr(obj, SKIP_SIGNALS, True)
-                try:
-                    obj.save(force_insert=True, using=using)
-                finally:
-                    obj.__dict__.pop(SKIP_SIGNALS, None)
-                # plan_add() reaches every enabled client, even from a disabled one
-                if self.source.is_listed(obj):
-                    self._after_commit(using, self.plan_add(obj))
-                return obj
+                return self._insert(obj, using)
             # revive a soft-deleted or disabled row
             before = self.snapshot(existing)
             changed = []

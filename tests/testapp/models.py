@@ -81,3 +81,22 @@ class Sample(models.Model):
     count = models.IntegerField(null=True)
 
     objects = listy.CachingManager([("pk",), ("owner",)])
+
+
+class Friend(models.Model):
+    """A follow graph whose pairs are unique in the database, with a soft
+    delete: add() lets the database answer its no-op check."""
+
+    created = models.DateTimeField(auto_now_add=True)
+    follower = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    followee = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    hidden = models.BooleanField(default=False)
+
+    objects = listy.CachingManager(
+        [("pk",), ("follower",), ("follower", "followee")],
+        soft_delete_field="hidden",
+        timestamp_field="created",
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["follower", "followee"], name="unique_friend_pair")]

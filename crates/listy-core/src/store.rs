@@ -5,6 +5,8 @@
 //! tests run on both.
 
 use crate::error::Result;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// One cached value with its CAS token (always fetched: `gets`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,5 +99,47 @@ pub trait Store: Send + Sync {
             Reply::Value(item) => Ok(item),
             other => Err(crate::Error::protocol(&self.server_for(key), format!("unexpected reply to gets: {other:?}"))),
         }
+    }
+}
+
+/// A store that counts the batches sent through it: each `execute` is one
+/// pipelined round trip (per server it touches). Lets callers check the
+/// protocol's cost, e.g. that an `add` is one round trip.
+pub struct Counted {
+    inner: Arc<dyn Store>,
+    batches: AtomicU64,
+}
+
+impl Counted {
+    pub fn new(inner: Arc<dyn Store>) -> Counted {
+        Counted { inner, batches: AtomicU64::new(0) }
+    }
+
+    /// Batches executed so far.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+}
+
+impl Store for Counted {
+    fn execute(&self, ops: Vec<Op>) -> Vec<Result<Reply>> {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.inner.execute(ops)
+    }
+
+    fn max_item_size(&self) -> usize {
+        self.inner.max_item_size()
+    }
+
+    fn flush_all(&self) -> Result<()> {
+        self.inner.flush_all()
+    }
+
+    fn server_for(&self, key: &str) -> String {
+        self.inner.server_for(key)
+    }
+
+    fn stats(&self) -> Result<Vec<(String, String, String)>> {
+        self.inner.stats()
     }
 }

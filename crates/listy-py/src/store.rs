@@ -3,6 +3,7 @@
 use crate::errors::CoreError;
 use listy_core::local::LocalStore;
 use listy_core::pool::{MemcachedPool, PoolConfig};
+use listy_core::store::Counted;
 use listy_core::{Op, Reply, Store};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -12,16 +13,31 @@ use std::time::Duration;
 #[pyclass(name = "Store", frozen, module = "listy._native")]
 pub struct PyStore {
     pub inner: Arc<dyn Store>,
+    counted: Arc<Counted>,
     #[pyo3(get)]
     pub kind: &'static str,
 }
 
+impl PyStore {
+    fn counting(store: Arc<dyn Store>, kind: &'static str) -> PyStore {
+        let counted = Arc::new(Counted::new(store));
+        PyStore { inner: counted.clone(), counted, kind }
+    }
+}
+
 #[pymethods]
 impl PyStore {
+    /// Batches sent to the store by this process (each one pipelined round
+    /// trip per server it touches): what a call costs in round trips.
+    #[getter]
+    fn batches(&self) -> u64 {
+        self.counted.batches()
+    }
+
     #[staticmethod]
     #[pyo3(signature = (name = "default", max_item_size = 1_048_576))]
     fn local(name: &str, max_item_size: usize) -> PyStore {
-        PyStore { inner: LocalStore::named(name, max_item_size), kind: "local" }
+        PyStore::counting(LocalStore::named(name, max_item_size), "local")
     }
 
     #[staticmethod]
@@ -39,7 +55,7 @@ impl PyStore {
         cfg.timeout = Duration::from_secs_f64(timeout);
         cfg.max_item_size = max_item_size;
         let pool = MemcachedPool::new(cfg).map_err(CoreError)?;
-        Ok(PyStore { inner: Arc::new(pool), kind: "memcached" })
+        Ok(PyStore::counting(Arc::new(pool), "memcached"))
     }
 
     fn flush_all(&self, py: Python<'_>) -> PyResult<()> {
