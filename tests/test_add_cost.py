@@ -98,3 +98,16 @@ def test_another_integrity_error_still_reaches_the_caller(users):
             Friend.cache.add(follower=me, followee_id=10**9)
     assert list(Friend.cache.get(follower=me)) == []
     assert not Friend.objects.filter(follower=me).exists()
+
+
+def test_a_check_constraint_is_not_taken_for_a_unique_one(users):
+    """``Friend`` also has a CheckConstraint (no self-follow): only its
+    UniqueConstraint lets add() insert first."""
+    me = users[0]
+    assert Friend.cache._unique_in_database({"follower": me, "followee": users[1]})
+    assert not Friend.cache._unique_in_database({"follower": me})
+    assert not Friend.cache._unique_in_database({"follower": me, "followee": None})
+    assert Friend.cache._unique_in_database({"pk": 5})
+    with pytest.raises(IntegrityError):
+        with transaction.atomic():
+            Friend.cache.add(follower=me, followee=me)

@@ -272,7 +272,10 @@ def markdown(results: dict) -> str:
             "goes through a counting TCP proxy (`bench/listybench/mcproxy.py`): one round trip = one burst of "
             "client bytes sent after a reply (a pipelined batch counts once); commands are parsed from the text "
             "protocol. memcached `stats` deltas (all clients) and Redis `total_commands_processed` deltas cover the "
-            "peers. Medians / means over the samples.")
+            "peers. Medians / means over the samples. Both follow tables hold each (follower, followee) pair once "
+            "(a unique constraint, paid by every system on insert), so Listy's add() inserts first and leaves its "
+            "no-op check to the database; on a model without such a constraint the check reads the cached pair "
+            "list first: one more round trip (`tests/test_add_cost.py`).")
         add("")
         add("| system | SQL statements | memcached round trips (proxy) | memcached commands (proxy) | memcached stats delta | Redis commands | SQL of the next read | time ms |")
         add("|---|---|---:|---|---|---:|---:|---:|")

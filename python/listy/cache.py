@@ -638,8 +638,9 @@ class ListCache:
             sets = [frozenset([f.attname]) for f in opts.concrete_fields if f.unique]
             sets += [frozenset(opts.get_field(n).attname for n in names) for names in opts.unique_together]
             for c in opts.constraints:
-                plain = c.condition is None and not c.expressions and c.deferrable is None
-                if isinstance(c, models.UniqueConstraint) and c.fields and plain:
+                if not isinstance(c, models.UniqueConstraint) or not c.fields:
+                    continue
+                if c.condition is None and not c.expressions and c.deferrable is None:
                     sets.append(frozenset(opts.get_field(n).attname for n in c.fields))
             found = self._unique_sets = sets
         given = set()

@@ -99,4 +99,7 @@ class Friend(models.Model):
     )
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["follower", "followee"], name="unique_friend_pair")]
+        constraints = [
+            models.UniqueConstraint(fields=["follower", "followee"], name="unique_friend_pair"),
+            models.CheckConstraint(condition=~models.Q(follower=models.F("followee")), name="friend_not_self"),
+        ]

@@ -23,7 +23,10 @@ class Migration(migrations.Migration):
                 ('follower', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('follower', 'followee'), name='unique_friend_pair')],
+                'constraints': [
+                    models.UniqueConstraint(fields=('follower', 'followee'), name='unique_friend_pair'),
+                    models.CheckConstraint(condition=~models.Q(follower=models.F('followee')), name='friend_not_self'),
+                ],
             },
         ),
     ]
