@@ -347,7 +347,7 @@ def markdown(results: dict) -> str:
             sqls = statistics.median(s["sql"] for s in ac[key])
             rts = statistics.median(s["proxy"]["round_trips"] for s in ac[key])
             ok = sqls == 1 and inserts == 1 and rts == 1
-            add(f"| add() on cached lists, {idx}: one INSERT and one memcached round trip | {sqls:g} SQL ({inserts:g} INSERT), {rts:g} round trips | - | {verdict(ok)} |")
+            add(f"| add() on cached lists, {idx}: one INSERT and one memcached round trip | {sqls:g} SQL ({inserts:g} INSERT), {rts:g} round trip{'' if rts == 1 else 's'} | - | {verdict(ok)} |")
     add("")
 
     if "checks" in results:
