@@ -8,6 +8,7 @@
 //! (empty, like a real restart).
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ pub const MEMCACHED: &str = "/usr/bin/memcached";
 
 /// How long a fresh server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a probe waits for `stats` (a paused server never answers).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 enum Listen {
@@ -173,12 +177,26 @@ impl Memcached {
                 self.child = None;
                 return false;
             }
-            let ready = match &self.listen {
-                Listen::Tcp(port) => TcpStream::connect(("127.0.0.1", *port)).is_ok(),
-                Listen::Unix(path) => UnixStream::connect(path).is_ok(),
+            let pid = self.child.as_ref().map(Child::id);
+            let answered = match &self.listen {
+                Listen::Tcp(port) => TcpStream::connect(("127.0.0.1", *port)).ok().map(|mut c| {
+                    c.set_read_timeout(Some(PROBE_TIMEOUT)).ok();
+                    server_pid(&mut c)
+                }),
+                Listen::Unix(path) => UnixStream::connect(path).ok().map(|mut c| {
+                    c.set_read_timeout(Some(PROBE_TIMEOUT)).ok();
+                    server_pid(&mut c)
+                }),
             };
-            if ready {
-                return true;
+            match answered {
+                Some(found) if found == pid => return true,
+                // Another test's server holds the port (it was free when we
+                // probed it): ours cannot bind and will exit.
+                Some(Some(_)) => {
+                    self.kill();
+                    return false;
+                }
+                _ => {}
             }
             sleep(Duration::from_millis(5));
         }
@@ -193,6 +211,22 @@ impl Drop for Memcached {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// The pid a memcached server reports in `stats` (`None` if it does not answer).
+fn server_pid(conn: &mut (impl Read + Write)) -> Option<u32> {
+    conn.write_all(b"stats\r\n").ok()?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !reply.ends_with(b"END\r\n") {
+        let n = conn.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply);
+    text.lines().find_map(|l| l.strip_prefix("STAT pid ")).and_then(|p| p.trim().parse().ok())
 }
 
 /// A port that was free a moment ago.
