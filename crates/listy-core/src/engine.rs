@@ -24,7 +24,8 @@
 //!   twice. They are cached beside the list, tagged with the head's CAS. The
 //!   model-wide counters have no list to count: they are built from the
 //!   database under a lease and kept with `incr`/`decr`; one built while a
-//!   committed write's `incr` is still in flight is one off (known gap).
+//!   committed write's `incr` is still in flight is one off (known gap),
+//!   until the counters' epoch ends (hourly, `Options::counter_epoch`).
 
 use crate::calendar::Period;
 use crate::codec::{encode_tombstone, Kind, Layout, Part, Row, Schema, Value, ValueRef};
@@ -75,6 +76,10 @@ pub struct Options {
     pub head_max: usize,
     /// Re-split a head that prepends have grown past this many bytes.
     pub head_split: usize,
+    /// The model-wide counters start afresh from the database this often
+    /// (their keys carry the epoch): a counter one off after a race (see
+    /// `model_counts`) is right again within one epoch.
+    pub counter_epoch: Duration,
 }
 
 impl Default for Options {
@@ -85,6 +90,7 @@ impl Default for Options {
             compact_min_dead: 16,
             head_max: 2048,
             head_split: 16 * 1024,
+            counter_epoch: Duration::from_secs(3600),
         }
     }
 }
@@ -413,10 +419,16 @@ impl Engine {
         keys::list_key(&self.prefix, &self.model, spec_fp, generation, fields, values)
     }
 
-    /// Counter keys do not depend on the record layout: every client of the
-    /// model, whatever its schema, counts the same rows.
-    fn counter_key(&self, generation: u64, fields: &[String], values: &[Value], suffix: &str) -> String {
-        keys::counter_key(&self.list_key(0, generation, fields, values), suffix)
+    /// The key of a model-wide counter in `epoch`. It does not depend on the
+    /// record layout: every client of the model, whatever its schema, counts
+    /// the same rows.
+    fn counter_key(&self, generation: u64, epoch: u64, suffix: &str) -> String {
+        keys::counter_key(&self.list_key(0, generation, &[], &[]), &format!("{suffix}@{epoch:x}"))
+    }
+
+    /// The current epoch of the model-wide counters.
+    fn counter_epoch(&self) -> u64 {
+        now_millis() / (self.options.counter_epoch.as_millis().max(1) as u64)
     }
 
     fn own_entry(&self, spec: &ListSpec) -> Entry {
@@ -1059,6 +1071,7 @@ impl Engine {
         added: Option<(&Row, Option<i32>)>,
     ) -> Result<Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)>> {
         let gen = meta.generation;
+        let epoch = self.counter_epoch();
         let mut ops: Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)> = Vec::new();
         let mut new_lists: HashSet<String> = HashSet::new();
         let mut new_counters: HashSet<String> = HashSet::new();
@@ -1096,7 +1109,7 @@ impl Engine {
                     ops.push((Op::Prepend { key, value: record }, Some((spec, values))));
                 }
             }
-            new_counters.extend(self.model_counter_keys(gen, day));
+            new_counters.extend(self.model_counter_keys(gen, epoch, day));
         }
         for (row, day, hard) in removed {
             for e in &meta.entries {
@@ -1120,7 +1133,7 @@ impl Engine {
                     ops.push((Op::Prepend { key, value: tomb }, None));
                 }
             }
-            for key in self.model_counter_keys(gen, *day) {
+            for key in self.model_counter_keys(gen, epoch, *day) {
                 if !new_counters.remove(&key) {
                     ops.push((Op::Decr { key, delta: 1 }, None));
                 }
@@ -1153,11 +1166,11 @@ impl Engine {
 
     /// The model-wide counters a row dated `day` counts in. (A list's
     /// counts are taken from the list itself: see `list_counts`.)
-    fn model_counter_keys(&self, gen: u64, day: Option<i32>) -> Vec<String> {
-        let mut keys = vec![self.counter_key(gen, &[], &[], "c")];
+    fn model_counter_keys(&self, gen: u64, epoch: u64, day: Option<i32>) -> Vec<String> {
+        let mut keys = vec![self.counter_key(gen, epoch, "c")];
         if let Some(day) = day {
             for p in Period::ALL {
-                keys.push(self.counter_key(gen, &[], &[], &format!("{}{}", p.letter(), p.start(day))));
+                keys.push(self.counter_key(gen, epoch, &format!("{}{}", p.letter(), p.start(day))));
             }
         }
         keys
@@ -1266,13 +1279,18 @@ impl Engine {
         Ok(counts)
     }
 
-    /// The model-wide counters, kept with `incr`/`decr` by every write.
+    /// The model-wide counters, kept with `incr`/`decr` by every write. One
+    /// built while a committed write's `incr` is still in flight counts that
+    /// row twice (`incr` is not idempotent, and a lease cannot order a COUNT
+    /// against an `incr` in flight): keys carry an epoch
+    /// (`Options::counter_epoch`), so such an error lasts one epoch at most.
     fn model_counts(&self, buckets: &[(String, Option<(i32, i32)>)], source: &dyn Source) -> Result<Vec<u64>> {
         let fields: [String; 0] = [];
+        let epoch = self.counter_epoch();
         let fetched = self.with_meta(|meta| {
             Ok(buckets
                 .iter()
-                .map(|(suffix, _)| Op::Get { key: self.counter_key(meta.generation, &[], &[], suffix) })
+                .map(|(suffix, _)| Op::Get { key: self.counter_key(meta.generation, epoch, suffix) })
                 .collect())
         });
         let (meta, replies) = match fetched {
@@ -1281,7 +1299,7 @@ impl Engine {
         };
         let mut out = Vec::with_capacity(buckets.len());
         for ((suffix, range), reply) in buckets.iter().zip(replies) {
-            let key = self.counter_key(meta.generation, &[], &[], suffix);
+            let key = self.counter_key(meta.generation, epoch, suffix);
             let cached = match reply {
                 Ok(Reply::Value(Some(item))) => parse_count(&item.value),
                 _ => None,
