@@ -131,6 +131,9 @@ class Engine:
     attname the FK value fills)`` for
     inlined foreign-key fields. ``on_build`` (optional) is called with each
     built instance and may return a replacement (the per-request registry).
+    ``unique`` lists the attname sets no two rows share (the database's
+    unique constraints): a list whose key fixes one holds one row at most and
+    is written whole by an add, like a primary-key list.
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class Engine:
         db_alias: str = "default",
         related: dict[str, tuple[str, type, str]] | None = None,
         on_build: Callable[[Any], Any] | None = None,
+        unique: list[list[str]] | None = None,
     ) -> None: ...
 
     hits: int

@@ -339,6 +339,7 @@ class ListCache:
                 db_alias=resolved.db_alias,
                 related=resolved.schema.related or None,
                 on_build=_middleware_on_build(),
+                unique=[sorted(u) for u in self._unique_field_sets() if u <= set(resolved.schema.attnames)],
             )
             self._state = (epoch, resolved, engine)
             return engine
@@ -628,10 +629,9 @@ class ListCache:
             self._after_commit(using, self.plan_add(obj))
         return obj
 
-    def _unique_in_database(self, lookup: Mapping[str, Any]) -> bool:
-        """Whether a unique field, ``unique_together`` or unconditional
-        ``UniqueConstraint`` lies within ``lookup``'s fields: then no two rows
-        can match ``lookup`` and the database itself rejects a duplicate."""
+    def _unique_field_sets(self) -> list[frozenset[str]]:
+        """The attname sets no two rows share: unique fields, ``unique_together``
+        and unconditional ``UniqueConstraint`` objects."""
         found = self._unique_sets
         if found is None:
             opts = self.model._meta
@@ -643,6 +643,13 @@ class ListCache:
                 if c.condition is None and not c.expressions and c.deferrable is None:
                     sets.append(frozenset(opts.get_field(n).attname for n in c.fields))
             found = self._unique_sets = sets
+        return found
+
+    def _unique_in_database(self, lookup: Mapping[str, Any]) -> bool:
+        """Whether a unique field set lies within ``lookup``'s fields: then no
+        two rows can match ``lookup`` and the database itself rejects a
+        duplicate."""
+        found = self._unique_field_sets()
         given = set()
         for name, value in lookup.items():
             f = self.model._meta.pk if name == "pk" else self._field(name)

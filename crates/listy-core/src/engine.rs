@@ -260,6 +260,8 @@ pub struct Engine {
     schema: Arc<Schema>,
     schema_fp: u32,
     indexes: Vec<Vec<String>>,
+    /// Field sets no two rows share (the database's unique constraints).
+    unique: Vec<Vec<String>>,
     specs: Mutex<HashMap<Vec<String>, Arc<ListSpec>>>,
     meta: Mutex<Option<Meta>>,
     options: Options,
@@ -345,6 +347,7 @@ impl Engine {
             schema_fp: schema.fingerprint(),
             schema,
             indexes: normalized,
+            unique: Vec::new(),
             specs: Mutex::new(HashMap::new()),
             meta: Mutex::new(None),
             options,
@@ -352,6 +355,23 @@ impl Engine {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
+    }
+
+    /// Declares the field sets no two rows share (the database's unique
+    /// constraints, besides the primary key). A list whose key fixes one of
+    /// them holds one row at most: a new row writes it whole (no database
+    /// read) and a delete leaves it empty, like a primary-key list.
+    pub fn set_unique(&mut self, sets: Vec<Vec<String>>) -> Result<()> {
+        for set in &sets {
+            if let Some(bad) = set.iter().find(|f| self.schema.position(f).is_none()) {
+                return Err(Error::Config(format!(
+                    "unique fields {set:?} name {bad:?}, not a field of {}",
+                    self.model
+                )));
+            }
+        }
+        self.unique = sets;
+        Ok(())
     }
 
     /// Installs a hook called at the protocol's race points (tests).
@@ -995,8 +1015,8 @@ impl Engine {
                             to_build.push((spec, key, values));
                         }
                     }
-                    // The unique list exists already (a delete's empty list, a
-                    // build): prepend the record like any other list.
+                    // The one-row list exists already (a delete's empty list,
+                    // a build, a lease): prepend the frame like any other list.
                     (Op::Add { value, .. }, Ok(Reply::NotStored)) => repairs
                         .push(Op::Prepend { key, value: value[..value.len() - crate::codec::TRAILER_LEN].to_vec() }),
                     // A counter under construction: break the builder's lease.
@@ -1100,7 +1120,7 @@ impl Engine {
                     spec.layout.encode_record(row, &mut record)?;
                 }
                 new_lists.insert(key.clone());
-                if removed.is_empty() && self.holds_one_row(&e.fields) {
+                if removed.is_empty() && self.holds_one_row(&e.fields, &values) {
                     // A new row's list under a unique index holds that row
                     // alone: store it whole, no database read needed.
                     record.extend_from_slice(&spec.layout.trailer(Part::Head { segments: 0 }, 0));
@@ -1124,11 +1144,19 @@ impl Engine {
                 }
                 let mut tomb = Vec::new();
                 encode_tombstone(pk_of(row)?, *hard, &mut tomb);
-                if *hard && added.is_none() && self.holds_one_row(&e.fields) {
-                    // The row is gone for good: its unique list is empty
-                    // forever (the final tombstone also hides a late add).
+                if added.is_none() && self.holds_one_row(&e.fields, &values) {
                     tomb.extend_from_slice(&self.spec(&e.fields)?.layout.trailer(Part::Head { segments: 0 }, 0));
-                    ops.push((Op::Set { key, value: tomb }, None));
+                    if *hard && self.is_pk_list(&e.fields) {
+                        // The row is gone for good: its pk list is empty
+                        // forever (the final tombstone also hides a late add).
+                        ops.push((Op::Set { key, value: tomb }, None));
+                    } else {
+                        // Empty once the row is gone, but another row may take
+                        // the unique values next: create it empty if missing
+                        // (so a late add of this row stays hidden), else
+                        // prepend the tombstone (see `write`).
+                        ops.push((Op::Add { key, value: tomb }, None));
+                    }
                 } else {
                     ops.push((Op::Prepend { key, value: tomb }, None));
                 }
@@ -1145,9 +1173,22 @@ impl Engine {
         Ok(ops)
     }
 
-    /// True for an index that includes the primary key: its lists hold at
-    /// most one row.
-    fn holds_one_row(&self, fields: &[String]) -> bool {
+    /// True for a list that holds one row at most: its key fixes the
+    /// primary key, or every field of a unique set to a non-null value
+    /// (NULLs are distinct to a unique constraint).
+    fn holds_one_row(&self, fields: &[String], values: &[Value]) -> bool {
+        self.is_pk_list(fields)
+            || self.unique.iter().any(|set| {
+                set.iter().all(|f| {
+                    fields
+                        .iter()
+                        .position(|x| x == f)
+                        .is_some_and(|i| !matches!(values.get(i), None | Some(Value::Null)))
+                })
+            })
+    }
+
+    fn is_pk_list(&self, fields: &[String]) -> bool {
         fields.iter().any(|f| *f == self.schema.fields()[0].name)
     }
 

@@ -559,8 +559,16 @@ mod model {
         Read { client: usize, follower: i64 },
         Count { client: usize, follower: i64 },
         Evict { follower: i64 },
+        EvictPair { follower: i64, followee: i64 },
         EvictMeta,
         Flush { client: usize },
+    }
+
+    fn pk_value(v: &Value) -> i64 {
+        match v {
+            Value::Int(i) => *i,
+            _ => unreachable!(),
+        }
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -571,20 +579,39 @@ mod model {
             3 => (0..3usize, 1..4i64).prop_map(|(client, follower)| Step::Read { client, follower }),
             2 => (0..3usize, 1..4i64).prop_map(|(client, follower)| Step::Count { client, follower }),
             1 => (1..4i64).prop_map(|follower| Step::Evict { follower }),
+            1 => (1..4i64, 1..5i64).prop_map(|(follower, followee)| Step::EvictPair { follower, followee }),
             1 => Just(Step::EvictMeta),
             1 => (0..3usize).prop_map(|client| Step::Flush { client }),
         ]
     }
 
     fn run(store: Arc<dyn Store>, steps: &[Step]) -> std::result::Result<(), TestCaseError> {
-        run_with(store, steps, |s| engine(s, all_indexes()))
+        run_with(store, steps, |s| engine(s, all_indexes()), false)
+    }
+
+    /// The database holds each (follower, followee) pair once, and the
+    /// clients know it: the pair lists hold one row at most.
+    fn run_unique(store: Arc<dyn Store>, steps: &[Step]) -> std::result::Result<(), TestCaseError> {
+        let make = |s: &Arc<dyn Store>| {
+            let mut e = engine(s, all_indexes());
+            e.set_unique(vec![idx(&["followee_id", "follower_id"])]).unwrap();
+            e
+        };
+        run_with(store, steps, make, true)
     }
 
     fn run_with(
         store: Arc<dyn Store>,
         steps: &[Step],
         make: impl Fn(&Arc<dyn Store>) -> Engine,
+        unique_pairs: bool,
     ) -> std::result::Result<(), TestCaseError> {
+        let taken = |db: &Db, follower: i64, followee: i64| {
+            unique_pairs
+                && !db
+                    .pks(&idx(&["followee_id", "follower_id"]), &[Value::Int(followee), Value::Int(follower)])
+                    .is_empty()
+        };
         store.flush_all().unwrap();
         let db = Db::default();
         let clients: Vec<Engine> = (0..3).map(|_| make(&store)).collect();
@@ -593,6 +620,9 @@ mod model {
         for s in steps {
             match *s {
                 Step::Add { client, follower, followee } => {
+                    if taken(&db, follower, followee) {
+                        continue;
+                    }
                     let row = follow(next_id, follower, followee);
                     next_id += 1;
                     db.insert(row.clone());
@@ -606,7 +636,7 @@ mod model {
                 }
                 Step::Move { client, pick, followee } => {
                     let old = { db.rows.lock().unwrap().values().nth(pick % (next_id as usize)).cloned() };
-                    if let Some(old) = old {
+                    if let Some(old) = old.filter(|o| !taken(&db, pk_value(&o[2]), followee)) {
                         let mut new = old.clone();
                         new[3] = Value::Int(followee);
                         db.insert(new.clone());
@@ -623,6 +653,12 @@ mod model {
                 }
                 Step::Evict { follower } => {
                     let key = clients[0].key(&f, &[Value::Int(follower)]).unwrap();
+                    store.one(Op::Delete { key }).unwrap();
+                }
+                Step::EvictPair { follower, followee } => {
+                    let key = clients[0]
+                        .key(&idx(&["followee_id", "follower_id"]), &[Value::Int(followee), Value::Int(follower)])
+                        .unwrap();
                     store.one(Op::Delete { key }).unwrap();
                 }
                 Step::EvictMeta => {
@@ -666,7 +702,12 @@ mod model {
         #[test]
         fn random_clients_converge_on_lists_split_into_segments(steps in proptest::collection::vec(step(), 1..80)) {
             // Items of 1,200 bytes: lists of more than ~100 records are segmented.
-            run_with(Arc::new(LocalStore::new("model-parts", 1200)), &steps, super::small_parts_engine)?;
+            run_with(Arc::new(LocalStore::new("model-parts", 1200)), &steps, super::small_parts_engine, false)?;
+        }
+
+        #[test]
+        fn random_clients_converge_with_unique_pairs(steps in proptest::collection::vec(step(), 1..60)) {
+            run_unique(Arc::new(LocalStore::new("model-unique", 1 << 20)), &steps)?;
         }
     }
 
@@ -677,6 +718,7 @@ mod model {
         let mut runner =
             proptest::test_runner::TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });
         runner.run(&proptest::collection::vec(step(), 1..60), |steps| run(store.clone(), &steps)).unwrap();
+        runner.run(&proptest::collection::vec(step(), 1..60), |steps| run_unique(store.clone(), &steps)).unwrap();
     }
 }
 
@@ -763,6 +805,66 @@ fn unique_lists_are_written_whole_and_deletes_win_in_any_order() {
         e.add(&late, day_of(&late), &db).unwrap();
         assert_eq!(list(&e, &db, &["id"], &[3]), (vec![], true));
         assert_eq!(list(&e, &db, &["follower_id"], &[1]).0, vec![2, 1]);
+        store.flush_all().unwrap();
+    });
+}
+
+/// Lists whose key fixes a unique pair hold one row at most: a new row
+/// writes its list whole (no database read), a delete leaves it empty (not
+/// missing), and a later row with the same pair shows, whatever order the
+/// writes' updates arrive in; a late add of a deleted row stays hidden.
+#[test]
+fn lists_of_a_unique_pair_are_written_whole_and_a_reused_pair_shows() {
+    on_every_store(|store| {
+        let db = Db::default();
+        let mut e = engine(&store, all_indexes());
+        e.set_unique(vec![idx(&["followee_id", "follower_id"])]).unwrap();
+        let pair = ["followee_id", "follower_id"];
+        let pair_key = || e.key(&idx(&pair), &[Value::Int(2), Value::Int(1)]).unwrap();
+        let queries = || db.queries.load(Ordering::SeqCst);
+
+        list(&e, &db, &["follower_id"], &[1]); // cached: the pair list is the only one missing
+        let first = follow(1, 1, 2);
+        db.insert(first.clone());
+        let q = queries();
+        e.add(&first, day_of(&first), &db).unwrap();
+        assert_eq!(list(&e, &db, &pair, &[2, 1]), (vec![1], true), "written whole by the add");
+        assert_eq!(queries(), q, "no database read");
+
+        // The pair is deleted and taken again; the new row's update arrives first.
+        let second = follow(2, 1, 2);
+        db.remove(1);
+        db.insert(second.clone());
+        e.add(&second, day_of(&second), &db).unwrap();
+        e.delete(&first, day_of(&first), true).unwrap();
+        assert_eq!(list(&e, &db, &pair, &[2, 1]).0, vec![2]);
+
+        // The other order, on a list not cached: the delete creates it empty.
+        store.one(Op::Delete { key: pair_key() }).unwrap();
+        let third = follow(3, 1, 2);
+        db.remove(2);
+        db.insert(third.clone());
+        e.delete(&second, day_of(&second), true).unwrap();
+        e.add(&third, day_of(&third), &db).unwrap();
+        let q = queries();
+        assert_eq!(list(&e, &db, &pair, &[2, 1]), (vec![3], true));
+        // A late add of the deleted row stays hidden.
+        e.add(&second, day_of(&second), &db).unwrap();
+        assert_eq!(list(&e, &db, &pair, &[2, 1]), (vec![3], true));
+        assert_eq!(queries(), q);
+
+        // A soft delete (the row stays, unlisted) on a list not cached.
+        store.one(Op::Delete { key: pair_key() }).unwrap();
+        db.remove(3);
+        e.delete(&third, day_of(&third), false).unwrap();
+        let q = queries();
+        assert_eq!(list(&e, &db, &pair, &[2, 1]), (vec![], true));
+        assert_eq!(queries(), q);
+        // Revived: listed again.
+        db.insert(third.clone());
+        e.add(&third, day_of(&third), &db).unwrap();
+        assert_eq!(list(&e, &db, &pair, &[2, 1]).0, vec![3]);
+        assert_list(&e, &db, &["follower_id"], &[1]);
         store.flush_all().unwrap();
     });
 }

@@ -220,7 +220,7 @@ fn report_to_py(py: Python<'_>, report: WriteReport) -> PyResult<Bound<'_, PyDic
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (store, *, prefix, model, schema, indexes, model_class, state_class, db_alias = "default", related = None, on_build = None))]
+    #[pyo3(signature = (store, *, prefix, model, schema, indexes, model_class, state_class, db_alias = "default", related = None, on_build = None, unique = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -234,10 +234,13 @@ impl PyEngine {
         db_alias: &str,
         related: Option<RelatedSpec>,
         on_build: Option<Py<PyAny>>,
+        unique: Option<Vec<Vec<String>>>,
     ) -> PyResult<PyEngine> {
         let s = schema.get();
-        let engine = Engine::new(store.inner.clone(), prefix, model, (*s.inner).clone(), indexes, Options::default())
-            .map_err(CoreError)?;
+        let mut engine =
+            Engine::new(store.inner.clone(), prefix, model, (*s.inner).clone(), indexes, Options::default())
+                .map_err(CoreError)?;
+        engine.set_unique(unique.unwrap_or_default()).map_err(CoreError)?;
         let names: Vec<&str> = s.inner.fields().iter().map(|f| f.name.as_str()).collect();
         let attnames =
             names.iter().map(|n| if n.contains('.') { None } else { Some(PyString::new(py, n).unbind()) }).collect();
