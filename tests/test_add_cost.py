@@ -33,9 +33,10 @@ def _cost(call):  # type: ignore[no-untyped-def]
 def test_add_with_a_unique_pair_is_one_insert_and_one_round_trip(users):
     me, you, him = users[:3]
     Friend.cache.add(follower=me, followee=you)
-    # the follower's list is cached; the row's pk list and its (follower,
-    # followee) list hold one row at most: the add writes them whole
+    # the lists the row will enter, cached (its pk list cannot be: it is
+    # written whole)
     assert len(Friend.cache.get(follower=me)) == 1
+    assert len(Friend.cache.get(follower=me, followee=him)) == 0
     made, sql, batches = _cost(lambda: Friend.cache.add(follower=me, followee=him))
     assert made is not None
     assert len(sql) == 1 and sql[0].upper().startswith("INSERT"), sql
@@ -46,6 +47,20 @@ def test_add_with_a_unique_pair_is_one_insert_and_one_round_trip(users):
         assert [f.pk for f in Friend.cache.get(follower=me, followee=him)] == [made.pk]
         assert Friend.cache.get_one(made.pk).followee_id == him.pk
         assert Friend.cache.count(follower=me) == 2
+    assert _statements(ctx) == []
+
+
+def test_a_new_unique_pair_list_is_written_whole_without_a_select(users):
+    """The (follower, followee) list of a unique pair holds one row: when it
+    is not cached, the add stores it whole (a second round trip, no SELECT)."""
+    me, you, him = users[:3]
+    Friend.cache.add(follower=me, followee=him)  # the first add registers the model's indexes
+    Friend.cache.get(follower=me)
+    made, sql, batches = _cost(lambda: Friend.cache.add(follower=me, followee=you))
+    assert len(sql) == 1 and sql[0].upper().startswith("INSERT"), sql
+    assert batches == 2
+    with CaptureQueriesContext(connection) as ctx:
+        assert [f.pk for f in Friend.cache.get(follower=me, followee=you)] == [made.pk]
     assert _statements(ctx) == []
 
 

@@ -173,6 +173,15 @@ struct ListSpec {
     layout: Layout,
 }
 
+/// What a write does when its frame finds no list to prepend to.
+enum Missing {
+    /// Build the list from the source (when the write builds missing lists).
+    Build(Arc<ListSpec>, Vec<Value>),
+    /// Store it whole: it holds one row at most, so the frame and a
+    /// trailer are all of it.
+    Create(Vec<u8>),
+}
+
 /// One bucket of a period count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucket {
@@ -1007,14 +1016,18 @@ impl Engine {
                         report.faults.push(e.to_string());
                         report.failed_keys.push(key);
                     }
-                    (Op::Prepend { .. }, Ok(Reply::NotStored)) => {
+                    (Op::Prepend { .. }, Ok(Reply::NotStored)) => match target {
+                        // A one-row list missing: the frame and a trailer are all of it.
+                        Some(Missing::Create(whole)) => repairs.push(Op::Add { key, value: whole }),
                         // Missing, or too large for one item (memcached kept the
                         // old value): either way it must not stay without this write.
-                        repairs.push(Op::Delete { key: key.clone() });
-                        if let (true, Some((spec, values))) = (build_missing, target) {
-                            to_build.push((spec, key, values));
+                        target => {
+                            repairs.push(Op::Delete { key: key.clone() });
+                            if let (true, Some(Missing::Build(spec, values))) = (build_missing, target) {
+                                to_build.push((spec, key, values));
+                            }
                         }
-                    }
+                    },
                     // The one-row list exists already (a delete's empty list,
                     // a build, a lease): prepend the frame like any other list.
                     (Op::Add { value, .. }, Ok(Reply::NotStored)) => repairs
@@ -1048,18 +1061,26 @@ impl Engine {
     }
 
     /// Second-step ops of a write: deletes of keys that must not keep a value
-    /// missing the write, prepends where a whole-list `add` found the key.
+    /// missing the write, prepends where a whole-list `add` found the key,
+    /// whole one-row lists where a prepend found none. A whole list that
+    /// finds the key taken meanwhile deletes it (a third, rare step).
     fn follow_up(&self, repairs: Vec<Op>, report: &mut WriteReport) {
         if repairs.is_empty() {
             return;
         }
         let keys: Vec<String> = repairs.iter().map(|op| op.key().to_string()).collect();
-        for (key, r) in keys.into_iter().zip(self.store.execute(repairs)) {
-            if let Err(e) = r {
-                report.faults.push(e.to_string());
-                report.failed_keys.push(key);
+        let mut lost = Vec::new();
+        for ((key, op), r) in keys.into_iter().zip(&repairs).zip(self.store.execute(repairs.clone())) {
+            match (op, r) {
+                (_, Err(e)) => {
+                    report.faults.push(e.to_string());
+                    report.failed_keys.push(key);
+                }
+                (Op::Add { .. }, Ok(Reply::NotStored)) => lost.push(Op::Delete { key }),
+                _ => {}
             }
         }
+        self.follow_up(lost, report);
     }
 
     /// The report of a write whose meta could not be read: every key the
@@ -1089,10 +1110,10 @@ impl Engine {
         meta: &Meta,
         removed: &[(&Row, Option<i32>, bool)],
         added: Option<(&Row, Option<i32>)>,
-    ) -> Result<Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)>> {
+    ) -> Result<Vec<(Op, Option<Missing>)>> {
         let gen = meta.generation;
         let epoch = self.counter_epoch();
-        let mut ops: Vec<(Op, Option<(Arc<ListSpec>, Vec<Value>)>)> = Vec::new();
+        let mut ops: Vec<(Op, Option<Missing>)> = Vec::new();
         let mut new_lists: HashSet<String> = HashSet::new();
         let mut new_counters: HashSet<String> = HashSet::new();
         // Lists the row was already in get an `update` frame: it keeps its place.
@@ -1122,11 +1143,18 @@ impl Engine {
                 new_lists.insert(key.clone());
                 if removed.is_empty() && self.holds_one_row(&e.fields, &values) {
                     // A new row's list under a unique index holds that row
-                    // alone: store it whole, no database read needed.
-                    record.extend_from_slice(&spec.layout.trailer(Part::Head { segments: 0 }, 0));
-                    ops.push((Op::Add { key, value: record }, None));
+                    // alone: no database read needed. A new pk's list cannot
+                    // exist yet: store it whole. Another unique list may (a
+                    // read cached it empty): prepend, and store it whole if missing.
+                    let mut whole = record.clone();
+                    whole.extend_from_slice(&spec.layout.trailer(Part::Head { segments: 0 }, 0));
+                    if self.is_pk_list(&e.fields) {
+                        ops.push((Op::Add { key, value: whole }, None));
+                    } else {
+                        ops.push((Op::Prepend { key, value: record }, Some(Missing::Create(whole))));
+                    }
                 } else {
-                    ops.push((Op::Prepend { key, value: record }, Some((spec, values))));
+                    ops.push((Op::Prepend { key, value: record }, Some(Missing::Build(spec, values))));
                 }
             }
             new_counters.extend(self.model_counter_keys(gen, epoch, day));
@@ -1145,17 +1173,18 @@ impl Engine {
                 let mut tomb = Vec::new();
                 encode_tombstone(pk_of(row)?, *hard, &mut tomb);
                 if added.is_none() && self.holds_one_row(&e.fields, &values) {
-                    tomb.extend_from_slice(&self.spec(&e.fields)?.layout.trailer(Part::Head { segments: 0 }, 0));
+                    let mut whole = tomb.clone();
+                    whole.extend_from_slice(&self.spec(&e.fields)?.layout.trailer(Part::Head { segments: 0 }, 0));
                     if *hard && self.is_pk_list(&e.fields) {
                         // The row is gone for good: its pk list is empty
                         // forever (the final tombstone also hides a late add).
-                        ops.push((Op::Set { key, value: tomb }, None));
+                        ops.push((Op::Set { key, value: whole }, None));
                     } else {
                         // Empty once the row is gone, but another row may take
-                        // the unique values next: create it empty if missing
-                        // (so a late add of this row stays hidden), else
-                        // prepend the tombstone (see `write`).
-                        ops.push((Op::Add { key, value: tomb }, None));
+                        // the unique values next (never `set`): prepend, and
+                        // if missing store it holding the tombstone alone, so
+                        // a late add of this row stays hidden.
+                        ops.push((Op::Prepend { key, value: tomb }, Some(Missing::Create(whole))));
                     }
                 } else {
                     ops.push((Op::Prepend { key, value: tomb }, None));
