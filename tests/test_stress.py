@@ -22,7 +22,7 @@ from django.db import connection
 from listy import repair
 from listy.models import PendingRepair
 from tests.conftest import ROOT, STORE
-from tests.testapp.models import Follow
+from tests.testapp.models import Follow, Friend
 
 DB = os.environ.get("LISTY_TEST_DB", "sqlite")
 
@@ -56,13 +56,13 @@ def worker_env(memcached_server) -> dict[str, str]:  # type: ignore[no-untyped-d
     return env
 
 
-def divergences(users: list[User], known_pks: set[int]) -> tuple[list[str], dict[str, int]]:
-    """Every list and counter compared with the database."""
+def divergences(users: list[User], known_pks: set[int], model=Follow) -> tuple[list[str], dict[str, int]]:  # type: ignore[no-untyped-def]
+    """Every list and counter of ``model`` compared with the database's live rows."""
     out: list[str] = []
     checked = {"lists": 0, "from_cache": 0, "get_one": 0, "counts": 0}
-    rows = {f.pk: f for f in Follow.objects.all()}
+    rows = {f.pk: f for f in model._base_manager.filter(**model.cache.source.live_filter())}
 
-    def compare(what: str, got, want: list[Follow]) -> None:  # type: ignore[no-untyped-def]
+    def compare(what: str, got, want: list) -> None:  # type: ignore[no-untyped-def]
         checked["lists"] += 1
         checked["from_cache"] += bool(got.from_cache)
         mine = {f.pk: (f.follower_id, f.followee_id, f.created) for f in got}
@@ -74,36 +74,42 @@ def divergences(users: list[User], known_pks: set[int]) -> tuple[list[str], dict
 
     for u in users:
         want = [f for f in rows.values() if f.follower_id == u.pk]
-        compare(f"get(follower={u.pk})", Follow.cache.get(follower=u), want)
+        compare(f"get(follower={u.pk})", model.cache.get(follower=u), want)
         for v in users:
             want_pair = [f for f in want if f.followee_id == v.pk]
-            compare(f"get(follower={u.pk}, followee={v.pk})", Follow.cache.get(follower=u, followee=v), want_pair)
-        n = Follow.cache.count(follower=u)
+            compare(f"get(follower={u.pk}, followee={v.pk})", model.cache.get(follower=u, followee=v), want_pair)
+        n = model.cache.count(follower=u)
         checked["counts"] += 1
         if n != len(want):
             out.append(f"count(follower={u.pk}) = {n} != db {len(want)}")
-    n = Follow.cache.count()
+    n = model.cache.count()
     checked["counts"] += 1
     if n != len(rows):
         out.append(f"{COUNTER}count() = {n} != db {len(rows)}")
     for pk in sorted(known_pks | set(rows)):
-        got = Follow.cache.get_one(pk)
+        got = model.cache.get_one(pk)
         checked["get_one"] += 1
         want_one = rows.get(pk)
         if (got is None) != (want_one is None) or (
             got is not None and (got.follower_id, got.followee_id) != (want_one.follower_id, want_one.followee_id)
         ):
             out.append(f"get_one({pk}) = {got!r} != db {want_one!r}")
-    for report in Follow.cache.determine_coherency(check_against_db=True):
+    for report in model.cache.determine_coherency(check_against_db=True):
         if report.cached and report.coherent is False:
             out.append(f"determine_coherency: {report.key} is not coherent")
     return out, checked
 
 
-def test_concurrent_processes_leave_every_list_equal_to_the_database(memcached_server, transactional_db, capsys):
+@pytest.mark.parametrize("model", [Follow, Friend], ids=["Follow", "Friend"])
+def test_concurrent_processes_leave_every_list_equal_to_the_database(  # type: ignore[no-untyped-def]
+    memcached_server, transactional_db, capsys, model
+):
+    """Follow: lists of many rows, hard deletes. Friend: unique (follower,
+    followee) pairs, whose lists hold one row, and soft deletes revived by add."""
     users = [User.objects.create(username=f"stress{i}") for i in range(N_USERS)]
     ids = ",".join(str(u.pk) for u in users)
     env = worker_env(memcached_server)
+    env["LISTY_STRESS_MODEL"] = model.__name__
     started = time.monotonic()
     procs = [
         subprocess.Popen(
@@ -138,11 +144,11 @@ def test_concurrent_processes_leave_every_list_equal_to_the_database(memcached_s
     # within REPAIR_CHECK_INTERVAL.
     queued = PendingRepair.objects.count()
     assert repair.run_pass("default") == frozenset()
-    found, checked = divergences(users, known)
+    found, checked = divergences(users, known, model)
     # and once more: the first pass may have rebuilt lists; now all are hits
-    again, _ = divergences(users, known)
+    again, _ = divergences(users, known, model)
     summary = (
-        f"stress {DB}+memcached: {PROCS} processes, {ops} operations in {elapsed:.1f}s {kinds}; "
+        f"stress {model.__name__} {DB}+memcached: {PROCS} processes, {ops} operations in {elapsed:.1f}s {kinds}; "
         f"keys queued for repair {queued}; checked {checked}; "
         f"divergences {len(found)} (second look {len(again)})"
     )

@@ -8,6 +8,8 @@ for the simpler one-shot helper). They share the test database
     of every kind, ``Follow.cache.flush_all()`` and memcached ``flush_all``
     (not in the last fifth of the operations).
     Prints one JSON line: operations done per kind, primary keys created.
+    ``LISTY_STRESS_MODEL=Friend`` runs them on ``Friend`` (unique pairs,
+    soft deletes) instead of ``Follow``.
 
 ``python tests/workers.py delete FOLLOWER FOLLOWEE listy|orm``
     One delete of the pair (the concurrent-delete test).
@@ -37,7 +39,7 @@ django.setup()
 from django.db import DatabaseError, transaction  # noqa: E402
 
 from listy.store import get_store  # noqa: E402
-from tests.testapp.models import Follow  # noqa: E402
+from tests.testapp.models import Follow, Friend  # noqa: E402
 
 
 class Rollback(Exception):
@@ -45,6 +47,8 @@ class Rollback(Exception):
 
 
 def stress(seed: int, n_ops: int, users: list[int]) -> None:
+    # LISTY_STRESS_MODEL=Friend: unique (follower, followee) pairs and soft deletes
+    model = {"Follow": Follow, "Friend": Friend}[os.environ.get("LISTY_STRESS_MODEL", "Follow")]
     rng = random.Random(seed)
     done: Counter[str] = Counter()
     created: list[int] = []
@@ -79,40 +83,40 @@ def stress(seed: int, n_ops: int, users: list[int]) -> None:
         u, v = pair()
         try:
             if op == "add":
-                obj = Follow.cache.add(follower_id=u, followee_id=v)
+                obj = model.cache.add(follower_id=u, followee_id=v)
                 if obj is not None:
                     created.append(obj.pk)
             elif op == "orm_create":
-                created.append(Follow.objects.create(follower_id=u, followee_id=v).pk)
+                created.append(model.objects.create(follower_id=u, followee_id=v).pk)
             elif op == "rolled_back_add":
                 try:
                     with transaction.atomic():
-                        Follow.cache.add(follower_id=u, followee_id=v)
+                        model.cache.add(follower_id=u, followee_id=v)
                         raise Rollback
                 except Rollback:
                     pass
             elif op == "delete":
-                Follow.cache.delete(follower_id=u, followee_id=v)
+                model.cache.delete(follower_id=u, followee_id=v)
             elif op == "orm_delete":
-                obj = Follow.objects.filter(follower_id=u).order_by("?").first()
+                obj = model.objects.filter(follower_id=u).order_by("?").first()
                 if obj is not None:
                     obj.delete()
             elif op == "get":
-                seen.extend(f.pk for f in Follow.cache.get(follower_id=u))
+                seen.extend(f.pk for f in model.cache.get(follower_id=u))
             elif op == "get_pair":
-                seen.extend(f.pk for f in Follow.cache.get(follower_id=u, followee_id=v))
+                seen.extend(f.pk for f in model.cache.get(follower_id=u, followee_id=v))
             elif op == "get_one":
                 pool = created + seen
                 if pool:
-                    Follow.cache.get_one(rng.choice(pool))
+                    model.cache.get_one(rng.choice(pool))
             elif op == "get_multi":
-                Follow.cache.get_multi([{"follower_id": u}, {"follower_id": v, "followee_id": u}])
+                model.cache.get_multi([{"follower_id": u}, {"follower_id": v, "followee_id": u}])
             elif op == "count":
-                Follow.cache.count(follower_id=u)
+                model.cache.count(follower_id=u)
             elif op == "count_all":
-                Follow.cache.count()
+                model.cache.count()
             elif op == "flush_model":
-                Follow.cache.flush_all()
+                model.cache.flush_all()
             elif op == "flush_memcached":
                 get_store().flush_all()
             done[op] += 1
