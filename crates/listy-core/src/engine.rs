@@ -1068,15 +1068,17 @@ impl Engine {
         if repairs.is_empty() {
             return;
         }
-        let keys: Vec<String> = repairs.iter().map(|op| op.key().to_string()).collect();
+        // Keys and kinds only: the ops (record bytes) move into the batch.
+        let sent: Vec<(String, bool)> =
+            repairs.iter().map(|op| (op.key().to_string(), matches!(op, Op::Add { .. }))).collect();
         let mut lost = Vec::new();
-        for ((key, op), r) in keys.into_iter().zip(&repairs).zip(self.store.execute(repairs.clone())) {
-            match (op, r) {
-                (_, Err(e)) => {
+        for ((key, whole), r) in sent.into_iter().zip(self.store.execute(repairs)) {
+            match r {
+                Err(e) => {
                     report.faults.push(e.to_string());
                     report.failed_keys.push(key);
                 }
-                (Op::Add { .. }, Ok(Reply::NotStored)) => lost.push(Op::Delete { key }),
+                Ok(Reply::NotStored) if whole => lost.push(Op::Delete { key }),
                 _ => {}
             }
         }
