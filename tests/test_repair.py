@@ -215,3 +215,51 @@ def test_a_model_wide_counter_built_while_a_write_is_in_flight_counts_it_once(us
     for writer, op in client.plan_add(in_flight[0]):
         writer._run_safely(op)
     assert Follow.cache.count() == Follow.objects.count() == 2
+
+
+def test_a_soft_delete_arriving_after_a_later_revival_is_settled(users):
+    """Two processes flip one row: a soft delete commits, then a revival; the
+    revival's cache update lands first, the soft delete's tombstone last. The
+    late writer looks at the row once more after its frames landed and writes
+    the database's state: the row stays listed, as the database has it."""
+    from tests.testapp.models import Friend
+
+    me, you = users[:2]
+    client = Friend.cache
+    row = client.add(follower=me, followee=you)
+    assert [f.pk for f in client.get(follower=me)] == [row.pk]
+
+    def change(**values):  # type: ignore[no-untyped-def]
+        """One process's committed change and its cache update, not yet sent."""
+        before = client.snapshot(Friend._base_manager.get(pk=row.pk))  # not from the cache
+        Friend.objects.filter(pk=row.pk).update(**values)
+        return client.plan_change(before, Friend._base_manager.get(pk=row.pk))
+
+    soft_delete = change(hidden=True)  # in flight
+    revival = change(hidden=False)
+    for writer, op in revival:  # arrives first
+        writer._run_safely(op)
+    for writer, op in soft_delete:  # arrives last
+        writer._run_safely(op)
+    assert [f.pk for f in client.get(follower=me)] == [row.pk]
+    assert [f.pk for f in client.get(follower=me, followee=you)] == [row.pk]
+    assert client.count(follower=me) == 1
+
+
+def test_two_saves_of_one_row_arriving_in_the_other_order_are_settled(users):
+    """The same for two saves that move a row between lists."""
+    me, you, him = users[:3]
+    row = Follow.cache.add(follower=me, followee=you)
+
+    def change(**values):  # type: ignore[no-untyped-def]
+        before = Follow.cache.snapshot(Follow._base_manager.get(pk=row.pk))  # not from the cache
+        Follow.objects.filter(pk=row.pk).update(**values)
+        return Follow.cache.plan_change(before, Follow._base_manager.get(pk=row.pk))
+
+    first = change(followee=him)
+    second = change(followee=you)
+    for writer, op in second + first:  # the first save's update lands last
+        writer._run_safely(op)
+    assert [f.followee_id for f in Follow.cache.get(follower=me)] == [you.pk]
+    assert [f.pk for f in Follow.cache.get(follower=me, followee=you)] == [row.pk]
+    assert list(Follow.cache.get(follower=me, followee=him)) == []

@@ -842,7 +842,31 @@ class ListCache:
             elif listed:
                 new_row = source.row_of(obj)
                 ops.append((client, partial(engine.add, new_row, source.rows, source.day_of_row(new_row))))
+        if ops:
+            written = {c: (c.source.row_of(obj), c.source.is_listed(obj)) for c in old}
+            ops.append((self, partial(self._settle, obj.pk, written)))
         return ops
+
+    def _settle(self, pk: Any, written: dict[ListCache, tuple[Row, bool]]) -> None:
+        """The last step of a change to an existing row, after its frames
+        went out: two processes changing one row (a soft delete and a revival,
+        two saves) commit in one order and may reach the cache in the other.
+        So each looks at the row once more after its own frames landed, and
+        if the database holds another state now, writes that state: whoever
+        writes last has seen the database's last word. A row gone for good
+        needs nothing: its final tombstone wins anywhere."""
+        manager = self.model._base_manager.db_manager(self._resolve().db_alias)
+        for _ in range(8):
+            current = manager.filter(pk=pk).first()
+            if current is None:
+                return
+            now = {c: (c.source.row_of(current), c.source.is_listed(current)) for c in written}
+            if now == written:
+                return
+            logger.debug("listy: %s pk=%s changed again meanwhile: writing its state now", self.model._meta.label, pk)
+            for client, op in self.plan_change(written, current)[:-1]:  # its own settle is this loop
+                client._run_safely(op)
+            written = now
 
     def snapshot(self, obj: models.Model) -> dict[ListCache, tuple[Row, bool]]:
         """Each writer's view of ``obj`` before a change (its row, listed?)."""
