@@ -263,3 +263,57 @@ def test_two_saves_of_one_row_arriving_in_the_other_order_are_settled(users):
     assert [f.followee_id for f in Follow.cache.get(follower=me)] == [you.pk]
     assert [f.pk for f in Follow.cache.get(follower=me, followee=you)] == [row.pk]
     assert list(Follow.cache.get(follower=me, followee=him)) == []
+
+
+def _base_change(client, pk, **values):  # type: ignore[no-untyped-def]
+    """One process's committed change of row ``pk`` and its cache update,
+    not sent yet."""
+    model = client.model
+    before = client.snapshot(model._base_manager.get(pk=pk))  # not from the cache
+    model.objects.filter(pk=pk).update(**values)
+    return client.plan_change(before, model._base_manager.get(pk=pk))
+
+
+def test_an_orm_delete_through_a_stale_instance_still_empties_the_lists(users):
+    """The instance says soft-deleted, the database says revived since: the
+    delete's cache work follows the database (or, without row locks, sends
+    final tombstones anyway)."""
+    from django.db import connection
+
+    from tests.testapp.models import Friend
+
+    me, you = users[:2]
+    row = Friend.cache.add(follower=me, followee=you)
+    assert Friend.cache.delete(follower=me, followee=you) is True
+    stale = Friend._base_manager.get(pk=row.pk)
+    assert stale.hidden is True
+    assert Friend.cache.add(follower=me, followee=you).pk == row.pk  # revived
+    assert [f.pk for f in Friend.cache.get(follower=me)] == [row.pk]
+    stale.delete()
+    assert list(Friend.cache.get(follower=me)) == []
+    assert list(Friend.cache.get(follower=me, followee=you)) == []
+    assert Friend.cache.get_one(row.pk) is None
+    assert Friend.cache.count(follower=me) == 0
+    if connection.features.has_select_for_update:
+        assert Friend.cache.count() == Friend.objects.count() == 0
+
+
+def test_a_revival_landing_after_the_row_was_deleted_stays_hidden(users):
+    """Revived, soft-deleted, then deleted for good while no list held it;
+    the revival's frames land last. The delete buried the row (final
+    tombstones), so they stay hidden."""
+    from tests.testapp.models import Friend
+
+    me, you = users[:2]
+    client = Friend.cache
+    row = client.add(follower=me, followee=you)
+    assert client.delete(follower=me, followee=you) is True
+    revival = _base_change(client, row.pk, hidden=False)  # in flight
+    for writer, op in _base_change(client, row.pk, hidden=True):
+        writer._run_safely(op)
+    Friend._base_manager.get(pk=row.pk).delete()  # no list holds it now
+    for writer, op in revival:  # lands last
+        writer._run_safely(op)
+    assert list(client.get(follower=me)) == []
+    assert list(client.get(follower=me, followee=you)) == []
+    assert client.get_one(row.pk) is None

@@ -181,6 +181,10 @@ class Engine:
         ``hard=True`` (a real DELETE: the pk never comes back) makes the
         tombstone win over any record of that pk, whatever order they arrive
         in; ``hard=False`` (soft delete, disable) lets a later ``add`` revive it."""
+    def bury(self, row: tuple[Any, ...]) -> WriteReport:
+        """A row deleted for good that no list held when it went (soft-deleted
+        or disabled): final tombstones hide any late frame of it; counters
+        stay as they are."""
     def update(
         self, old: tuple[Any, ...], new: tuple[Any, ...], loader: Loader,
         old_day: int | None = None, new_day: int | None = None,

@@ -812,6 +812,14 @@ class ListCache:
             ops.append((client, partial(engine.delete, row, day, True)))
         return ops
 
+    def plan_bury(self, obj: models.Model) -> list[Op]:
+        """Cache work for a row deleted while no list held it: final
+        tombstones, so that a late frame of an earlier revival stays hidden."""
+        ops: list[Op] = []
+        for client in self.writers():
+            ops.append((client, partial(client.engine.bury, client.source.row_of(obj, for_delete=True))))
+        return ops
+
     def plan_change(
         self, old: dict[ListCache, tuple[Row, bool]], obj: models.Model
     ) -> list[Op]:
@@ -972,8 +980,8 @@ class ListCache:
                         ops.extend(self.plan_change(before[i], obj))
             else:
                 for obj in objs:
-                    if self.source.is_listed(obj):
-                        ops.extend(self.plan_delete(obj))
+                    listed = self.source.is_listed(obj)
+                    ops.extend(self.plan_delete(obj) if listed else self.plan_bury(obj))
                 token = _deleting.set(_deleting.get() | {(model, pk) for pk in pks})
                 try:
                     manager.filter(pk__in=pks).delete()

@@ -80,23 +80,33 @@ def on_post_save(
 
 
 _GONE = "_listy_gone"
+_LISTED = "_listy_listed"
 
 
 def on_pre_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any) -> None:
     """Locks the row about to be deleted (``FOR UPDATE``, where the database
     has it): a concurrent delete of the same row makes this one wait, then
     find the row gone, and Django would still send ``post_delete``; its
-    tombstones and counter decrements are then skipped (not sent twice)."""
+    tombstones and counter decrements are then skipped (not sent twice).
+    Reads the row's flags under the lock: whether lists hold it is the
+    database's word, not the (maybe stale) instance's."""
     if _skip(instance) or instance.pk is None or in_listy_delete(sender, instance.pk):
         return
-    if _client(sender) is None:
+    client = _client(sender)
+    if client is None:
         return
     using = using or router.db_for_write(sender)
     conn = connections[using]
     if not (conn.features.has_select_for_update and conn.in_atomic_block):
         return
-    if not sender._base_manager.using(using).select_for_update().filter(pk=instance.pk).exists():
+    flags = [f for f in (client.enabled_field, client.soft_delete_field) if f]
+    found = sender._base_manager.using(using).select_for_update().filter(pk=instance.pk).values_list("pk", *flags)
+    row = found.first()
+    if row is None:
         instance.__dict__[_GONE] = True
+    elif flags:
+        # The flags as stored, not as this (maybe stale) instance has them.
+        instance.__dict__[_LISTED] = client.source._listed(dict(zip(flags, row[1:])))
 
 
 def on_post_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any) -> None:
@@ -106,9 +116,13 @@ def on_post_delete(sender: type[models.Model], instance: models.Model, using: st
     client = _client(sender)
     if client is None:
         return
-    if not client.source.is_listed(instance):
-        return
-    client._after_commit(using or router.db_for_write(sender), client.plan_delete(instance))
+    listed = instance.__dict__.pop(_LISTED, None)
+    if listed is None:
+        listed = client.source.is_listed(instance)
+    # A row no list held still gets final tombstones: an earlier revival's
+    # frames may land after this delete's.
+    ops = client.plan_delete(instance) if listed else client.plan_bury(instance)
+    client._after_commit(using or router.db_for_write(sender), ops)
 
 
 _connected: set[type] = set()

@@ -173,6 +173,17 @@ struct ListSpec {
     layout: Layout,
 }
 
+/// A row leaving lists: by a delete (`hard`: for good) or a change.
+#[derive(Clone, Copy)]
+struct Leaving<'a> {
+    row: &'a Row,
+    /// Its local day, for the model-wide period counters.
+    day: Option<i32>,
+    hard: bool,
+    /// Whether the model-wide counters counted it.
+    counted: bool,
+}
+
 /// What a write does when its frame finds no list to prepend to.
 enum Missing {
     /// Build the list from the source (when the write builds missing lists).
@@ -957,7 +968,14 @@ impl Engine {
 
     /// A removed row: tombstones in every list it was in.
     pub fn delete(&self, row: &Row, day: Option<i32>, hard: bool) -> Result<WriteReport> {
-        self.write(&[(row, day, hard)], None, &NoSource, false)
+        self.write(&[Leaving { row, day, hard, counted: true }], None, &NoSource, false)
+    }
+
+    /// A row deleted for good that no list held when it went (soft-deleted
+    /// or disabled): final tombstones hide any late frame of it (an earlier
+    /// revival landing after the delete); counters stay as they are.
+    pub fn bury(&self, row: &Row) -> Result<WriteReport> {
+        self.write(&[Leaving { row, day: None, hard: true, counted: false }], None, &NoSource, false)
     }
 
     /// A changed row: tombstones where it left, the new record where it is.
@@ -969,12 +987,17 @@ impl Engine {
         new_day: Option<i32>,
         source: &dyn Source,
     ) -> Result<WriteReport> {
-        self.write(&[(old, old_day, false)], Some((new, new_day)), source, false)
+        self.write(
+            &[Leaving { row: old, day: old_day, hard: false, counted: true }],
+            Some((new, new_day)),
+            source,
+            false,
+        )
     }
 
     fn write(
         &self,
-        removed: &[(&Row, Option<i32>, bool)],
+        removed: &[Leaving<'_>],
         added: Option<(&Row, Option<i32>)>,
         source: &dyn Source,
         build_missing: bool,
@@ -1092,7 +1115,7 @@ impl Engine {
         mut report: WriteReport,
         e: Error,
         meta: Option<&Meta>,
-        removed: &[(&Row, Option<i32>, bool)],
+        removed: &[Leaving<'_>],
         added: Option<(&Row, Option<i32>)>,
     ) -> WriteReport {
         report.faults.push(e.to_string());
@@ -1110,7 +1133,7 @@ impl Engine {
     fn plan(
         &self,
         meta: &Meta,
-        removed: &[(&Row, Option<i32>, bool)],
+        removed: &[Leaving<'_>],
         added: Option<(&Row, Option<i32>)>,
     ) -> Result<Vec<(Op, Option<Missing>)>> {
         let gen = meta.generation;
@@ -1120,9 +1143,9 @@ impl Engine {
         let mut new_counters: HashSet<String> = HashSet::new();
         // Lists the row was already in get an `update` frame: it keeps its place.
         let mut old_lists: HashSet<String> = HashSet::new();
-        for (row, _, _) in removed {
+        for leaving in removed {
             for e in &meta.entries {
-                old_lists.insert(self.list_key(e.layout_fp, gen, &e.fields, &self.values_of(row, &e.fields)?));
+                old_lists.insert(self.list_key(e.layout_fp, gen, &e.fields, &self.values_of(leaving.row, &e.fields)?));
             }
         }
         if let Some((row, day)) = added {
@@ -1161,7 +1184,7 @@ impl Engine {
             }
             new_counters.extend(self.model_counter_keys(gen, epoch, day));
         }
-        for (row, day, hard) in removed {
+        for &Leaving { row, day, hard, counted } in removed {
             for e in &meta.entries {
                 let values = self.values_of(row, &e.fields)?;
                 let key = self.list_key(e.layout_fp, gen, &e.fields, &values);
@@ -1173,11 +1196,11 @@ impl Engine {
                     continue;
                 }
                 let mut tomb = Vec::new();
-                encode_tombstone(pk_of(row)?, *hard, &mut tomb);
+                encode_tombstone(pk_of(row)?, hard, &mut tomb);
                 if added.is_none() && self.holds_one_row(&e.fields, &values) {
                     let mut whole = tomb.clone();
                     whole.extend_from_slice(&self.spec(&e.fields)?.layout.trailer(Part::Head { segments: 0 }, 0));
-                    if *hard && self.is_pk_list(&e.fields) {
+                    if hard && self.is_pk_list(&e.fields) {
                         // The row is gone for good: its pk list is empty
                         // forever (the final tombstone also hides a late add).
                         ops.push((Op::Set { key, value: whole }, None));
@@ -1192,7 +1215,10 @@ impl Engine {
                     ops.push((Op::Prepend { key, value: tomb }, None));
                 }
             }
-            for key in self.model_counter_keys(gen, epoch, *day) {
+            if !counted {
+                continue;
+            }
+            for key in self.model_counter_keys(gen, epoch, day) {
                 if !new_counters.remove(&key) {
                     ops.push((Op::Decr { key, delta: 1 }, None));
                 }

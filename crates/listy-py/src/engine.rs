@@ -373,6 +373,13 @@ impl PyEngine {
         report_to_py(py, report)
     }
 
+    fn bury<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let row = row_from_py(&self.schema(py).inner, row)?;
+        let engine = self.engine.clone();
+        let report = py.detach(|| engine.bury(&row)).map_err(CoreError)?;
+        report_to_py(py, report)
+    }
+
     #[pyo3(signature = (old, new, loader, old_day = None, new_day = None))]
     fn update<'py>(
         &self,
