@@ -133,7 +133,9 @@ class Engine:
     built instance and may return a replacement (the per-request registry).
     ``unique`` lists the attname sets no two rows share (the database's
     unique constraints): a list whose key fixes one holds one row at most and
-    is written whole by an add, like a primary-key list.
+    is written whole by an add, like a primary-key list. ``counter_epoch``:
+    seconds after which the model-wide counters are counted afresh (None:
+    never).
     """
 
     def __init__(
@@ -150,6 +152,7 @@ class Engine:
         related: dict[str, tuple[str, type, str]] | None = None,
         on_build: Callable[[Any], Any] | None = None,
         unique: list[list[str]] | None = None,
+        counter_epoch: float | None = None,
     ) -> None: ...
 
     hits: int

@@ -340,6 +340,7 @@ class ListCache:
                 related=resolved.schema.related or None,
                 on_build=_middleware_on_build(),
                 unique=[sorted(u) for u in self._unique_field_sets() if u <= set(resolved.schema.attnames)],
+                counter_epoch=listy_settings().counter_epoch,
             )
             self._state = (epoch, resolved, engine)
             return engine

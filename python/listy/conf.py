@@ -1,11 +1,17 @@
 """Listy's settings: ``settings.LISTY``, every key optional.
 
 ``LISTY = {"SERVERS": [...], "KEY_PREFIX": "", "CONNECT_TIMEOUT": 0.25, "TIMEOUT": 0.5,
-"REPAIR_CHECK_INTERVAL": 1.0}``
+"REPAIR_CHECK_INTERVAL": 1.0, "COUNTER_EPOCH": 3600}``
 
 ``REPAIR_CHECK_INTERVAL``: at most this many seconds between two looks of a
 process at the table of keys that failed writes left to repair (see
 ``listy.repair``); ``None`` looks only after a cache fault in this process.
+
+``COUNTER_EPOCH``: the model-wide counters (``count()`` and period counts
+without filters) are counted afresh from the database this often, in
+seconds, which bounds how long their known race can leave one off (see
+docs/architecture.md, "Known gaps"); ``None`` never (one COUNT per counter
+ever, until ``flush_all()``).
 
 ``SERVERS`` absent, empty or ``["local"]`` selects the embedded in-process
 store. The environment variable ``LISTY_SERVERS`` (``"127.0.0.1:11211,..."``
@@ -38,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "CONNECT_TIMEOUT": 0.25,
     "TIMEOUT": 0.5,
     "REPAIR_CHECK_INTERVAL": 1.0,
+    "COUNTER_EPOCH": 3600,
 }
 
 
@@ -52,6 +59,8 @@ class ListySettings:
     timeout: float
     repair_check_interval: float | None = 1.0
     """Seconds between two looks at the pending repairs (None: only after a fault)."""
+    counter_epoch: float | None = 3600
+    """Seconds a model-wide counter is kept before it is counted afresh (None: forever)."""
 
     @property
     def is_local(self) -> bool:
@@ -100,12 +109,16 @@ def listy_settings() -> ListySettings:
                 f"LISTY['REPAIR_CHECK_INTERVAL'] must be None or a number of seconds >= 0, "
                 f"not {merged['REPAIR_CHECK_INTERVAL']!r}"
             )
+    epoch = merged["COUNTER_EPOCH"]
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch <= 0):
+        raise ConfigError(f"LISTY['COUNTER_EPOCH'] must be None or a number of seconds > 0, not {epoch!r}")
     return ListySettings(
         servers=servers,
         key_prefix=prefix,
         connect_timeout=float(merged["CONNECT_TIMEOUT"]),
         timeout=float(merged["TIMEOUT"]),
         repair_check_interval=interval,
+        counter_epoch=None if epoch is None else float(epoch),
     )
 
 

@@ -468,7 +468,7 @@ impl Engine {
 
     /// The current epoch of the model-wide counters.
     fn counter_epoch(&self) -> u64 {
-        now_millis() / (self.options.counter_epoch.as_millis().max(1) as u64)
+        (now_millis() as u128 / self.options.counter_epoch.as_millis().max(1)) as u64
     }
 
     fn own_entry(&self, spec: &ListSpec) -> Entry {

@@ -220,7 +220,7 @@ fn report_to_py(py: Python<'_>, report: WriteReport) -> PyResult<Bound<'_, PyDic
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (store, *, prefix, model, schema, indexes, model_class, state_class, db_alias = "default", related = None, on_build = None, unique = None))]
+    #[pyo3(signature = (store, *, prefix, model, schema, indexes, model_class, state_class, db_alias = "default", related = None, on_build = None, unique = None, counter_epoch = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -235,11 +235,17 @@ impl PyEngine {
         related: Option<RelatedSpec>,
         on_build: Option<Py<PyAny>>,
         unique: Option<Vec<Vec<String>>>,
+        counter_epoch: Option<f64>,
     ) -> PyResult<PyEngine> {
         let s = schema.get();
+        // No epoch: one that never ends.
+        let epoch = match counter_epoch.filter(|e| e.is_finite() && *e > 0.0 && *e < 1e12) {
+            Some(seconds) => std::time::Duration::from_secs_f64(seconds),
+            None => std::time::Duration::from_secs(u64::MAX / 4),
+        };
+        let options = Options { counter_epoch: epoch, ..Options::default() };
         let mut engine =
-            Engine::new(store.inner.clone(), prefix, model, (*s.inner).clone(), indexes, Options::default())
-                .map_err(CoreError)?;
+            Engine::new(store.inner.clone(), prefix, model, (*s.inner).clone(), indexes, options).map_err(CoreError)?;
         engine.set_unique(unique.unwrap_or_default()).map_err(CoreError)?;
         let names: Vec<&str> = s.inner.fields().iter().map(|f| f.name.as_str()).collect();
         let attnames =
