@@ -217,6 +217,15 @@ def test_a_model_wide_counter_built_while_a_write_is_in_flight_counts_it_once(us
     assert Follow.cache.count() == Follow.objects.count() == 2
 
 
+def _base_change(client, pk, **values):  # type: ignore[no-untyped-def]
+    """One process's committed change of row ``pk`` and its cache update,
+    not sent yet."""
+    model = client.model
+    before = client.snapshot(model._base_manager.get(pk=pk))  # not from the cache
+    model.objects.filter(pk=pk).update(**values)
+    return client.plan_change(before, model._base_manager.get(pk=pk))
+
+
 def test_a_soft_delete_arriving_after_a_later_revival_is_settled(users):
     """Two processes flip one row: a soft delete commits, then a revival; the
     revival's cache update lands first, the soft delete's tombstone last. The
@@ -228,15 +237,8 @@ def test_a_soft_delete_arriving_after_a_later_revival_is_settled(users):
     client = Friend.cache
     row = client.add(follower=me, followee=you)
     assert [f.pk for f in client.get(follower=me)] == [row.pk]
-
-    def change(**values):  # type: ignore[no-untyped-def]
-        """One process's committed change and its cache update, not yet sent."""
-        before = client.snapshot(Friend._base_manager.get(pk=row.pk))  # not from the cache
-        Friend.objects.filter(pk=row.pk).update(**values)
-        return client.plan_change(before, Friend._base_manager.get(pk=row.pk))
-
-    soft_delete = change(hidden=True)  # in flight
-    revival = change(hidden=False)
+    soft_delete = _base_change(client, row.pk, hidden=True)  # in flight
+    revival = _base_change(client, row.pk, hidden=False)
     for writer, op in revival:  # arrives first
         writer._run_safely(op)
     for writer, op in soft_delete:  # arrives last
@@ -250,28 +252,13 @@ def test_two_saves_of_one_row_arriving_in_the_other_order_are_settled(users):
     """The same for two saves that move a row between lists."""
     me, you, him = users[:3]
     row = Follow.cache.add(follower=me, followee=you)
-
-    def change(**values):  # type: ignore[no-untyped-def]
-        before = Follow.cache.snapshot(Follow._base_manager.get(pk=row.pk))  # not from the cache
-        Follow.objects.filter(pk=row.pk).update(**values)
-        return Follow.cache.plan_change(before, Follow._base_manager.get(pk=row.pk))
-
-    first = change(followee=him)
-    second = change(followee=you)
+    first = _base_change(Follow.cache, row.pk, followee=him)
+    second = _base_change(Follow.cache, row.pk, followee=you)
     for writer, op in second + first:  # the first save's update lands last
         writer._run_safely(op)
     assert [f.followee_id for f in Follow.cache.get(follower=me)] == [you.pk]
     assert [f.pk for f in Follow.cache.get(follower=me, followee=you)] == [row.pk]
     assert list(Follow.cache.get(follower=me, followee=him)) == []
-
-
-def _base_change(client, pk, **values):  # type: ignore[no-untyped-def]
-    """One process's committed change of row ``pk`` and its cache update,
-    not sent yet."""
-    model = client.model
-    before = client.snapshot(model._base_manager.get(pk=pk))  # not from the cache
-    model.objects.filter(pk=pk).update(**values)
-    return client.plan_change(before, model._base_manager.get(pk=pk))
 
 
 def test_an_orm_delete_through_a_stale_instance_still_empties_the_lists(users):

@@ -852,7 +852,7 @@ class ListCache:
                 new_row = source.row_of(obj)
                 ops.append((client, partial(engine.add, new_row, source.rows, source.day_of_row(new_row))))
         if ops:
-            written = {c: (c.source.row_of(obj), c.source.is_listed(obj)) for c in old}
+            written = self.snapshot(obj, old)
             ops.append((self, partial(self._settle, obj.pk, written)))
         return ops
 
@@ -869,7 +869,7 @@ class ListCache:
             current = manager.filter(pk=pk).first()
             if current is None:
                 return
-            now = {c: (c.source.row_of(current), c.source.is_listed(current)) for c in written}
+            now = self.snapshot(current, written)
             if now == written:
                 return
             logger.debug("listy: %s pk=%s changed again meanwhile: writing its state now", self.model._meta.label, pk)
@@ -877,9 +877,14 @@ class ListCache:
                 client._run_safely(op)
             written = now
 
-    def snapshot(self, obj: models.Model) -> dict[ListCache, tuple[Row, bool]]:
-        """Each writer's view of ``obj`` before a change (its row, listed?)."""
-        return {c: (c.source.row_of(obj), c.source.is_listed(obj)) for c in self.writers()}
+    def snapshot(
+        self, obj: models.Model, clients: Iterable[ListCache] | None = None
+    ) -> dict[ListCache, tuple[Row, bool]]:
+        """Each writer's (or each of ``clients``') view of ``obj``: its row,
+        and whether its lists hold it."""
+        if clients is None:
+            clients = self.writers()
+        return {c: (c.source.row_of(obj), c.source.is_listed(obj)) for c in clients}
 
     def add(self, **fields: Any) -> models.Model | None:
         """Creates the row (or revives a soft-deleted / disabled one) and puts
