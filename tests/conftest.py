@@ -8,6 +8,7 @@ With ``LISTY_TEST_STORE=memcached`` the session starts its own
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,39 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 STORE = os.environ.get("LISTY_TEST_STORE", "local")
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+
+
+#: Listy settings that give up on a dead or frozen server fast (fault tests).
+FAST_SETTINGS = {
+    "SERVERS": ["local"],
+    "KEY_PREFIX": "t",
+    "CONNECT_TIMEOUT": 0.05,
+    "TIMEOUT": 0.2,
+    "REPAIR_CHECK_INTERVAL": None,
+}
+
+_TX_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|SAVEPOINT|RELEASE|ROLLBACK)", re.I)
+
+
+def sql_statements(captured) -> list[str]:  # type: ignore[no-untyped-def]
+    """The SQL a ``CaptureQueriesContext`` saw, transaction control left out."""
+    return [q["sql"] for q in captured.captured_queries if not _TX_CONTROL.match(q["sql"])]
+
+
+def process_env(memcached_address: str, repair_interval: float | None = None) -> dict[str, str]:
+    """The environment of a second OS process that shares this test's
+    database and memcached server (``repair_interval``: its
+    ``REPAIR_CHECK_INTERVAL``, as in production; none by default)."""
+    from django.db import connection
+
+    env = dict(os.environ)
+    env["LISTY_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
+    env["LISTY_SERVERS"] = memcached_address
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "python"), env.get("PYTHONPATH", "")])
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    if repair_interval is not None:
+        env["LISTY_TEST_REPAIR_INTERVAL"] = str(repair_interval)
+    return env
 
 
 def free_port() -> int:
@@ -123,13 +157,7 @@ def other_process(transactional_db: None, memcached_server: Memcached | None):  
     database and the memcached server; returns its stdout lines."""
     if memcached_server is None:
         pytest.skip("the embedded store is not shared between processes")
-    from django.db import connection
-
-    env = dict(os.environ)
-    env["LISTY_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
-    env["LISTY_SERVERS"] = memcached_server.address
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "python"), env.get("PYTHONPATH", "")])
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env = process_env(memcached_server.address)
 
     def run(*args: object) -> list[str]:
         done = subprocess.run(

@@ -5,21 +5,13 @@ the cached (follower, followee) list first: one more round trip, no SELECT."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from listy.store import get_store
+from tests.conftest import sql_statements
 from tests.testapp.models import Follow, Friend
-
-_TX_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|SAVEPOINT|RELEASE|ROLLBACK)", re.I)
-
-
-def _statements(ctx: CaptureQueriesContext) -> list[str]:
-    return [q["sql"] for q in ctx.captured_queries if not _TX_CONTROL.match(q["sql"])]
-
 
 def _cost(call):  # type: ignore[no-untyped-def]
     """(result, SQL statements, store batches) of one call."""
@@ -27,7 +19,7 @@ def _cost(call):  # type: ignore[no-untyped-def]
     before = store.batches
     with CaptureQueriesContext(connection) as ctx:
         result = call()
-    return result, _statements(ctx), store.batches - before
+    return result, sql_statements(ctx), store.batches - before
 
 
 def test_add_with_a_unique_pair_is_one_insert_and_one_round_trip(users):
@@ -47,7 +39,7 @@ def test_add_with_a_unique_pair_is_one_insert_and_one_round_trip(users):
         assert [f.pk for f in Friend.cache.get(follower=me, followee=him)] == [made.pk]
         assert Friend.cache.get_one(made.pk).followee_id == him.pk
         assert Friend.cache.count(follower=me) == 2
-    assert _statements(ctx) == []
+    assert sql_statements(ctx) == []
 
 
 def test_a_new_unique_pair_list_is_written_whole_without_a_select(users):
@@ -61,7 +53,7 @@ def test_a_new_unique_pair_list_is_written_whole_without_a_select(users):
     assert batches == 2
     with CaptureQueriesContext(connection) as ctx:
         assert [f.pk for f in Friend.cache.get(follower=me, followee=you)] == [made.pk]
-    assert _statements(ctx) == []
+    assert sql_statements(ctx) == []
 
 
 def test_add_without_a_unique_constraint_checks_the_cached_pair_list_first(users):

@@ -4,12 +4,10 @@ embedded store; the exit codes of real ``manage.py`` processes too."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -17,6 +15,7 @@ from django.core.management import CommandError, call_command, load_command_clas
 
 from listy.management.commands._util import Progress
 from listy.store import get_store
+from tests.conftest import ROOT, process_env
 from tests.testapp.models import Follow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,7 +59,6 @@ def test_listy_stats(users):
 
 
 # ---------------------------------------------------------------- helpers
-ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["listy_inspect", "listy_check", "listy_warm", "listy_stats", "listy_flush"]
 
 
@@ -98,13 +96,7 @@ def manage(transactional_db, memcached_server):  # type: ignore[no-untyped-def]
     the test database and memcached; returns (exit code, stdout, stderr)."""
     if memcached_server is None:
         pytest.skip("the embedded store is not shared between processes")
-    from django.db import connection
-
-    env = dict(os.environ)
-    env["LISTY_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
-    env["LISTY_SERVERS"] = memcached_server.address
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "python"), env.get("PYTHONPATH", "")])
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env = process_env(memcached_server.address)
 
     def call(*args: str) -> tuple[int, str, str]:
         # --skip-checks: the exit code is the command's own, not the checks'

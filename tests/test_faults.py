@@ -9,18 +9,12 @@ import time
 import pytest
 from django.test import override_settings
 
-from tests.conftest import Memcached, free_port, reset_listy
+from tests.conftest import FAST_SETTINGS, Memcached, free_port, reset_listy
 from tests.testapp.models import Follow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FAST = {
-    "SERVERS": ["local"],
-    "KEY_PREFIX": "t",
-    "CONNECT_TIMEOUT": 0.05,
-    "TIMEOUT": 0.2,
-    "REPAIR_CHECK_INTERVAL": None,
-}
+FAST = FAST_SETTINGS
 
 
 @pytest.fixture

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.contrib.auth.models import User
 
 import listy
+from tests.conftest import sql_statements
 from tests.testapp.models import Follow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -255,9 +254,6 @@ def test_listy_client_without_a_manager(users):
         other.get(follower=me)
 
 
-_TX_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|SAVEPOINT|RELEASE|ROLLBACK)", re.I)
-
-
 def test_add_on_cached_lists_is_one_insert(users, django_assert_num_queries):
     """SPEC §5: add() on cached lists costs one INSERT (the no-op check is
     answered by the cached (follower, followee) list, not a SELECT)."""
@@ -266,12 +262,12 @@ def test_add_on_cached_lists_is_one_insert(users, django_assert_num_queries):
     Follow.cache.get(follower=me, followee=him)
     with CaptureQueriesContext(connection) as ctx:
         assert Follow.cache.add(follower=me, followee=him) is not None
-    statements = [q["sql"] for q in ctx.captured_queries if not _TX_CONTROL.match(q["sql"])]
+    statements = sql_statements(ctx)
     assert len(statements) == 1 and statements[0].upper().startswith("INSERT"), statements
     with CaptureQueriesContext(connection) as ctx:
         assert Follow.cache.add(follower=me, followee=him) is None
         assert [f.followee_id for f in Follow.cache.get(follower=me)] == [him.pk, you.pk]
-    assert [q["sql"] for q in ctx.captured_queries if not _TX_CONTROL.match(q["sql"])] == []
+    assert sql_statements(ctx) == []
 
 
 def test_records_index_count_and_in_compare_by_primary_key(users):

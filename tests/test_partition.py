@@ -19,7 +19,7 @@ from django.test import override_settings
 
 from listy import _native, repair
 from listy.models import PendingRepair
-from tests.conftest import ROOT, STORE
+from tests.conftest import FAST_SETTINGS, ROOT, STORE, process_env
 from tests.testapp.models import Follow
 
 pytestmark = [
@@ -29,13 +29,7 @@ pytestmark = [
     pytest.mark.skipif(STORE != "memcached", reason="needs a memcached server to freeze"),
 ]
 
-FAST = {
-    "SERVERS": ["local"],
-    "KEY_PREFIX": "t",
-    "CONNECT_TIMEOUT": 0.05,
-    "TIMEOUT": 0.2,
-    "REPAIR_CHECK_INTERVAL": None,
-}
+FAST = FAST_SETTINGS
 INTERVAL = 0.2  # the second process's REPAIR_CHECK_INTERVAL
 
 
@@ -43,14 +37,7 @@ class Worker:
     """``tests/workers.py serve``: a process that stays up across the partition."""
 
     def __init__(self, memcached_address: str) -> None:
-        from django.db import connection
-
-        env = dict(os.environ)
-        env["LISTY_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
-        env["LISTY_SERVERS"] = memcached_address
-        env["LISTY_TEST_REPAIR_INTERVAL"] = str(INTERVAL)
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "python"), env.get("PYTHONPATH", "")])
-        env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+        env = process_env(memcached_address, repair_interval=INTERVAL)
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "tests" / "workers.py"), "serve"],
             env=env,

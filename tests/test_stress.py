@@ -17,11 +17,10 @@ import time
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
 
 from listy import repair
 from listy.models import PendingRepair
-from tests.conftest import ROOT, STORE
+from tests.conftest import ROOT, STORE, process_env
 from tests.testapp.models import Follow, Friend
 
 DB = os.environ.get("LISTY_TEST_DB", "sqlite")
@@ -46,14 +45,8 @@ COUNTER = "model-wide counter: "
 
 
 def worker_env(memcached_server) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    env = dict(os.environ)
-    env["LISTY_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
-    env["LISTY_SERVERS"] = memcached_server.address
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "python"), env.get("PYTHONPATH", "")])
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     # as in production: each worker also looks at the PendingRepair table
-    env["LISTY_TEST_REPAIR_INTERVAL"] = "0.5"
-    return env
+    return process_env(memcached_server.address, repair_interval=0.5)
 
 
 def divergences(users: list[User], known_pks: set[int], model=Follow) -> tuple[list[str], dict[str, int]]:  # type: ignore[no-untyped-def]
