@@ -967,8 +967,9 @@ class ListCache:
                 locked = manager.select_for_update().filter(pk__in=[o.pk for o in objs])
                 if self.soft_delete_field:
                     locked = locked.filter(**{self.soft_delete_field: False})
-                still = set(locked.order_by("pk").values_list("pk", flat=True))
-                objs = [o for o in objs if o.pk in still]
+                # the rows as stored under the lock: their flags decide what
+                # the cache is told, not a read that came before the lock
+                objs = list(locked.order_by("pk"))
             if not objs:
                 return False
             pks = [o.pk for o in objs]
