@@ -37,6 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod change;
+pub use change::{Plan, Stored};
+
 /// Where the engine gets rows and counts on a miss (the Django side).
 pub trait Source {
     /// The live rows of one list, newest first, in schema order.
@@ -44,6 +47,10 @@ pub trait Source {
     /// The number of live rows of one list (`fields` empty: the whole
     /// model), optionally only those whose local date is in `[start, end)`.
     fn count(&self, fields: &[String], values: &[Value], days: Option<(i32, i32)>) -> Result<u64>;
+    /// The row with primary key `pk` as the database holds it now (listed
+    /// or not), or None when it is gone: the settle read of
+    /// [`Engine::change`].
+    fn row(&self, pk: &Value) -> Result<Option<Stored>>;
 }
 
 /// Points where tests can pause one side of a race.
@@ -181,6 +188,17 @@ struct Leaving<'a> {
     day: Option<i32>,
     hard: bool,
     /// Whether the model-wide counters counted it.
+    counted: bool,
+}
+
+/// A row entering lists: a new row, a revival, or the new state of a change.
+#[derive(Clone, Copy)]
+struct Arriving<'a> {
+    row: &'a Row,
+    /// Its local day, for the model-wide period counters.
+    day: Option<i32>,
+    /// Whether the model-wide counters count it now (a settle moves lists
+    /// only: counter moves commute, so each change's arrive in any order).
     counted: bool,
 }
 
@@ -963,7 +981,7 @@ impl Engine {
     /// A new row: its record goes to every list it belongs to; lists not
     /// cached are built from the source so the next read is a hit.
     pub fn add(&self, row: &Row, day: Option<i32>, source: &dyn Source) -> Result<WriteReport> {
-        self.write(&[], Some((row, day)), source, true)
+        self.write(&[], Some(Arriving { row, day, counted: true }), source, true)
     }
 
     /// A removed row: tombstones in every list it was in.
@@ -989,7 +1007,7 @@ impl Engine {
     ) -> Result<WriteReport> {
         self.write(
             &[Leaving { row: old, day: old_day, hard: false, counted: true }],
-            Some((new, new_day)),
+            Some(Arriving { row: new, day: new_day, counted: true }),
             source,
             false,
         )
@@ -998,7 +1016,7 @@ impl Engine {
     fn write(
         &self,
         removed: &[Leaving<'_>],
-        added: Option<(&Row, Option<i32>)>,
+        added: Option<Arriving<'_>>,
         source: &dyn Source,
         build_missing: bool,
     ) -> Result<WriteReport> {
@@ -1116,7 +1134,7 @@ impl Engine {
         e: Error,
         meta: Option<&Meta>,
         removed: &[Leaving<'_>],
-        added: Option<(&Row, Option<i32>)>,
+        added: Option<Arriving<'_>>,
     ) -> WriteReport {
         report.faults.push(e.to_string());
         if let Some(meta) = meta.cloned().or_else(|| self.cached_meta()) {
@@ -1134,7 +1152,7 @@ impl Engine {
         &self,
         meta: &Meta,
         removed: &[Leaving<'_>],
-        added: Option<(&Row, Option<i32>)>,
+        added: Option<Arriving<'_>>,
     ) -> Result<Vec<(Op, Option<Missing>)>> {
         let gen = meta.generation;
         let epoch = self.counter_epoch();
@@ -1148,7 +1166,7 @@ impl Engine {
                 old_lists.insert(self.list_key(e.layout_fp, gen, &e.fields, &self.values_of(leaving.row, &e.fields)?));
             }
         }
-        if let Some((row, day)) = added {
+        if let Some(Arriving { row, day, counted }) = added {
             for e in &meta.entries {
                 let values = self.values_of(row, &e.fields)?;
                 if e.schema_fp != self.schema_fp {
@@ -1182,7 +1200,9 @@ impl Engine {
                     ops.push((Op::Prepend { key, value: record }, Some(Missing::Build(spec, values))));
                 }
             }
-            new_counters.extend(self.model_counter_keys(gen, epoch, day));
+            if counted {
+                new_counters.extend(self.model_counter_keys(gen, epoch, day));
+            }
         }
         for &Leaving { row, day, hard, counted } in removed {
             for e in &meta.entries {
@@ -1501,6 +1521,9 @@ impl Source for NoSource {
         Err(Error::Source("no source for this operation".into()))
     }
     fn count(&self, _: &[String], _: &[Value], _: Option<(i32, i32)>) -> Result<u64> {
+        Err(Error::Source("no source for this operation".into()))
+    }
+    fn row(&self, _: &Value) -> Result<Option<Stored>> {
         Err(Error::Source("no source for this operation".into()))
     }
 }

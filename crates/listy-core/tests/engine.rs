@@ -8,7 +8,7 @@ mod common;
 
 use listy_core::calendar::Period;
 use listy_core::codec::{Field, Kind, Row, Schema, Value};
-use listy_core::engine::{Bucket, Engine, HookPoint, Options, Source};
+use listy_core::engine::{Bucket, Engine, HookPoint, Options, Source, Stored};
 use listy_core::local::LocalStore;
 use listy_core::pool::{MemcachedPool, PoolConfig};
 use listy_core::{Op, Store};
@@ -65,6 +65,11 @@ impl Source for Db {
                 _ => true,
             })
             .count() as u64)
+    }
+
+    fn row(&self, id: &Value) -> listy_core::Result<Option<Stored>> {
+        let Value::Int(id) = id else { unreachable!() };
+        Ok(self.rows.lock().unwrap().get(id).map(|r| Stored::listed(r.clone(), day_of(r))))
     }
 }
 
@@ -894,6 +899,9 @@ fn a_model_wide_counter_off_after_a_race_is_right_again_next_epoch() {
                     self.0.insert(row);
                 }
                 self.0.count(f, v, d)
+            }
+            fn row(&self, pk: &Value) -> listy_core::Result<Option<Stored>> {
+                self.0.row(pk)
             }
         }
         let row = follow(2, 1, 3);

@@ -8,7 +8,7 @@ use crate::records::{Builder, Completer, Records, Related};
 use crate::store::PyStore;
 use listy_core::calendar::Period;
 use listy_core::codec::{describe, Row, Value};
-use listy_core::engine::{Bucket, Engine, Fetched, Options, Source, WriteReport};
+use listy_core::engine::{Bucket, Engine, Fetched, Options, Source, Stored, WriteReport};
 use listy_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
@@ -22,17 +22,23 @@ struct PySource<'a> {
     loader: Option<&'a Py<PyAny>>,
     /// `count(fields, values, start_day, end_day)`.
     counter: Option<&'a Py<PyAny>>,
+    /// `row(pk)`: `(row, listed, day)` as stored now, or None.
+    row_loader: Option<&'a Py<PyAny>>,
     schema: &'a PySchema,
     raised: Mutex<Option<PyErr>>,
 }
 
 impl<'a> PySource<'a> {
     fn new(loader: Option<&'a Py<PyAny>>, schema: &'a PySchema) -> Self {
-        PySource { loader, counter: None, schema, raised: Mutex::new(None) }
+        PySource { loader, counter: None, row_loader: None, schema, raised: Mutex::new(None) }
     }
 
     fn counting(loader: &'a Py<PyAny>, counter: &'a Py<PyAny>, schema: &'a PySchema) -> Self {
         PySource { counter: Some(counter), ..PySource::new(Some(loader), schema) }
+    }
+
+    fn settling(loader: &'a Py<PyAny>, row_loader: &'a Py<PyAny>, schema: &'a PySchema) -> Self {
+        PySource { row_loader: Some(row_loader), ..PySource::new(Some(loader), schema) }
     }
 
     fn call<T>(&self, f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>) -> listy_core::Result<T> {
@@ -121,6 +127,23 @@ impl Source for PySource<'_> {
             loader.call1(args)?.extract::<u64>()
         })
     }
+
+    fn row(&self, pk: &Value) -> listy_core::Result<Option<Stored>> {
+        self.call_with(self.row_loader, |py, loader| {
+            let pk = value_to_py(py, pk, listy_core::codec::Kind::Int, self.schema.aware)?;
+            let found = loader.call1((pk,))?;
+            if found.is_none() {
+                return Ok(None);
+            }
+            stored_from_py(&self.schema.inner, &found).map(Some)
+        })
+    }
+}
+
+/// `(row, listed, day)` → the row as one engine sees it.
+fn stored_from_py(schema: &listy_core::codec::Schema, state: &Bound<'_, PyAny>) -> PyResult<Stored> {
+    let (row, listed, day): (Bound<'_, PyAny>, bool, Option<i32>) = state.extract()?;
+    Ok(Stored { row: row_from_py(schema, &row)?, listed, day })
 }
 
 /// FK attname → (FK field name, related model, attname the FK value fills).
@@ -348,6 +371,26 @@ impl PyEngine {
             .zip(reqs.into_iter().zip(&objs))
             .map(|(f, ((fields, vals), o))| self.records(py, &fields, vals, o, &loader, f))
             .collect()
+    }
+
+    /// A row change after its commit: `old`/`new` are `(row, listed, day)`
+    /// as stored before and after (None: absent). The engine decides every
+    /// frame and counter move, then settles through `row_loader(pk)`.
+    fn change<'py>(
+        &self,
+        py: Python<'py>,
+        old: Option<Bound<'py, PyAny>>,
+        new: Option<Bound<'py, PyAny>>,
+        loader: Py<PyAny>,
+        row_loader: Py<PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let schema = &self.schema(py).inner;
+        let old = old.map(|s| stored_from_py(schema, &s)).transpose()?;
+        let new = new.map(|s| stored_from_py(schema, &s)).transpose()?;
+        let source = PySource::settling(&loader, &row_loader, self.schema(py));
+        let engine = self.engine.clone();
+        let report = py.detach(|| engine.change(old.as_ref(), new.as_ref(), &source)).map_err(|e| source.error(e))?;
+        report_to_py(py, report)
     }
 
     #[pyo3(signature = (row, loader, day = None))]

@@ -1,0 +1,224 @@
+//! `Engine::change`: the one place that decides what a row change does to
+//! lists and counters.
+//!
+//! A writer (Django's signals, Listy's own calls, a bulk path, a change
+//! stream, a Rust service) knows the row as the database held it before and
+//! after its write; it hands both to [`Engine::change`], which picks the
+//! frames: a record where the row is listed now, a tombstone where it was
+//! listed and is no more (final when the row is gone), an `update` frame
+//! where it stays, final tombstones for a row deleted while no list held it,
+//! and the model-wide counter moves that go with them.
+//!
+//! **Settling.** Two writers of one existing row commit in one order but
+//! their frames may reach the cache in the other (a soft delete and a
+//! revival; two saves). So once its frames have landed, a change to an
+//! existing row reads the row once more ([`Source::row`]) and, if the
+//! database holds another state now, writes that state as a change from
+//! what it wrote: whoever writes last has seen the database's last word. A
+//! row gone for good needs nothing (its final tombstone wins anywhere); a
+//! new row needs nothing either (no earlier frame of it can land late). A
+//! settle moves frames only, never counters: `incr`/`decr` commute, so the
+//! model-wide counters are right whatever order the writers' moves arrive.
+
+use super::{Arriving, Engine, Leaving, NoSource, Source, WriteReport};
+use crate::codec::{Row, Value};
+use crate::error::Result;
+
+/// A row as one engine sees it: its values in schema order, whether its
+/// lists hold it (enabled, not soft-deleted, or kept with the flag set), and
+/// the local day of its timestamp field for the model-wide period counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The row in schema order (primary key first).
+    pub row: Row,
+    /// Whether lists hold the row.
+    pub listed: bool,
+    /// Local day (days since 1970-01-01) of the timestamp field, if any.
+    pub day: Option<i32>,
+}
+
+impl Stored {
+    /// A listed row.
+    pub fn listed(row: Row, day: Option<i32>) -> Stored {
+        Stored { row, listed: true, day }
+    }
+
+    /// A row lists do not hold (soft-deleted or disabled).
+    pub fn unlisted(row: Row, day: Option<i32>) -> Stored {
+        Stored { row, listed: false, day }
+    }
+
+    fn pk(&self) -> Option<&Value> {
+        self.row.first()
+    }
+}
+
+/// How many times a settle writes a newer state before giving up (each
+/// round means yet another writer committed meanwhile; the last of them
+/// settles after us).
+const SETTLE_ROUNDS: usize = 8;
+
+/// What one change does, before it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing: the row is in no list before or after.
+    Nothing,
+    /// A new record in every list of the new row; lists not cached are
+    /// built (the next read is a hit).
+    Add,
+    /// Tombstones in every list of the old row (`hard`: the row is gone).
+    Remove {
+        /// The row is gone for good: final tombstones.
+        hard: bool,
+    },
+    /// Final tombstones without counter moves: a row deleted while no list
+    /// held it (so that a late frame of an earlier revival stays hidden).
+    Bury,
+    /// Tombstones where the row left, an `update` frame where it stays, a
+    /// record where it arrived; counters move between buckets.
+    Move,
+}
+
+impl Plan {
+    /// The plan for a change from `old` to `new` (either may be absent:
+    /// an insert, a hard delete).
+    pub fn of(old: Option<&Stored>, new: Option<&Stored>) -> Plan {
+        match (old, new) {
+            (None, None) => Plan::Nothing,
+            (None, Some(n)) => {
+                if n.listed {
+                    Plan::Add
+                } else {
+                    Plan::Nothing
+                }
+            }
+            (Some(o), None) => {
+                if o.listed {
+                    Plan::Remove { hard: true }
+                } else {
+                    Plan::Bury
+                }
+            }
+            (Some(o), Some(n)) => match (o.listed, n.listed) {
+                (true, true) => Plan::Move,
+                (true, false) => Plan::Remove { hard: false },
+                (false, true) => Plan::Add,
+                (false, false) => Plan::Nothing,
+            },
+        }
+    }
+
+    /// Whether the change must settle: it changed an existing row that
+    /// stays in the database and touched lists.
+    fn settles(self, old: Option<&Stored>, new: Option<&Stored>) -> bool {
+        old.is_some() && new.is_some() && self != Plan::Nothing
+    }
+}
+
+impl Engine {
+    /// Applies a row change to every list and counter, then settles it.
+    ///
+    /// `old` is the row as the database held it before the write (None: it
+    /// did not exist), `new` as it holds it after (None: deleted). Call it
+    /// after the write committed. The settle read goes to
+    /// `source.row(pk)`; building a missing list to `source.rows`.
+    pub fn change(&self, old: Option<&Stored>, new: Option<&Stored>, source: &dyn Source) -> Result<WriteReport> {
+        let plan = Plan::of(old, new);
+        let mut report = self.apply(plan, old, new, source, true)?;
+        if plan.settles(old, new) {
+            if let Some(new) = new {
+                self.settle(new.clone(), source, &mut report)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends the frames of one planned change, and its counter moves when
+    /// `counted` (a settle moves lists only: counter moves commute, so each
+    /// writer's own moves are right in any order).
+    fn apply(
+        &self,
+        plan: Plan,
+        old: Option<&Stored>,
+        new: Option<&Stored>,
+        source: &dyn Source,
+        counted: bool,
+    ) -> Result<WriteReport> {
+        match (plan, old, new) {
+            (Plan::Add, _, Some(n)) => self.write(&[], arriving(n, counted), source, true),
+            (Plan::Remove { hard }, Some(o), _) => self.write(&[leaving(o, hard, counted)], None, &NoSource, false),
+            (Plan::Bury, Some(o), _) => self.write(&[leaving(o, true, false)], None, &NoSource, false),
+            (Plan::Move, Some(o), Some(n)) => {
+                self.write(&[leaving(o, false, counted)], arriving(n, counted), source, false)
+            }
+            _ => Ok(WriteReport::default()),
+        }
+    }
+
+    /// After a change's frames landed: while the database holds another
+    /// state of the row than the one written, write that state.
+    fn settle(&self, mut written: Stored, source: &dyn Source, report: &mut WriteReport) -> Result<()> {
+        let Some(pk) = written.pk().cloned() else { return Ok(()) };
+        for _ in 0..SETTLE_ROUNDS {
+            let Some(current) = source.row(&pk)? else {
+                return Ok(()); // gone for good: its delete's final tombstones win
+            };
+            if current == written {
+                return Ok(());
+            }
+            let plan = Plan::of(Some(&written), Some(&current));
+            let more = self.apply(plan, Some(&written), Some(&current), source, false)?;
+            report.failed_keys.extend(more.failed_keys);
+            report.faults.extend(more.faults);
+            written = current;
+        }
+        Ok(())
+    }
+}
+
+/// `s` entering its lists (`counted`: the model-wide counters count it).
+fn arriving(s: &Stored, counted: bool) -> Option<Arriving<'_>> {
+    Some(Arriving { row: &s.row, day: s.day, counted })
+}
+
+/// `s` leaving its lists (`hard`: for good; `counted`: the model-wide
+/// counters counted it).
+fn leaving(s: &Stored, hard: bool, counted: bool) -> Leaving<'_> {
+    Leaving { row: &s.row, day: s.day, hard, counted }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(listed: bool) -> Stored {
+        Stored { row: vec![Value::Int(1)], listed, day: None }
+    }
+
+    #[test]
+    fn the_change_matrix() {
+        let (on, off) = (s(true), s(false));
+        assert_eq!(Plan::of(None, None), Plan::Nothing);
+        assert_eq!(Plan::of(None, Some(&on)), Plan::Add);
+        assert_eq!(Plan::of(None, Some(&off)), Plan::Nothing);
+        assert_eq!(Plan::of(Some(&on), None), Plan::Remove { hard: true });
+        assert_eq!(Plan::of(Some(&off), None), Plan::Bury);
+        assert_eq!(Plan::of(Some(&on), Some(&on)), Plan::Move);
+        assert_eq!(Plan::of(Some(&on), Some(&off)), Plan::Remove { hard: false });
+        assert_eq!(Plan::of(Some(&off), Some(&on)), Plan::Add);
+        assert_eq!(Plan::of(Some(&off), Some(&off)), Plan::Nothing);
+    }
+
+    #[test]
+    fn only_changes_to_rows_that_stay_settle() {
+        let (on, off) = (s(true), s(false));
+        let settles = |o: Option<&Stored>, n: Option<&Stored>| Plan::of(o, n).settles(o, n);
+        assert!(settles(Some(&on), Some(&on)));
+        assert!(settles(Some(&on), Some(&off)));
+        assert!(settles(Some(&off), Some(&on)));
+        assert!(!settles(Some(&off), Some(&off)));
+        assert!(!settles(None, Some(&on)));
+        assert!(!settles(Some(&on), None));
+        assert!(!settles(Some(&off), None));
+    }
+}
