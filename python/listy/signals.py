@@ -26,7 +26,8 @@ from django.db import connections, models, router
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 from listy import registry
-from listy.cache import SKIP_SIGNALS, ListCache, in_listy_delete
+from listy.cache import ListCache
+from listy.writes import SKIP_SIGNALS, in_listy_delete
 
 logger = logging.getLogger("listy")
 

@@ -1,0 +1,427 @@
+"""Writes through Listy: ``add()``, ``delete()``, and the cache work they and
+the signal handlers (``listy.signals``) schedule.
+
+Owns running ORM writes in the caller's transaction, planning what a row
+that entered, left or changed does to every client's lists (``plan_add``,
+``plan_delete``, ``plan_bury``, ``plan_change``, the ``_settle`` step), the
+fan-out to every client of the model (``writers()``), running that work once
+the transaction commits (``_after_commit``, ``_run_safely``: a failed cache
+write is handed to ``listy.repair``), and telling reads when uncommitted
+Listy writes make the cache unsafe to fill (``_pending_writes``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from functools import partial
+from typing import Any
+
+from django.db import IntegrityError, connections, models, transaction
+from django.utils import timezone
+
+from listy import registry
+from listy import recorder as _recorder
+from listy import repair as _repairs
+from listy.declaration import Declaration, Index
+from listy.exceptions import CacheUnavailable, ConfigError, NotCachableException
+from listy.source import Row
+
+logger = logging.getLogger("listy")
+
+#: One piece of cache work: the client whose engine runs it, and the call.
+Op = tuple["Writes", Callable[[], Any]]
+
+#: (model, pk) pairs that Listy itself is deleting right now: the signal
+#: handlers leave them alone (the cache work is already scheduled).
+_deleting: ContextVar[frozenset[tuple[type, Any]]] = ContextVar("listy_deleting", default=frozenset())
+
+#: Instance attribute that marks a save made by Listy itself.
+SKIP_SIGNALS = "_listy_skip_signals"
+
+#: ``pending`` is True in a thread that scheduled Listy cache work inside a
+#: transaction which may not have committed yet (database connections are
+#: per thread); reads then look at the connection's on-commit queue.
+_tls = threading.local()
+
+
+class Writes(Declaration):
+    """The write half of a client (the facade ``listy.cache.ListCache`` adds reads)."""
+
+    def _get(self, index: Index, values: tuple[Any, ...]) -> Sequence[Any]:
+        """One list as a read serves it (``ListCache._get``): add()'s no-op
+        check looks there first."""
+        raise NotImplementedError
+
+    def _insert(self, obj: models.Model, using: str) -> models.Model:
+        """add()'s INSERT of a new live row; its lists follow on commit."""
+        if self.soft_delete_field:
+            setattr(obj, self.soft_delete_field, False)
+        if self.enabled_field:
+            setattr(obj, self.enabled_field, True)
+        setattr(obj, SKIP_SIGNALS, True)
+        try:
+            obj.save(force_insert=True, using=using)
+        finally:
+            obj.__dict__.pop(SKIP_SIGNALS, None)
+        # plan_add() reaches every enabled client, even from a disabled one
+        if self.source.is_listed(obj):
+            self._after_commit(using, self.plan_add(obj))
+        return obj
+
+    def _unique_in_database(self, lookup: Mapping[str, Any]) -> bool:
+        """Whether a unique field set lies within ``lookup``'s fields: then no
+        two rows can match ``lookup`` and the database itself rejects a
+        duplicate."""
+        found = self._unique_field_sets()
+        given = set()
+        for name, value in lookup.items():
+            f = self.model._meta.pk if name == "pk" else self._field(name)
+            # NULLs are distinct to a unique constraint: they prove nothing.
+            if f is not None and value is not None:
+                given.add(f.attname)
+        return any(unique <= given for unique in found)
+
+    def _covering_index(self, lookup: Mapping[str, Any]) -> tuple[Index, tuple[Any, ...]] | None:
+        """The cached index over exactly the fields given in ``lookup``, with
+        their values: its (short) list holds every row identical to ``lookup``.
+        A wider list would be read whole for one row; a SELECT is cheaper."""
+        try:
+            norm = self._normalise(lookup)
+        except (NotCachableException, ValueError):
+            return None
+        index = self._resolve().by_set.get(frozenset(norm))
+        return None if index is None else (index, tuple(norm[a] for a in index))
+
+    def _identical_live_row_cached(self, lookup: Mapping[str, Any]) -> bool:
+        """add()'s no-op check from the cache instead of a SELECT, when a
+        cached list covers the given fields (and no soft-delete/enabled flag
+        could make a matching row need reviving, which only the database
+        knows)."""
+        if self.soft_delete_field or self.enabled_field or self.disable_cache:
+            return False
+        covering = self._covering_index(lookup)
+        if covering is None:
+            return False
+        norm = self._normalise(lookup)
+        for obj in self._get(*covering):
+            if all(getattr(obj, attname) == value for attname, value in norm.items()):
+                return True
+        return False
+
+    def _constructor_kwargs(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """add()'s keyword arguments as the model's constructor takes them:
+        a foreign key given by its id (``follower=5``, which the ORM's filters
+        accept but its constructor does not) becomes ``follower_id=5``."""
+        out: dict[str, Any] = {}
+        for name, value in fields.items():
+            f = self._field(name) if name != "pk" else None
+            if (
+                f is not None
+                and f.is_relation
+                and (f.many_to_one or f.one_to_one)
+                and name == f.name
+                and f.attname not in fields
+                and value is not None
+                and not isinstance(value, models.Model)
+            ):
+                name = f.attname
+            out[name] = value
+        return out
+
+    def _live(self, obj: models.Model) -> bool:
+        if self.enabled_field and not getattr(obj, self.enabled_field):
+            return False
+        if self.soft_delete_field and getattr(obj, self.soft_delete_field):
+            return False
+        return True
+
+    def writers(self) -> list[Writes]:
+        """This client and every other client of the model whose lists this
+        one's writes would not reach: another store, or lists of another
+        meaning (``filter_out_soft_deletes``). Clients that differ only in
+        indexes or record schema share one registry in the cache, and the
+        engine keeps all of their lists right from any one of them."""
+        out: list[Writes] = []
+        seen: set[tuple[int, str]] = set()
+        for client in [self] + [c for c in registry.clients(self.model) if c is not self]:
+            if client.disable_cache:
+                continue
+            try:
+                ident = client._identity()
+            except ConfigError:
+                continue
+            if ident not in seen:
+                seen.add(ident)
+                out.append(client)
+        return out
+
+    def _run_safely(self, op: Callable[[], Any]) -> None:
+        try:
+            report = op()
+        except CacheUnavailable as exc:
+            logger.warning(
+                "listy: cache unavailable, %s written to the database only: %s",
+                self.model._meta.label,
+                exc,
+            )
+            _repairs.write_failed(self, None)
+            return
+        if isinstance(report, dict) and (report.get("failed_keys") or report.get("faults")):
+            logger.warning(
+                "listy: cache write of %s incomplete (%s); repairing %d keys",
+                self.model._meta.label,
+                "; ".join(report.get("faults") or []),
+                len(report.get("failed_keys") or []),
+            )
+            # deleted now if the server answers, else queued in the
+            # PendingRepair table for every process (listy.repair)
+            _repairs.write_failed(self, report)
+
+    def _after_commit(self, using: str, ops: list[Op]) -> None:
+        if not ops:
+            return
+
+        def run() -> None:
+            run._listy_done = True  # type: ignore[attr-defined]
+            for client, op in ops:
+                client._run_safely(op)
+
+        run._listy_model = self.model  # type: ignore[attr-defined]
+        if connections[using].in_atomic_block:
+            _tls.pending = True
+        transaction.on_commit(run, using=using)
+
+    def _pending_writes(self) -> bool:
+        """True inside a transaction that has Listy writes of this model not
+        yet committed: a list built now could hold rows that a rollback would
+        take back, so reads go to the database without storing anything."""
+        if not getattr(_tls, "pending", False):
+            return False
+        conn = connections[self._resolve().db_alias]
+        mine = others = False
+        if conn.in_atomic_block:
+            for item in conn.run_on_commit:
+                func = item[1]
+                model = getattr(func, "_listy_model", None)
+                if model is None or getattr(func, "_listy_done", False):
+                    continue
+                if model is self.model:
+                    mine = True
+                else:
+                    others = True
+        if not (mine or others) and len(connections.all(initialized_only=True)) <= 1:
+            _tls.pending = False
+        return mine
+
+    def plan_add(self, obj: models.Model) -> list[Op]:
+        """Cache work for a row that entered the lists (run it after commit)."""
+        ops: list[Op] = []
+        for client in self.writers():
+            source = client.source
+            row, day, engine = source.row_of(obj), source.day_of(obj), client.engine
+            ops.append((client, partial(engine.add, row, source.rows, day)))
+        return ops
+
+    def plan_delete(self, obj: models.Model) -> list[Op]:
+        """Cache work for a row that left the lists (run it after commit)."""
+        ops: list[Op] = []
+        for client in self.writers():
+            source = client.source
+            row, day, engine = source.row_of(obj, for_delete=True), source.day_of(obj), client.engine
+            ops.append((client, partial(engine.delete, row, day, True)))
+        return ops
+
+    def plan_bury(self, obj: models.Model) -> list[Op]:
+        """Cache work for a row deleted while no list held it: final
+        tombstones, so that a late frame of an earlier revival stays hidden."""
+        ops: list[Op] = []
+        for client in self.writers():
+            ops.append((client, partial(client.engine.bury, client.source.row_of(obj, for_delete=True))))
+        return ops
+
+    def plan_change(
+        self, old: dict[Writes, tuple[Row, bool]], obj: models.Model
+    ) -> list[Op]:
+        """Cache work for a changed row. ``old`` maps each writer to the row
+        as it was and whether its lists held it."""
+        ops: list[Op] = []
+        for client, (old_row, was_listed) in old.items():
+            source, engine = client.source, client.engine
+            listed = source.is_listed(obj)
+            if was_listed and listed:
+                new_row = source.row_of(obj)
+                ops.append(
+                    (
+                        client,
+                        partial(
+                            engine.update,
+                            old_row,
+                            new_row,
+                            source.rows,
+                            source.day_of_row(old_row),
+                            source.day_of_row(new_row),
+                        ),
+                    )
+                )
+            elif was_listed:
+                # not a hard delete: the row may come back (revival)
+                ops.append((client, partial(engine.delete, old_row, source.day_of_row(old_row), False)))
+            elif listed:
+                new_row = source.row_of(obj)
+                ops.append((client, partial(engine.add, new_row, source.rows, source.day_of_row(new_row))))
+        if ops:
+            written = self.snapshot(obj, old)
+            ops.append((self, partial(self._settle, obj.pk, written)))
+        return ops
+
+    def _settle(self, pk: Any, written: dict[Writes, tuple[Row, bool]]) -> None:
+        """The last step of a change to an existing row, after its frames
+        went out: two processes changing one row (a soft delete and a revival,
+        two saves) commit in one order and may reach the cache in the other.
+        So each looks at the row once more after its own frames landed, and
+        if the database holds another state now, writes that state: whoever
+        writes last has seen the database's last word. A row gone for good
+        needs nothing: its final tombstone wins anywhere."""
+        manager = self.model._base_manager.db_manager(self._resolve().db_alias)
+        for _ in range(8):
+            current = manager.filter(pk=pk).first()
+            if current is None:
+                return
+            now = self.snapshot(current, written)
+            if now == written:
+                return
+            logger.debug("listy: %s pk=%s changed again meanwhile: writing its state now", self.model._meta.label, pk)
+            for client, op in self.plan_change(written, current)[:-1]:  # its own settle is this loop
+                client._run_safely(op)
+            written = now
+
+    def snapshot(
+        self, obj: models.Model, clients: Iterable[Writes] | None = None
+    ) -> dict[Writes, tuple[Row, bool]]:
+        """Each writer's (or each of ``clients``') view of ``obj``: its row,
+        and whether its lists hold it."""
+        if clients is None:
+            clients = self.writers()
+        return {c: (c.source.row_of(obj), c.source.is_listed(obj)) for c in clients}
+
+    def add(self, **fields: Any) -> models.Model | None:
+        """Creates the row (or revives a soft-deleted / disabled one) and puts
+        it in every list it belongs to once the transaction commits.
+
+        Returns the instance, or None when an identical live row already
+        existed. Unknown fields raise Django's own error before anything is
+        written.
+        """
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "add", fields, lambda: self.add(**fields))
+        resolved = self._resolve()
+        model = self.model
+        using = resolved.db_alias
+        fields = self._constructor_kwargs(fields)
+        obj = model(**fields)  # TypeError for unknown fields, before any write
+        flags = {self.soft_delete_field, self.enabled_field, self.deleted_timestamp_field}
+        lookup = {k: v for k, v in fields.items() if k not in flags}
+        if lookup and self._unique_in_database(lookup):
+            # The database answers the no-op check itself: a row identical to
+            # ``lookup`` would break a unique constraint. Insert first; only a
+            # conflict (or another integrity error) takes the path below.
+            try:
+                with transaction.atomic(using=using):
+                    return self._insert(obj, using)
+            except IntegrityError:
+                obj = model(**fields)
+        with transaction.atomic(using=using):
+            existing = None
+            if lookup and self._identical_live_row_cached(lookup):
+                return None
+            if lookup and (self.soft_delete_field or self.enabled_field or not self._covering_index(lookup)):
+                for candidate in model._base_manager.db_manager(using).filter(**lookup).order_by("-pk")[:20]:
+                    if self._live(candidate):
+                        return None
+                    existing = existing or candidate
+            if existing is None:
+                return self._insert(obj, using)
+            # revive a soft-deleted or disabled row
+            before = self.snapshot(existing)
+            changed = []
+            if self.soft_delete_field:
+                setattr(existing, self.soft_delete_field, False)
+                changed.append(self.soft_delete_field)
+                ts = self.deleted_timestamp_field
+                if ts and model._meta.get_field(ts).null:
+                    setattr(existing, ts, None)
+                    changed.append(ts)
+            if self.enabled_field:
+                setattr(existing, self.enabled_field, True)
+                changed.append(self.enabled_field)
+            setattr(existing, SKIP_SIGNALS, True)
+            try:
+                existing.save(update_fields=changed, using=using)
+            finally:
+                existing.__dict__.pop(SKIP_SIGNALS, None)
+            self._after_commit(using, self.plan_change(before, existing))
+            return existing
+
+    def delete(self, **filters: Any) -> bool:
+        """Deletes (or soft-deletes) every matching row and removes it from
+        every cached list once the transaction commits. True if anything was
+        deleted."""
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "delete", filters, lambda: self.delete(**filters))
+        resolved = self._resolve()
+        model = self.model
+        using = resolved.db_alias
+        manager = model._base_manager.db_manager(using)
+        with transaction.atomic(using=using):
+            qs = manager.filter(**filters)
+            if self.soft_delete_field:
+                qs = qs.filter(**{self.soft_delete_field: False})
+            objs = list(qs)
+            if objs and connections[using].features.has_select_for_update:
+                # Lock the rows by primary key, in pk order (no gap locks, no
+                # deadlock between two deletes): a concurrent delete of the
+                # same rows waits for this one, then finds them gone, so
+                # their tombstones and counter decrements are sent once.
+                locked = manager.select_for_update().filter(pk__in=[o.pk for o in objs])
+                if self.soft_delete_field:
+                    locked = locked.filter(**{self.soft_delete_field: False})
+                # the rows as stored under the lock: their flags decide what
+                # the cache is told, not a read that came before the lock
+                objs = list(locked.order_by("pk"))
+            if not objs:
+                return False
+            pks = [o.pk for o in objs]
+            ops: list[Op] = []
+            if self.soft_delete_field:
+                before = [self.snapshot(o) for o in objs]
+                changes: dict[str, Any] = {self.soft_delete_field: True}
+                if self.deleted_timestamp_field:
+                    changes[self.deleted_timestamp_field] = timezone.now()
+                manager.filter(pk__in=pks).update(**changes)
+                for i, obj in enumerate(objs):
+                    for k, v in changes.items():
+                        setattr(obj, k, v)
+                    if before:
+                        ops.extend(self.plan_change(before[i], obj))
+            else:
+                for obj in objs:
+                    listed = self.source.is_listed(obj)
+                    ops.extend(self.plan_delete(obj) if listed else self.plan_bury(obj))
+                token = _deleting.set(_deleting.get() | {(model, pk) for pk in pks})
+                try:
+                    manager.filter(pk__in=pks).delete()
+                finally:
+                    _deleting.reset(token)
+            self._after_commit(using, ops)
+        return True
+
+
+def in_listy_delete(model: type[models.Model], pk: Any) -> bool:
+    """True while Listy itself deletes this row (signal handlers skip it)."""
+    return (model, pk) in _deleting.get()
+
+
+__all__ = ["SKIP_SIGNALS", "Op", "Writes", "in_listy_delete"]
