@@ -107,6 +107,10 @@ Loader = Callable[[tuple[str, ...], tuple[Any, ...]], list[tuple[Any, ...]]]
 # A count loader returns the number of live rows of one list, optionally only
 # those whose timestamp's local date is in [start_day, end_day) (days since
 # 1970-01-01). Arguments: index fields, values, start_day, end_day.
+RowState = tuple[tuple[Any, ...], bool, int | None]
+"""A row as one engine sees it: its values in schema order, whether lists
+hold it, and the local day of its timestamp field (days since 1970-01-01)."""
+
 CountLoader = Callable[[tuple[str, ...], tuple[Any, ...], int | None, int | None], int]
 
 Period = Literal["day", "week", "month", "year"]
@@ -174,26 +178,21 @@ class Engine:
     ) -> list[Records]:
         """Several lists in one batched round trip; misses are rebuilt."""
 
-    def add(self, row: tuple[Any, ...], loader: Loader, day: int | None = None) -> WriteReport:
-        """A new row: prepend its record to every list of every registered
-        index it belongs to (one pipelined round trip); lists not cached are
-        built with ``loader``. ``day`` is the local date of the timestamp
-        field (days since epoch) for the period counters."""
-    def delete(self, row: tuple[Any, ...], day: int | None = None, hard: bool = True) -> WriteReport:
-        """A removed row: prepend a tombstone to every list it was in.
-        ``hard=True`` (a real DELETE: the pk never comes back) makes the
-        tombstone win over any record of that pk, whatever order they arrive
-        in; ``hard=False`` (soft delete, disable) lets a later ``add`` revive it."""
-    def bury(self, row: tuple[Any, ...]) -> WriteReport:
-        """A row deleted for good that no list held when it went (soft-deleted
-        or disabled): final tombstones hide any late frame of it; counters
-        stay as they are."""
-    def update(
-        self, old: tuple[Any, ...], new: tuple[Any, ...], loader: Loader,
-        old_day: int | None = None, new_day: int | None = None,
+    def change(
+        self,
+        old: RowState | None,
+        new: RowState | None,
+        loader: Loader,
+        row_loader: Callable[[Any], RowState | None],
     ) -> WriteReport:
-        """A changed row: lists it left get a tombstone, lists it is in get the
-        new record; counters move only where the row changed lists/buckets."""
+        """A row change, after its commit: ``old``/``new`` are the row as
+        stored before and after the write, ``(row, listed, day)`` (None: the
+        row did not exist / was deleted). The engine sends every frame and
+        counter move (records where the row is listed, tombstones where it
+        left, final ones when it is gone, lists not cached built with
+        ``loader``), then settles a change to an existing row: reads it again
+        with ``row_loader(pk)`` and writes the database's state if another
+        writer changed it meanwhile."""
     def rebuild(self, index: tuple[str, ...], values: tuple[Any, ...], loader: Loader) -> None: ...
     def flush(self) -> None:
         """Drops every list and counter of this model at once (new generation)."""
@@ -229,6 +228,10 @@ class Engine:
         "complete": a valid head, "segments": how many segments it names, "error"}."""
     def registered_indexes(self) -> list[tuple[str, ...]]:
         """The union of every client's indexes kept in the cache."""
+
+def change_plan(old_listed: bool | None, new_listed: bool | None) -> Literal["nothing", "add", "remove", "delete", "bury", "move"]:
+    """What ``Engine.change`` does for a row that lists held (or not) before
+    and after (None: absent)."""
 
 def bucket_start(period: Period, day: int) -> int:
     """The first day (days since epoch) of the bucket containing ``day``."""

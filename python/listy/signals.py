@@ -54,12 +54,7 @@ def on_pre_save(sender: type[models.Model], instance: models.Model, raw: bool = 
     client = _client(sender)
     if client is None:
         return
-    old: dict[ListCache, tuple[tuple[Any, ...], bool]] = {}
-    for writer in client.writers():
-        stored = writer.source.stored_row(instance.pk)
-        if stored is not None:
-            old[writer] = stored
-    instance.__dict__[_OLD] = old
+    instance.__dict__[_OLD] = {writer: writer.source.stored_state(instance.pk) for writer in client.writers()}
 
 
 def on_post_save(
@@ -73,11 +68,8 @@ def on_post_save(
     if client is None:
         return
     using = using or router.db_for_write(sender)
-    if not old:  # created, or an update of a row that was not there
-        ops = client.plan_add(instance) if client.source.is_listed(instance) else []
-    else:
-        ops = client.plan_change(old, instance)
-    client._after_commit(using, ops)
+    # no old state: created, or an update of a row that was not there
+    client._after_commit(using, client.plan_change(old or {}, instance))
 
 
 _GONE = "_listy_gone"
@@ -117,12 +109,9 @@ def on_post_delete(sender: type[models.Model], instance: models.Model, using: st
     client = _client(sender)
     if client is None:
         return
-    listed = instance.__dict__.pop(_LISTED, None)
-    if listed is None:
-        listed = client.source.is_listed(instance)
-    # A row no list held still gets final tombstones: an earlier revival's
-    # frames may land after this delete's.
-    ops = client.plan_delete(instance) if listed else client.plan_bury(instance)
+    # Listed or not (then final tombstones only: an earlier revival's frames
+    # may land after this delete's), the engine decides.
+    ops = client.plan_delete(instance, instance.__dict__.pop(_LISTED, None))
     client._after_commit(using or router.db_for_write(sender), ops)
 
 

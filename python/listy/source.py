@@ -33,6 +33,9 @@ from listy.schema import PLACEHOLDER, Column, ModelSchema
 EPOCH = datetime.date(1970, 1, 1)
 
 Row = tuple[Any, ...]
+#: A row as one engine sees it: its values, whether lists hold it, and the
+#: day of its timestamp for the model-wide counters (``Engine.change``).
+State = tuple[Row, bool, "int | None"]
 
 
 def day_number(value: datetime.date | datetime.datetime, tz: datetime.tzinfo | None = None) -> int:
@@ -195,6 +198,20 @@ class DjangoBackingStore:
         row = self._convert([found[:n]])[0]
         flags = dict(zip(extra, found[n:]))
         return row, self._listed(flags)
+
+    def stored_state(self, pk: Any) -> State | None:
+        """The row with primary key ``pk`` as stored now, as the engine's
+        settle read wants it (``(row, listed, day)``), or None when gone."""
+        found = self.stored_row(pk)
+        if found is None:
+            return None
+        row, listed = found
+        return row, listed, self.day_of_row(row)
+
+    def state_of(self, instance: models.Model, *, for_delete: bool = False) -> State:
+        """``instance`` as ``(row, listed, day)`` for ``Engine.change``."""
+        row = self.row_of(instance, for_delete=for_delete)
+        return row, self.is_listed(instance), self.day_of_row(row)
 
     def index_values(self, fields: Sequence[str], filters: dict[str, Any] | None = None) -> list[Row]:
         """The distinct values of ``fields`` among live rows (the lists the

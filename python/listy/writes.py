@@ -1,10 +1,11 @@
 """Writes through Listy: ``add()``, ``delete()``, and the cache work they and
 the signal handlers (``listy.signals``) schedule.
 
-Owns running ORM writes in the caller's transaction, planning what a row
-that entered, left or changed does to every client's lists (``plan_add``,
-``plan_delete``, ``plan_bury``, ``plan_change``, the ``_settle`` step), the
-fan-out to every client of the model (``writers()``), running that work once
+Owns running ORM writes in the caller's transaction, reading each row as
+stored before and after a write and handing both to every client's engine
+(``plan_change``: ``Engine.change`` decides what that does to lists and
+counters, and settles it), the fan-out to every client of the model
+(``writers()``), running that work once
 the transaction commits (``_after_commit``, ``_run_safely``: a failed cache
 write is handed to ``listy.repair``), and telling reads when uncommitted
 Listy writes make the cache unsafe to fill (``_pending_writes``).
@@ -22,12 +23,12 @@ from typing import Any
 from django.db import IntegrityError, connections, models, transaction
 from django.utils import timezone
 
-from listy import registry
+from listy import _native, registry
 from listy import recorder as _recorder
 from listy import repair as _repairs
 from listy.declaration import Declaration, Index
 from listy.exceptions import CacheUnavailable, ConfigError, NotCachableException
-from listy.source import Row
+from listy.source import State
 
 logger = logging.getLogger("listy")
 
@@ -216,96 +217,44 @@ class Writes(Declaration):
             _tls.pending = False
         return mine
 
+    def plan_change(self, before: Mapping[Writes, State | None], obj: models.Model | None) -> list[Op]:
+        """Cache work for one row change, to run after commit. ``before`` maps
+        each writer to the row as stored before the write (absent: the row
+        did not exist), ``obj`` is the row after it (None: deleted). Each
+        writer's engine decides what that does to its lists and counters
+        (``Engine.change``) and settles it."""
+        ops: list[Op] = []
+        for client in self.writers():
+            source = client.source
+            old = before.get(client)
+            new = None if obj is None else source.state_of(obj)
+            plan = _native.change_plan(None if old is None else old[1], None if new is None else new[1])
+            if plan != "nothing":
+                ops.append((client, partial(client.engine.change, old, new, source.rows, source.stored_state)))
+        return ops
+
     def plan_add(self, obj: models.Model) -> list[Op]:
-        """Cache work for a row that entered the lists (run it after commit)."""
-        ops: list[Op] = []
-        for client in self.writers():
-            source = client.source
-            row, day, engine = source.row_of(obj), source.day_of(obj), client.engine
-            ops.append((client, partial(engine.add, row, source.rows, day)))
-        return ops
+        """Cache work for a new row (run it after commit)."""
+        return self.plan_change({}, obj)
 
-    def plan_delete(self, obj: models.Model) -> list[Op]:
-        """Cache work for a row that left the lists (run it after commit)."""
-        ops: list[Op] = []
-        for client in self.writers():
-            source = client.source
-            row, day, engine = source.row_of(obj, for_delete=True), source.day_of(obj), client.engine
-            ops.append((client, partial(engine.delete, row, day, True)))
-        return ops
-
-    def plan_bury(self, obj: models.Model) -> list[Op]:
-        """Cache work for a row deleted while no list held it: final
-        tombstones, so that a late frame of an earlier revival stays hidden."""
-        ops: list[Op] = []
-        for client in self.writers():
-            ops.append((client, partial(client.engine.bury, client.source.row_of(obj, for_delete=True))))
-        return ops
-
-    def plan_change(
-        self, old: dict[Writes, tuple[Row, bool]], obj: models.Model
-    ) -> list[Op]:
-        """Cache work for a changed row. ``old`` maps each writer to the row
-        as it was and whether its lists held it."""
-        ops: list[Op] = []
-        for client, (old_row, was_listed) in old.items():
-            source, engine = client.source, client.engine
-            listed = source.is_listed(obj)
-            if was_listed and listed:
-                new_row = source.row_of(obj)
-                ops.append(
-                    (
-                        client,
-                        partial(
-                            engine.update,
-                            old_row,
-                            new_row,
-                            source.rows,
-                            source.day_of_row(old_row),
-                            source.day_of_row(new_row),
-                        ),
-                    )
-                )
-            elif was_listed:
-                # not a hard delete: the row may come back (revival)
-                ops.append((client, partial(engine.delete, old_row, source.day_of_row(old_row), False)))
-            elif listed:
-                new_row = source.row_of(obj)
-                ops.append((client, partial(engine.add, new_row, source.rows, source.day_of_row(new_row))))
-        if ops:
-            written = self.snapshot(obj, old)
-            ops.append((self, partial(self._settle, obj.pk, written)))
-        return ops
-
-    def _settle(self, pk: Any, written: dict[Writes, tuple[Row, bool]]) -> None:
-        """The last step of a change to an existing row, after its frames
-        went out: two processes changing one row (a soft delete and a revival,
-        two saves) commit in one order and may reach the cache in the other.
-        So each looks at the row once more after its own frames landed, and
-        if the database holds another state now, writes that state: whoever
-        writes last has seen the database's last word. A row gone for good
-        needs nothing: its final tombstone wins anywhere."""
-        manager = self.model._base_manager.db_manager(self._resolve().db_alias)
-        for _ in range(8):
-            current = manager.filter(pk=pk).first()
-            if current is None:
-                return
-            now = self.snapshot(current, written)
-            if now == written:
-                return
-            logger.debug("listy: %s pk=%s changed again meanwhile: writing its state now", self.model._meta.label, pk)
-            for client, op in self.plan_change(written, current)[:-1]:  # its own settle is this loop
-                client._run_safely(op)
-            written = now
+    def plan_delete(self, obj: models.Model, listed: bool | None = None) -> list[Op]:
+        """Cache work for a row deleted for good: tombstones where lists held
+        it, final ones where none did (so that a late frame of an earlier
+        revival stays hidden). ``listed`` overrides what the instance says
+        (the flags as read under the delete's lock)."""
+        before = self.snapshot(obj, for_delete=True)
+        if listed is not None:
+            before = {c: (row, listed, day) for c, (row, _, day) in before.items()}
+        return self.plan_change(before, None)
 
     def snapshot(
-        self, obj: models.Model, clients: Iterable[Writes] | None = None
-    ) -> dict[Writes, tuple[Row, bool]]:
-        """Each writer's (or each of ``clients``') view of ``obj``: its row,
-        and whether its lists hold it."""
+        self, obj: models.Model, clients: Iterable[Writes] | None = None, *, for_delete: bool = False
+    ) -> dict[Writes, State]:
+        """Each writer's (or each of ``clients``') view of ``obj``:
+        ``(row, listed, day)``."""
         if clients is None:
             clients = self.writers()
-        return {c: (c.source.row_of(obj), c.source.is_listed(obj)) for c in clients}
+        return {c: c.source.state_of(obj, for_delete=for_delete) for c in clients}
 
     def add(self, **fields: Any) -> models.Model | None:
         """Creates the row (or revives a soft-deleted / disabled one) and puts
@@ -408,8 +357,7 @@ class Writes(Declaration):
                         ops.extend(self.plan_change(before[i], obj))
             else:
                 for obj in objs:
-                    listed = self.source.is_listed(obj)
-                    ops.extend(self.plan_delete(obj) if listed else self.plan_bury(obj))
+                    ops.extend(self.plan_delete(obj))
                 token = _deleting.set(_deleting.get() | {(model, pk) for pk in pks})
                 try:
                     manager.filter(pk__in=pks).delete()

@@ -393,60 +393,6 @@ impl PyEngine {
         report_to_py(py, report)
     }
 
-    #[pyo3(signature = (row, loader, day = None))]
-    fn add<'py>(
-        &self,
-        py: Python<'py>,
-        row: &Bound<'py, PyAny>,
-        loader: Py<PyAny>,
-        day: Option<i32>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let row = row_from_py(&self.schema(py).inner, row)?;
-        let source = PySource::new(Some(&loader), self.schema(py));
-        let engine = self.engine.clone();
-        let report = py.detach(|| engine.add(&row, day, &source)).map_err(|e| source.error(e))?;
-        report_to_py(py, report)
-    }
-
-    #[pyo3(signature = (row, day = None, hard = true))]
-    fn delete<'py>(
-        &self,
-        py: Python<'py>,
-        row: &Bound<'py, PyAny>,
-        day: Option<i32>,
-        hard: bool,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let row = row_from_py(&self.schema(py).inner, row)?;
-        let engine = self.engine.clone();
-        let report = py.detach(|| engine.delete(&row, day, hard)).map_err(CoreError)?;
-        report_to_py(py, report)
-    }
-
-    fn bury<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let row = row_from_py(&self.schema(py).inner, row)?;
-        let engine = self.engine.clone();
-        let report = py.detach(|| engine.bury(&row)).map_err(CoreError)?;
-        report_to_py(py, report)
-    }
-
-    #[pyo3(signature = (old, new, loader, old_day = None, new_day = None))]
-    fn update<'py>(
-        &self,
-        py: Python<'py>,
-        old: &Bound<'py, PyAny>,
-        new: &Bound<'py, PyAny>,
-        loader: Py<PyAny>,
-        old_day: Option<i32>,
-        new_day: Option<i32>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let old = row_from_py(&self.schema(py).inner, old)?;
-        let new = row_from_py(&self.schema(py).inner, new)?;
-        let source = PySource::new(Some(&loader), self.schema(py));
-        let engine = self.engine.clone();
-        let report = py.detach(|| engine.update(&old, old_day, &new, new_day, &source)).map_err(|e| source.error(e))?;
-        report_to_py(py, report)
-    }
-
     fn rebuild(
         &self,
         py: Python<'_>,
@@ -572,4 +518,13 @@ impl PyEngine {
 #[pyfunction]
 pub fn bucket_start(period: &str, day: i32) -> PyResult<i32> {
     Ok(Period::parse(period).map_err(CoreError)?.start(day))
+}
+
+/// What a row change does to lists, from whether they held the row before
+/// and after (None: absent): `nothing`, `add`, `remove`, `delete`, `bury`
+/// or `move`. Callers skip scheduling cache work for `nothing`.
+#[pyfunction]
+#[pyo3(signature = (old_listed, new_listed))]
+pub fn change_plan(old_listed: Option<bool>, new_listed: Option<bool>) -> &'static str {
+    listy_core::engine::Plan::of_listed(old_listed, new_listed).name()
 }

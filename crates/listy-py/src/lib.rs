@@ -21,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<records::Records>()?;
     m.add_class::<records::RecordsIter>()?;
     m.add_function(wrap_pyfunction!(engine::bucket_start, m)?)?;
+    m.add_function(wrap_pyfunction!(engine::change_plan, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

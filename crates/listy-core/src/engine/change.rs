@@ -83,28 +83,32 @@ impl Plan {
     /// The plan for a change from `old` to `new` (either may be absent:
     /// an insert, a hard delete).
     pub fn of(old: Option<&Stored>, new: Option<&Stored>) -> Plan {
+        Plan::of_listed(old.map(|s| s.listed), new.map(|s| s.listed))
+    }
+
+    /// The plan from whether lists held the row before and after (None:
+    /// the row was absent).
+    pub fn of_listed(old: Option<bool>, new: Option<bool>) -> Plan {
         match (old, new) {
-            (None, None) => Plan::Nothing,
-            (None, Some(n)) => {
-                if n.listed {
-                    Plan::Add
-                } else {
-                    Plan::Nothing
-                }
-            }
-            (Some(o), None) => {
-                if o.listed {
-                    Plan::Remove { hard: true }
-                } else {
-                    Plan::Bury
-                }
-            }
-            (Some(o), Some(n)) => match (o.listed, n.listed) {
-                (true, true) => Plan::Move,
-                (true, false) => Plan::Remove { hard: false },
-                (false, true) => Plan::Add,
-                (false, false) => Plan::Nothing,
-            },
+            (None, None) | (None, Some(false)) | (Some(false), Some(false)) => Plan::Nothing,
+            (None, Some(true)) | (Some(false), Some(true)) => Plan::Add,
+            (Some(true), None) => Plan::Remove { hard: true },
+            (Some(false), None) => Plan::Bury,
+            (Some(true), Some(true)) => Plan::Move,
+            (Some(true), Some(false)) => Plan::Remove { hard: false },
+        }
+    }
+
+    /// The plan's name: `nothing`, `add`, `remove`, `delete` (a hard
+    /// remove), `bury` or `move`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Plan::Nothing => "nothing",
+            Plan::Add => "add",
+            Plan::Remove { hard: false } => "remove",
+            Plan::Remove { hard: true } => "delete",
+            Plan::Bury => "bury",
+            Plan::Move => "move",
         }
     }
 
