@@ -108,3 +108,24 @@ def test_a_stalled_server_leaves_no_stale_list(users, servers, django_assert_num
                 assert [f.followee_id for f in Follow.cache.get(follower=me)] == [him.pk, you.pk]
     finally:
         server.stop()
+
+
+def test_a_write_report_names_its_faults_by_kind(users, servers):
+    """The engine's write report says what kind of fault a write met: the
+    repair decides on ``may_leave_stale_keys``, never on the message text."""
+    me, you = users[:2]
+    server = Memcached().start()
+    try:
+        servers(server.address)
+        with override_settings(LISTY=FAST):
+            Follow.cache.get(follower=me)  # the model's meta is known
+            row = Follow.objects.create(follower=me, followee=you)
+            client = Follow.cache
+            server.stop()
+            ((writer, op),) = client.plan_add(row)[:1]
+            report = op()
+            assert report["fault_kinds"] and set(report["fault_kinds"]) == {"unreachable"}
+            assert report["may_leave_stale_keys"] is True
+            assert len(report["faults"]) == len(report["fault_kinds"])
+    finally:
+        server.stop()

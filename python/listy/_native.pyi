@@ -87,6 +87,8 @@ class Records(Sequence[Any]):
     size: int
     """Bytes stored for this list, all parts (0 when served from the database)."""
     from_cache: bool
+    fault: FaultKind | None
+    """Why the cache was bypassed for this list, or None."""
     complete: bool
     """False while only the head of a segmented list has been read."""
     def __len__(self) -> int: ...
@@ -115,12 +117,21 @@ CountLoader = Callable[[tuple[str, ...], tuple[Any, ...], int | None, int | None
 
 Period = Literal["day", "week", "month", "year"]
 
+FaultKind = Literal["unreachable", "protocol", "too_large", "contended", "other"]
+"""Why a read bypassed the cache or a write fell short (``listy_core::fault``)."""
+
 class WriteReport(TypedDict):
     """What a write could not do. ``failed_keys`` may now hold values that
     miss the write: repair them (``Engine.repair``) before serving them."""
 
     failed_keys: list[str]
     faults: list[str]
+    """What happened, for the log (one message per fault)."""
+    fault_kinds: list[FaultKind]
+    """The kind of each fault, in the same order: decide on these."""
+    may_leave_stale_keys: bool
+    """Some fault may have left keys without this write (unreachable or
+    protocol): they need repair even when ``failed_keys`` is empty."""
 
 class Engine:
     """The list protocol for one model.

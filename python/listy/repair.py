@@ -71,9 +71,6 @@ _memory: dict[str, dict[str, set[str]]] = {}
 _blocked: dict[str, frozenset[str]] = {}
 _table_broken_logged = False
 
-#: How the engine's faults say that a server was not reached (error.rs).
-_UNREACHED = " is unavailable: "
-_PROTOCOL = "memcached protocol error"
 
 #: Rows read per pass (the rest waits for the next pass, which follows at
 #: once: a pass that leaves rows does not count as good).
@@ -110,9 +107,9 @@ def note_fault() -> None:
 
 def note_read(records: Any) -> None:
     """Notes a fault when the engine served a list from the database
-    because of one (``Records`` not from the cache and with no bytes stored:
-    a server error, a list too large, a lease held elsewhere)."""
-    if not records.from_cache and type(records) is _native.Records and records.size == 0:
+    because of one (its ``fault``: a server error, a list too large, a lease
+    held elsewhere)."""
+    if getattr(records, "fault", None) is not None:
         note_fault()
 
 
@@ -139,8 +136,7 @@ def write_failed(client: ListCache, report: dict[str, Any] | None) -> None:
     keys = list((report or {}).get("failed_keys") or [])
     label = client.engine_label
     if not keys:
-        faults = (report or {}).get("faults") or []
-        if report is not None and not any(_UNREACHED in f or _PROTOCOL in f for f in faults):
+        if report is not None and not report.get("may_leave_stale_keys"):
             return  # e.g. a list too large to store: nothing stale was left
         # The server was not reached and the engine could not name the keys
         # (it never read the model's registry): the model's meta key stands

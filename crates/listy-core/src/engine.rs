@@ -30,6 +30,7 @@
 use crate::calendar::Period;
 use crate::codec::{encode_tombstone, Kind, Layout, Part, Row, Schema, Value, ValueRef};
 use crate::error::{Error, Result};
+use crate::fault::{Fault, FaultKind};
 use crate::keys;
 use crate::store::{Item, Op, Reply, Store};
 use std::collections::{HashMap, HashSet};
@@ -119,7 +120,7 @@ pub struct Fetched {
     /// True when the bytes came from the cache (a hit).
     pub hit: bool,
     /// Why the cache was bypassed, if it was (server down, list too large).
-    pub fault: Option<String>,
+    pub fault: Option<Fault>,
 }
 
 /// What a write could not do: keys that may now be stale and must be
@@ -127,7 +128,7 @@ pub struct Fetched {
 #[derive(Debug, Clone, Default)]
 pub struct WriteReport {
     pub failed_keys: Vec<String>,
-    pub faults: Vec<String>,
+    pub faults: Vec<Fault>,
 }
 
 /// One index of the registry.
@@ -643,7 +644,7 @@ impl Engine {
                 return requests
                     .iter()
                     .zip(&specs)
-                    .map(|((_, v), s)| self.uncached(s, String::new(), v, source, e.to_string()))
+                    .map(|((_, v), s)| self.uncached(s, String::new(), v, source, Fault::from(&e)))
                     .collect()
             }
         };
@@ -652,8 +653,14 @@ impl Engine {
             let key = self.list_key(spec.layout.fingerprint(), meta.generation, fields, values);
             let fetched = match reply {
                 Ok(Reply::Value(item)) => self.serve(spec, &key, values, item, source, complete)?,
-                Ok(other) => self.uncached(spec, key, values, source, format!("unexpected reply {other:?}"))?,
-                Err(e) => self.uncached(spec, key, values, source, e.to_string())?,
+                Ok(other) => self.uncached(
+                    spec,
+                    key,
+                    values,
+                    source,
+                    Fault::new(FaultKind::Protocol, format!("unexpected reply {other:?}")),
+                )?,
+                Err(e) => self.uncached(spec, key, values, source, Fault::from(&e))?,
             };
             out.push(fetched);
         }
@@ -685,7 +692,7 @@ impl Engine {
     }
 
     /// Wraps parts that read as a list; `None` when they do not.
-    fn fetched(spec: &ListSpec, key: String, parts: Vec<Vec<u8>>, hit: bool, fault: Option<String>) -> Option<Fetched> {
+    fn fetched(spec: &ListSpec, key: String, parts: Vec<Vec<u8>>, hit: bool, fault: Option<Fault>) -> Option<Fetched> {
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         let view = spec.layout.read_parts(&refs).ok()?;
         let (live, complete, dead_frames) = (view.ranges().to_vec(), view.complete(), view.dead_frames());
@@ -752,9 +759,15 @@ impl Engine {
                         Ok(Some(parts)) => {
                             Ok(Self::fetched(spec, key.to_string(), parts, false, None).expect("a fresh build reads"))
                         }
-                        Ok(None) => self.uncached(spec, key.to_string(), values, source, "lease lost".into()),
+                        Ok(None) => self.uncached(
+                            spec,
+                            key.to_string(),
+                            values,
+                            source,
+                            Fault::new(FaultKind::Contended, "lease lost"),
+                        ),
                         Err(e @ Error::Source(_)) => Err(e),
-                        Err(e) => self.uncached(spec, key.to_string(), values, source, e.to_string()),
+                        Err(e) => self.uncached(spec, key.to_string(), values, source, Fault::from(&e)),
                     };
                 }
                 Found::Leased => {
@@ -766,13 +779,13 @@ impl Engine {
                             key.to_string(),
                             values,
                             source,
-                            "another process holds the lease".into(),
+                            Fault::new(FaultKind::Contended, "another process holds the lease"),
                         );
                     }
                     std::thread::sleep(Duration::from_millis(5));
                     found = match self.store.get(key) {
                         Ok(item) => self.classify(spec, item),
-                        Err(e) => return self.uncached(spec, key.to_string(), values, source, e.to_string()),
+                        Err(e) => return self.uncached(spec, key.to_string(), values, source, Fault::from(&e)),
                     };
                 }
             }
@@ -804,7 +817,7 @@ impl Engine {
         key: String,
         values: &[Value],
         source: &dyn Source,
-        fault: String,
+        fault: Fault,
     ) -> Result<Fetched> {
         let rows = source.rows(&spec.fields, values)?;
         let bytes = spec.layout.encode_list(&rows)?;
@@ -1054,7 +1067,7 @@ impl Engine {
                 done.insert(key.clone());
                 match (&op, reply) {
                     (_, Err(e)) => {
-                        report.faults.push(e.to_string());
+                        report.faults.push(Fault::from(&e));
                         report.failed_keys.push(key);
                     }
                     (Op::Prepend { .. }, Ok(Reply::NotStored)) => match target {
@@ -1094,7 +1107,7 @@ impl Engine {
         for (spec, key, values) in to_build {
             match self.build(&spec, &key, &values, None, source) {
                 Err(e @ Error::Source(_)) => return Err(e),
-                Err(e) => report.faults.push(e.to_string()),
+                Err(e) => report.faults.push(Fault::from(&e)),
                 Ok(_) => {}
             }
         }
@@ -1116,7 +1129,7 @@ impl Engine {
         for ((key, whole), r) in sent.into_iter().zip(self.store.execute(repairs)) {
             match r {
                 Err(e) => {
-                    report.faults.push(e.to_string());
+                    report.faults.push(Fault::from(&e));
                     report.failed_keys.push(key);
                 }
                 Ok(Reply::NotStored) if whole => lost.push(Op::Delete { key }),
@@ -1136,7 +1149,7 @@ impl Engine {
         removed: &[Leaving<'_>],
         added: Option<Arriving<'_>>,
     ) -> WriteReport {
-        report.faults.push(e.to_string());
+        report.faults.push(Fault::from(&e));
         if let Some(meta) = meta.cloned().or_else(|| self.cached_meta()) {
             if let Ok(planned) = self.plan(&meta, removed, added) {
                 report.failed_keys.extend(planned.into_iter().map(|(op, _)| op.key().to_string()));

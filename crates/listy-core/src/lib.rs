@@ -11,6 +11,7 @@ pub mod client;
 pub mod codec;
 pub mod engine;
 pub mod error;
+pub mod fault;
 pub mod ketama;
 pub mod keys;
 pub mod local;
@@ -18,4 +19,5 @@ pub mod pool;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use fault::{Fault, FaultKind};
 pub use store::{Item, Op, Reply, Store};

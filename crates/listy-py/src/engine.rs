@@ -236,7 +236,11 @@ impl Completer for ListCompleter {
 fn report_to_py(py: Python<'_>, report: WriteReport) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("failed_keys", report.failed_keys)?;
-    d.set_item("faults", report.faults)?;
+    // Kinds to decide on, messages to log: Python never matches the text.
+    let stale = report.faults.iter().any(|f| f.kind.may_leave_stale_keys());
+    d.set_item("fault_kinds", report.faults.iter().map(|f| f.kind.name()).collect::<Vec<_>>())?;
+    d.set_item("faults", report.faults.into_iter().map(|f| f.message).collect::<Vec<_>>())?;
+    d.set_item("may_leave_stale_keys", stale)?;
     Ok(d)
 }
 

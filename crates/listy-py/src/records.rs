@@ -270,6 +270,13 @@ impl Records {
         Ok(if whole.hit || whole.fault.is_none() { whole.parts.iter().map(Vec::len).sum() } else { 0 })
     }
 
+    /// Why the cache was bypassed for this list (a fault kind: `unreachable`,
+    /// `protocol`, `too_large`, `contended`, `other`), or None.
+    #[getter]
+    fn fault(&self) -> Option<&'static str> {
+        self.current().fault.as_ref().map(|f| f.kind.name())
+    }
+
     fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         if let Ok(slice) = index.cast::<PySlice>() {
             let whole_needed = {
