@@ -104,7 +104,8 @@ def test_debug_toolbar_panel_renders_the_requests_calls(users):
         stats = panel.get_stats()
         assert [c["method"] for c in stats["calls"]] == ["get", "get"]
         assert (stats["hits"], stats["misses"]) == (1, 1)
-        assert stats["bytes"] > 0
+        stored = [len(get_store().get_raw(Follow.cache.key(follower=u))) for u in (me, you)]
+        assert stats["bytes"] == sum(stored) and all(stored)
         assert panel.nav_subtitle.startswith("2 calls, 1 hits, 1 misses in ")
         html = panel.content
     assert "testapp.Follow" in html
