@@ -366,7 +366,7 @@ def test_listy_stats_per_server_hit_ratio(users, memcached_server):
         stats = {name: value for _, name, value in get_store().stats()}
         assert int(row[1]) >= 3  # meta, lists, counters
         hits, misses = int(row[-3]), int(row[-2])
-        assert hits >= 1 and misses >= 0 and stats["evictions"] == row[-4]
+        assert hits >= 1 and stats["evictions"] == row[-4]  # the session's server: earlier tests read too
         assert row[-1] == f"{100.0 * hits / (hits + misses):.1f}%"
     assert lines[-1].startswith("testapp.Follow: indexes (pk), (follower), (follower, followee); hits 1,")
 

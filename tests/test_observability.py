@@ -4,12 +4,16 @@ django-debug-toolbar panel."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from time import perf_counter
 
 import pytest
 from django.http import HttpResponse
 from django.test import RequestFactory, override_settings
 
 from listy import recorder
+from listy.store import get_store
 from tests.testapp.models import Follow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,6 +41,7 @@ def test_recorder_records_only_when_active(users):
     me, you = users[:2]
     Follow.cache.get(follower=me)
     assert recorder.active() is None
+    started = perf_counter()
     with recorder.recording() as rec:
         Follow.cache.add(follower=me, followee=you)  # builds me's lists on commit
         Follow.cache.get(follower=me)  # hit
@@ -45,6 +50,7 @@ def test_recorder_records_only_when_active(users):
         Follow.cache.delete(follower=me, followee=users[3])  # nothing to delete
         with pytest.raises(Exception):
             Follow.cache.get(followee=you)  # no such index
+    elapsed_ms = (perf_counter() - started) * 1000
     assert recorder.active() is None
     Follow.cache.get(follower=me)  # not recorded
     calls = [(c.method, c.hits, c.misses, c.result) for c in rec.calls]
@@ -57,7 +63,12 @@ def test_recorder_records_only_when_active(users):
         ("get", 0, 0, ""),
     ]
     assert rec.calls[1].args == f"follower={me.pk}"
-    assert rec.calls[1].bytes > 0 and rec.calls[1].ms >= 0
+    # bytes: the lists read, as stored; ms: each call's own wall time
+    stored = {u: len(get_store().get_raw(Follow.cache.key(follower=u))) for u in (me, you)}
+    assert rec.calls[1].bytes == stored[me] > 0
+    assert rec.calls[3].bytes == stored[me] + stored[you]
+    assert all(0 < c.ms for c in rec.calls)
+    assert rec.ms == sum(c.ms for c in rec.calls) < elapsed_ms
     assert rec.calls[3].args.startswith("2 lists: follower=")
     assert "NotCachableException" in rec.calls[-1].error
     assert (rec.hits, rec.misses) == (3, 1)
@@ -93,7 +104,8 @@ def test_debug_toolbar_panel_renders_the_requests_calls(users):
         stats = panel.get_stats()
         assert [c["method"] for c in stats["calls"]] == ["get", "get"]
         assert (stats["hits"], stats["misses"]) == (1, 1)
-        assert stats["bytes"] > 0
+        stored = [len(get_store().get_raw(Follow.cache.key(follower=u))) for u in (me, you)]
+        assert stats["bytes"] == sum(stored) and all(stored)
         assert panel.nav_subtitle.startswith("2 calls, 1 hits, 1 misses in ")
         html = panel.content
     assert "testapp.Follow" in html
@@ -102,13 +114,25 @@ def test_debug_toolbar_panel_renders_the_requests_calls(users):
 
 
 def test_panel_module_imports_debug_toolbar_lazily():
-    import sys
-
-    import listy.panels
-
-    assert listy.panels.__name__ == "listy.panels"
-    with pytest.raises(AttributeError):
-        listy.panels.Nope  # noqa: B018
-    if "debug_toolbar" not in sys.modules:
-        # importing listy.panels did not need the optional dependency
-        assert "debug_toolbar.panels" not in sys.modules
+    """django-debug-toolbar is optional: importing ``listy.panels`` does not
+    import it, asking for ``ListyPanel`` does. A fresh interpreter, since this
+    one may have imported debug_toolbar already (the panel test above)."""
+    pytest.importorskip("debug_toolbar")
+    probe = (
+        "import sys, django; from django.conf import settings; settings.configure(); django.setup()\n"
+        "import listy.panels\n"
+        "assert 'debug_toolbar' not in sys.modules, 'imported at once'\n"
+        "try:\n"
+        "    listy.panels.Nope\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise AssertionError('listy.panels.Nope exists')\n"
+        "assert 'debug_toolbar' not in sys.modules, 'imported by a failed lookup'\n"
+        "panel = listy.panels.ListyPanel\n"
+        "assert 'debug_toolbar.panels' in sys.modules\n"
+        "assert panel.__module__ == 'listy.panels' and panel is listy.panels.ListyPanel\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr

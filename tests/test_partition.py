@@ -74,6 +74,9 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()  # else each is an unclosed file (ResourceWarning) when collected
 
 
 def followees(records) -> list[int]:  # type: ignore[no-untyped-def]

@@ -218,8 +218,8 @@ def test_flush_all_drops_every_list(users, django_assert_num_queries):
 
 def test_determine_coherency(users):
     me, you, him = users[:3]
-    Follow.cache.add(follower=me, followee=you)
-    Follow.cache.add(follower=you, followee=him)
+    mine_row = Follow.cache.add(follower=me, followee=you)
+    theirs = Follow.cache.add(follower=you, followee=him)
     Follow.cache.get(follower=me)
     reports = list(Follow.cache.determine_coherency(check_against_db=True))
     by_list = {(r.index, r.values): r for r in reports}
@@ -234,10 +234,16 @@ def test_determine_coherency(users):
     )
     assert mine.coherent is False
     Follow.cache.rebuild(follower=me)
-    after = [r for r in Follow.cache.determine_coherency(check_against_db=True) if r.index == ("follower_id",)]
-    assert after and all(r.coherent in (True, None) for r in after)
-    # the other lists the update touched stay wrong until they are rebuilt too
-    assert any(r.coherent is False for r in Follow.cache.determine_coherency(check_against_db=True))
+    after = {(r.index, r.values): r.coherent for r in Follow.cache.determine_coherency(check_against_db=True)}
+    assert after == {
+        (("follower_id",), (me.pk,)): True,  # rebuilt
+        (("follower_id",), (you.pk,)): True,
+        (("followee_id", "follower_id"), (him.pk, me.pk)): True,
+        (("followee_id", "follower_id"), (him.pk, you.pk)): True,
+        (("id",), (theirs.pk,)): True,
+        # the moved row's own list stays wrong until it is rebuilt too
+        (("id",), (mine_row.pk,)): False,
+    }
 
 
 def test_listy_client_without_a_manager(users):

@@ -93,6 +93,7 @@ def divergences(users: list[User], known_pks: set[int], model=Follow) -> tuple[l
     return out, checked
 
 
+@pytest.mark.timeout(600)  # ~6 s at the default size; LISTY_STRESS_PROCS/OPS scale it up
 @pytest.mark.parametrize("model", [Follow, Friend], ids=["Follow", "Friend"])
 def test_concurrent_processes_leave_every_list_equal_to_the_database(  # type: ignore[no-untyped-def]
     memcached_server, transactional_db, capsys, model
