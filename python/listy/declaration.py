@@ -259,7 +259,8 @@ class Declaration:
         """The database alias this client's model writes to."""
         return self._resolve().db_alias
 
-    def _identity(self) -> tuple[int, str]:
+    def store_identity(self) -> tuple[int, str]:
+        """(store, engine label): clients with one identity share their lists."""
         st = _store.get_store(self.address() if self.address is not None else None)
         return (id(st), self.engine_label)
 

@@ -51,7 +51,7 @@ from listy.conf import listy_settings
 from listy.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from listy.cache import ListCache
+    from listy.registry import Client
 
 logger = logging.getLogger("listy")
 
@@ -128,7 +128,7 @@ def reset() -> None:
 
 
 # ---------------------------------------------------------------- writes
-def write_failed(client: ListCache, report: dict[str, Any] | None) -> None:
+def write_failed(client: Client, report: dict[str, Any] | None) -> None:
     """A write of ``client`` did not fully reach the cache: repairs its
     keys now if the server answers, else queues them (memory and table).
 
@@ -152,7 +152,7 @@ def write_failed(client: ListCache, report: dict[str, Any] | None) -> None:
         left = keys
     if not left:
         return
-    alias = client._resolve().db_alias
+    alias = client.db_alias
     with _lock:
         _memory.setdefault(alias, {}).setdefault(label, set()).update(left)
     _save(alias, label, left)
@@ -203,7 +203,7 @@ def _save(alias: str, label: str, keys: Iterable[str]) -> bool:
 
 
 # ---------------------------------------------------------------- reads
-def ready(client: ListCache, alias: str) -> bool:
+def ready(client: Client, alias: str) -> bool:
     """True when ``client`` may serve from the cache. The hot path: the
     fault count, the settings epoch and ``time.monotonic()`` compared with
     what the last good pass left."""
@@ -243,7 +243,7 @@ def _engines(label: str) -> list[_native.Engine]:
             if client.disable_cache or client.engine_label != label:
                 continue
             try:
-                ident = client._identity()
+                ident = client.store_identity()
                 if ident in seen:
                     continue
                 seen.add(ident)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, Any, TypeVar
+from typing import Any, IO, TypeVar, cast
 
 from django.apps import apps
 from django.core.management.base import CommandError
@@ -50,14 +50,14 @@ def clients_for(labels: list[str]) -> list[tuple[type[models.Model], ListCache]]
     if not labels:
         out = []
         for model in registry.all_models():
-            client = registry.primary(model)
+            client = cast("ListCache | None", registry.primary(model))
             if client is not None:
                 out.append((model, client))
         return sorted(out, key=lambda mc: mc[0]._meta.label)
     out = []
     for label in labels:
         model = model_for(label)
-        client = registry.primary(model)
+        client = cast("ListCache | None", registry.primary(model))
         if client is None:
             raise usage(f"{label} has no Listy cache (no CachingManager or ListCache)")
         out.append((model, client))

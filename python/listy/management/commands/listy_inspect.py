@@ -9,7 +9,7 @@ not a readable list or the cache is unavailable, 2 on a usage error.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -79,7 +79,7 @@ class Command(BaseCommand):
     # ------------------------------------------------------------ naming the list
     def _client(self, label: str) -> ListCache:
         m = model_for(label)
-        client = registry.primary(m)
+        client = cast("ListCache | None", registry.primary(m))
         if client is None:
             raise usage(f"{label} has no Listy cache (no CachingManager or ListCache)")
         return client
