@@ -32,7 +32,6 @@ flush). See ``docs/guarantees-repair.md`` for what this does not cover.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -81,23 +80,10 @@ BATCH = 1000
 
 
 # ---------------------------------------------------------------- keys
-def _escape(s: str) -> str:
-    out = []
-    for b in s.encode():
-        if 0x21 <= b <= 0x7E and b not in b"%:,=#~":
-            out.append(chr(b))
-        else:
-            out.append(f"%{b:02X}")
-    return "".join(out)
-
-
 def meta_key(prefix: str, label: str) -> str:
     """The engine's meta key of a model (``keys::meta_key``): deleting it
     moves every list and counter of the model to a new generation."""
-    key = f"{_escape(prefix)}ly:{_escape(label)}:m"
-    if len(key) > 250:
-        key = key[:200] + "!" + hashlib.md5(key.encode()).hexdigest()
-    return key
+    return _native.meta_key(prefix, label)
 
 
 # ---------------------------------------------------------------- faults

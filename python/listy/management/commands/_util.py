@@ -16,7 +16,7 @@ from django.apps import apps
 from django.core.management.base import CommandError
 from django.db import models
 
-from listy import registry
+from listy import _native, registry
 from listy.cache import ListCache
 
 T = TypeVar("T")
@@ -74,7 +74,7 @@ def index_of(client: ListCache, spec: str) -> tuple[str, ...]:
         if field is None:
             raise usage(f"{client.model._meta.label}: {name!r} is not a field")
         attnames.append(field.attname)
-    wanted = tuple(sorted(set(attnames)))
+    wanted = tuple(_native.canonical_index(attnames))
     for index in client.indexes:
         if index == wanted:
             return index
