@@ -246,3 +246,43 @@ def change_plan(old_listed: bool | None, new_listed: bool | None) -> Literal["no
 
 def bucket_start(period: Period, day: int) -> int:
     """The first day (days since epoch) of the bucket containing ``day``."""
+
+def bucket_end(period: Period, day: int) -> int:
+    """The first day after the bucket containing ``day``."""
+
+class ParsedKey(TypedDict):
+    model: str
+    fingerprint: int
+    generation: int
+    fields: list[str]
+    values: list[str | None]
+    """Each value's text form, None for a null value."""
+
+def meta_key(prefix: str, model: str) -> str:
+    """The meta key of a model (deleting it moves the model to a new generation)."""
+
+def parse_key(prefix: str, key: str) -> ParsedKey | None:
+    """A list key read back into its parts; None for any other key (meta,
+    counter, segment, a key shortened to a digest, another prefix)."""
+
+def segment_key(head_key: str, build_id: int, index: int) -> str:
+    """The key of segment ``index`` of the build ``build_id`` of a list."""
+
+def canonical_index(fields: list[str]) -> list[str]:
+    """The fields of an index in the engine's canonical order (sorted, each once)."""
+
+class TrailerInfo(TypedDict):
+    version: int
+    fingerprint: int
+    head: bool
+    segments: int
+    segment: int | None
+    build_id: int
+    offset: int
+    len: int
+
+def trailer(raw: bytes) -> TrailerInfo | None:
+    """The trailer ``raw`` ends with (any layout), or None."""
+
+def is_lease(raw: bytes) -> bool:
+    """True when ``raw`` ends with a builder's lease marker."""

@@ -23,7 +23,7 @@ from listy import repair as _repairs
 from listy.declaration import Index, _middleware_on_build
 from listy.exceptions import CacheUnavailable
 from listy.inspection import is_list
-from listy.periods import PeriodCounts, bucket_end
+from listy.periods import PeriodCounts
 from listy.records import CoherencyReport, FallbackRecords
 from listy.source import Row
 from listy.writes import SKIP_SIGNALS, Writes, in_listy_delete
@@ -268,4 +268,4 @@ class ListCache(Writes, PeriodCounts):
             state[2].reset_stats()
 
 
-__all__ = ["SKIP_SIGNALS", "CoherencyReport", "FallbackRecords", "ListCache", "bucket_end", "in_listy_delete"]
+__all__ = ["SKIP_SIGNALS", "CoherencyReport", "FallbackRecords", "ListCache", "in_listy_delete"]

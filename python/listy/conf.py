@@ -124,12 +124,7 @@ def listy_settings() -> ListySettings:
 
 @receiver(setting_changed)
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    # The stores built on the old settings are dropped by ``listy.store``'s
+    # own receiver: this module sits below it and does not import it.
     if setting == "LISTY":
         listy_settings.cache_clear()
-        from listy import store
-
-        store.reset()
-    elif setting in ("MIDDLEWARE", "USE_TZ"):
-        from listy import store
-
-        store.reset()

@@ -34,6 +34,9 @@ from listy.source import DjangoBackingStore
 
 Index = tuple[str, ...]
 
+#: Ends the engine label of lists that keep soft-deleted rows (see ``engine_label``).
+SOFT_DELETED_SUFFIX = "+softdeleted"
+
 _INT_TYPES = frozenset(
     {"AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField"}
 )
@@ -163,7 +166,7 @@ class Declaration:
             indexes: list[Index] = []
             by_set: dict[frozenset[str], Index] = {}
             for names in self.caches:
-                attnames = tuple(sorted({self._field(n).attname for n in names}))  # type: ignore[union-attr]
+                attnames = tuple(_native.canonical_index([self._field(n).attname for n in names]))  # type: ignore[union-attr]
                 if frozenset(attnames) not in by_set:
                     by_set[frozenset(attnames)] = attnames
                     indexes.append(attnames)
@@ -231,7 +234,7 @@ class Declaration:
         else than filtered ones, so they live under their own name."""
         label = self.model._meta.label
         if self.soft_delete_field and not self.filter_out_soft_deletes:
-            return f"{label}+softdeleted"
+            return label + SOFT_DELETED_SUFFIX
         return label
 
     @property
@@ -251,7 +254,7 @@ class Declaration:
 
     @property
     def indexes(self) -> list[Index]:
-        """This client's indexes as sorted attname tuples."""
+        """This client's indexes as attname tuples in canonical order."""
         return list(self._resolve().indexes)
 
     @property
@@ -259,7 +262,8 @@ class Declaration:
         """The database alias this client's model writes to."""
         return self._resolve().db_alias
 
-    def _identity(self) -> tuple[int, str]:
+    def store_identity(self) -> tuple[int, str]:
+        """(store, engine label): clients with one identity share their lists."""
         st = _store.get_store(self.address() if self.address is not None else None)
         return (id(st), self.engine_label)
 
@@ -312,4 +316,4 @@ class Declaration:
         return index, tuple([norm[a] for a in index])
 
 
-__all__ = ["Declaration", "Index"]
+__all__ = ["SOFT_DELETED_SUFFIX", "Declaration", "Index"]

@@ -3,97 +3,62 @@ dump. Used by ``manage.py listy_inspect`` and ``determine_coherency``.
 
 The engine's ``Engine.inspect(index, values)`` returns ``{"key", "server",
 "size", "raw", "frames", "complete", "error"}``; this module adds what a
-person wants to see on top of it. Nothing here writes to the cache.
-
-Wire format (see ``crates/listy-core/src/codec.rs``): a value is a run of
-self-delimiting frames, newest first, closed by a 14-byte trailer::
-
-    0xAF | version u8 | layout fingerprint u32le | part u16le | build id u32le | "LY"
-
-``part`` < 0x8000 is a head (a whole list, or the first part of a segmented
-one) and gives the number of segments that follow; ``0x8000 | n`` is
-segment ``n``. Frame tags: 0xA1 record, 0xA2 tombstone, 0xA3 final tombstone,
-0xA4 update.
+person wants to see on top of it. Nothing here writes to the cache, and
+nothing here reads bytes itself: the wire format is the engine's
+(``crates/listy-core/src/codec.rs``), asked through ``listy._native``
+(``trailer``, ``is_lease``).
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-TAG_RECORD = 0xA1
-TAG_TOMBSTONE = 0xA2
-TAG_FINAL_TOMBSTONE = 0xA3
-TAG_UPDATE = 0xA4
-TAG_TRAILER = 0xAF
-TRAILER_LEN = 14
-SEGMENT_BIT = 0x8000
-#: A builder's lease marker ends a value: magic, token u64le, millis u64le.
-LEASE_MAGIC = b"\0LEASE"
-LEASE_LEN = 22
-
-FRAME_KINDS = {
-    TAG_RECORD: "record",
-    TAG_TOMBSTONE: "tombstone",
-    TAG_FINAL_TOMBSTONE: "final-tombstone",
-    TAG_UPDATE: "update",
-}
+from listy import _native
 
 
 @dataclass(frozen=True)
 class Trailer:
-    """The trailer of one stored part."""
+    """The trailer of one stored part, as the engine reads it."""
 
     version: int
     fingerprint: int
-    part: int
+    head: bool
+    """A head: a whole list, or the first part of a segmented one."""
+    segments: int
+    """Segments that follow this head (0: the whole list is here)."""
+    segment: int | None
+    """The index of this segment, None for a head."""
     build_id: int
-
-    @property
-    def is_head(self) -> bool:
-        return self.part < SEGMENT_BIT
-
-    @property
-    def segments(self) -> int:
-        """Segments that follow this head (0: the whole list is here)."""
-        return self.part if self.is_head else 0
-
-    @property
-    def segment_index(self) -> int | None:
-        """The index of this segment, None for a head."""
-        return None if self.is_head else self.part & ~SEGMENT_BIT
+    offset: int
+    """Where the trailer starts in the value."""
+    len: int
 
     def describe(self) -> str:
-        if self.is_head:
+        if self.head:
             n = self.segments
             what = f"head of a list with {n} segment{'s' if n != 1 else ''}" if n else "a whole list"
         else:
-            what = f"segment {self.segment_index}"
+            what = f"segment {self.segment}"
         return (
             f"{what}; format v{self.version}, layout fingerprint {self.fingerprint:08x}, "
             f"build id {self.build_id:08x}"
         )
 
 
-def parse_trailer(raw: bytes | None) -> Trailer | None:
-    """The trailer at the end of ``raw``, or None when it has none (a lease
-    marker, a value still being written, another kind of value)."""
-    if not raw or len(raw) < TRAILER_LEN:
-        return None
-    t = raw[-TRAILER_LEN:]
-    if t[0] != TAG_TRAILER or t[12:14] != b"LY":
-        return None
-    version = t[1]
-    fingerprint, part, build_id = struct.unpack("<IHI", t[2:12])
-    return Trailer(version, fingerprint, part, build_id)
+def trailer(raw: bytes | None) -> Trailer | None:
+    """The trailer at the end of ``raw`` (whatever layout wrote it), or None
+    when it has none (a lease marker, a value still being written, another
+    kind of value)."""
+    found = _native.trailer(raw) if raw else None
+    return None if found is None else Trailer(**found)
 
 
 def is_lease(raw: bytes | None) -> bool:
     """True when ``raw`` ends with a builder's lease marker (a list being
     built from the database right now; prepends may sit in front of it)."""
-    return bool(raw) and len(raw) >= LEASE_LEN and raw[-LEASE_LEN : -LEASE_LEN + 6] == LEASE_MAGIC  # type: ignore[index]
+    return bool(raw) and _native.is_lease(raw)  # type: ignore[arg-type]
 
 
 def is_list(info: Mapping[str, Any]) -> bool:
@@ -109,23 +74,15 @@ def is_list(info: Mapping[str, Any]) -> bool:
         return False
     if info.get("complete"):
         return True
-    trailer = parse_trailer(raw)
-    return trailer is not None and trailer.is_head and not info.get("error")
+    found = trailer(raw)
+    return found is not None and found.head and not info.get("error")
 
 
 def frames(info: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The engine's frames with their kind read from the tag byte itself
-    (``update`` frames included), each a dict with ``offset``, ``len``,
-    ``kind``, ``pk`` and ``live``."""
-    raw = info.get("raw") or b""
-    out = []
-    for f in info.get("frames") or []:
-        f = dict(f)
-        off = f.get("offset", 0)
-        if 0 <= off < len(raw):
-            f["kind"] = FRAME_KINDS.get(raw[off], f.get("kind", "?"))
-        out.append(f)
-    return out
+    """The engine's frames, newest first, each a dict with ``offset``,
+    ``len``, ``kind`` (``record``, ``update``, ``tombstone``,
+    ``final-tombstone``), ``pk`` and ``live``."""
+    return [dict(f) for f in info.get("frames") or []]
 
 
 def hexdump(raw: bytes, width: int = 16) -> Iterator[str]:
@@ -149,13 +106,4 @@ def human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-__all__ = [
-    "FRAME_KINDS",
-    "Trailer",
-    "frames",
-    "hexdump",
-    "human_bytes",
-    "is_lease",
-    "is_list",
-    "parse_trailer",
-]
+__all__ = ["Trailer", "frames", "hexdump", "human_bytes", "is_lease", "is_list", "trailer"]

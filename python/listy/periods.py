@@ -29,28 +29,15 @@ def bucket_span(period: Period, day: int, zone: datetime.tzinfo | None) -> tuple
     """The bucket of ``period`` holding ``day``: its local days ``[start, end)``
     and the same span as stored instants (microseconds since the epoch)."""
     start = _native.bucket_start(period, day)
-    end = bucket_end(period, start)
+    end = _native.bucket_end(period, start)
     instants = (instant_micros(local_midnight(start, zone)), instant_micros(local_midnight(end, zone)))
     return (start, end), instants
-
-
-def bucket_end(period: Period, start_day: int) -> int:
-    """The first day after the bucket that starts on ``start_day``."""
-    if period == "day":
-        return start_day + 1
-    if period == "week":
-        return start_day + 7
-    d = date_of_day(start_day)
-    if period == "month":
-        nxt = datetime.date(d.year + (d.month == 12), d.month % 12 + 1, 1)
-    else:
-        nxt = datetime.date(d.year + 1, 1, 1)
-    return day_number(nxt)
 
 
 _PERIOD_DOC = """Count of live rows whose ``timestamp_field`` falls in the {what} of
         the date/datetime given as ``<timestamp_field>=value``; the other
         keyword arguments are the list's filters (none: the whole model)."""
+
 
 class PeriodCounts(Declaration):
     """The period counts of a client."""
@@ -139,4 +126,4 @@ class PeriodCounts(Declaration):
         return self._period_counts("year", filters, True)
 
 
-__all__ = ["Period", "PeriodCounts", "bucket_end", "bucket_span"]
+__all__ = ["Period", "PeriodCounts", "bucket_span"]

@@ -23,12 +23,18 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from listy.cache import ListCache
+    from django.db import models
 
 T = TypeVar("T")
+
+
+class Recorded(Protocol):
+    """What a recorded call's client must have (``listy.ListCache`` has it)."""
+
+    model: type[models.Model]
 
 
 @dataclass
@@ -133,7 +139,7 @@ def _lists(method: str, result: Any) -> list[Any]:
     return []
 
 
-def record(client: ListCache, method: str, kwargs: Mapping[str, Any], call: Callable[[], T]) -> T:
+def record(client: Recorded, method: str, kwargs: Mapping[str, Any], call: Callable[[], T]) -> T:
     """Runs ``call`` (the public method again) with recording switched off,
     and records it in the active recorder."""
     rec = _current.get()

@@ -2,27 +2,66 @@
 
 Writes fan out to every client of a model whose record schema or store
 differs (clients that share both share their lists: the engine keeps the
-union of their indexes), and signals, checks and management commands find
-the clients here.
+union of their indexes), and signals, checks, repairs and management
+commands find the clients here. The registry sits below ``listy.cache``: it
+knows a client by the :class:`Client` protocol only, never by its class.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from django.db import models
 
-    from listy.cache import ListCache
+    from listy import _native
+
+
+class Client(Protocol):
+    """What the registry's users may ask of a client (``listy.ListCache``
+    is one)."""
+
+    model: type[models.Model]
+    disable_cache: bool
+    address: Callable[[], str] | None
+
+    @property
+    def engine_label(self) -> str:
+        """The model name the client's engine puts in keys."""
+        ...
+
+    @property
+    def engine(self) -> _native.Engine:
+        """The client's engine (built on first use)."""
+        ...
+
+    @property
+    def db_alias(self) -> str:
+        """The database alias the model writes to."""
+        ...
+
+    def store_identity(self) -> tuple[int, str]:
+        """(store, engine label): two clients with one identity share lists."""
+        ...
+
+    def check_configuration(self) -> list[str]:
+        """Problems of the declaration, as messages."""
+        ...
+
+    def reset_local_stats(self) -> None:
+        """Sets the client's hit and miss counts back to zero."""
+        ...
+
 
 _lock = threading.Lock()
-_clients: dict[type, list[weakref.ref[ListCache]]] = {}
+_clients: dict[type, list[weakref.ref[Client]]] = {}
 _listeners: list = []
 
 
-def register(cache: ListCache) -> None:
+def register(cache: Client) -> None:
     """Records a new client; tells the listeners (signal wiring)."""
     with _lock:
         refs = _clients.setdefault(cache.model, [])
@@ -40,7 +79,7 @@ def on_new_model(listener) -> None:  # type: ignore[no-untyped-def]
         listener(model)
 
 
-def clients(model: type[models.Model]) -> list[ListCache]:
+def clients(model: type[models.Model]) -> list[Client]:
     """The live clients of ``model``, the oldest (usually ``Model.cache``) first."""
     with _lock:
         refs = _clients.get(model, [])
@@ -56,7 +95,7 @@ def all_models() -> list[type[models.Model]]:
         return [m for m, refs in _clients.items() if any(r() is not None for r in refs)]
 
 
-def primary(model: type[models.Model]) -> ListCache | None:
+def primary(model: type[models.Model]) -> Client | None:
     """The client installed as ``Model.cache`` if any, else the oldest one."""
     installed = model.__dict__.get("cache")
     for c in clients(model):

@@ -32,7 +32,6 @@ flush). See ``docs/guarantees-repair.md`` for what this does not cover.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -51,7 +50,7 @@ from listy.conf import listy_settings
 from listy.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from listy.cache import ListCache
+    from listy.registry import Client
 
 logger = logging.getLogger("listy")
 
@@ -78,23 +77,10 @@ BATCH = 1000
 
 
 # ---------------------------------------------------------------- keys
-def _escape(s: str) -> str:
-    out = []
-    for b in s.encode():
-        if 0x21 <= b <= 0x7E and b not in b"%:,=#~":
-            out.append(chr(b))
-        else:
-            out.append(f"%{b:02X}")
-    return "".join(out)
-
-
 def meta_key(prefix: str, label: str) -> str:
     """The engine's meta key of a model (``keys::meta_key``): deleting it
     moves every list and counter of the model to a new generation."""
-    key = f"{_escape(prefix)}ly:{_escape(label)}:m"
-    if len(key) > 250:
-        key = key[:200] + "!" + hashlib.md5(key.encode()).hexdigest()
-    return key
+    return _native.meta_key(prefix, label)
 
 
 # ---------------------------------------------------------------- faults
@@ -125,7 +111,7 @@ def reset() -> None:
 
 
 # ---------------------------------------------------------------- writes
-def write_failed(client: ListCache, report: dict[str, Any] | None) -> None:
+def write_failed(client: Client, report: dict[str, Any] | None) -> None:
     """A write of ``client`` did not fully reach the cache: repairs its
     keys now if the server answers, else queues them (memory and table).
 
@@ -148,7 +134,7 @@ def write_failed(client: ListCache, report: dict[str, Any] | None) -> None:
         left = keys
     if not left:
         return
-    alias = client._resolve().db_alias
+    alias = client.db_alias
     with _lock:
         _memory.setdefault(alias, {}).setdefault(label, set()).update(left)
     _save(alias, label, left)
@@ -199,7 +185,7 @@ def _save(alias: str, label: str, keys: Iterable[str]) -> bool:
 
 
 # ---------------------------------------------------------------- reads
-def ready(client: ListCache, alias: str) -> bool:
+def ready(client: Client, alias: str) -> bool:
     """True when ``client`` may serve from the cache. The hot path: the
     fault count, the settings epoch and ``time.monotonic()`` compared with
     what the last good pass left."""
@@ -239,7 +225,7 @@ def _engines(label: str) -> list[_native.Engine]:
             if client.disable_cache or client.engine_label != label:
                 continue
             try:
-                ident = client._identity()
+                ident = client.store_identity()
                 if ident in seen:
                     continue
                 seen.add(ident)

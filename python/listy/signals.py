@@ -38,8 +38,8 @@ def _client(model: type[models.Model]) -> ListCache | None:
     """The client whose ``writers()`` reach every enabled client of the
     model: ``Model.cache``, or another one when that one is disabled."""
     client = registry.primary(model)
-    if client is None or client.disable_cache:
-        return next((c for c in registry.clients(model) if not c.disable_cache), None)
+    if not isinstance(client, ListCache) or client.disable_cache:
+        return next((c for c in registry.clients(model) if isinstance(c, ListCache) and not c.disable_cache), None)
     return client
 
 

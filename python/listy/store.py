@@ -10,6 +10,10 @@ settings change, so that engines built on an old store are rebuilt.
 from __future__ import annotations
 
 import threading
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from listy import _native
 from listy.conf import listy_settings
@@ -56,3 +60,11 @@ def reset() -> None:
     with _lock:
         _stores.clear()
         _epoch += 1
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """New settings (``LISTY``; ``MIDDLEWARE`` and ``USE_TZ``, which engines
+    are built with): every engine is rebuilt on a new epoch."""
+    if setting in ("LISTY", "MIDDLEWARE", "USE_TZ"):
+        reset()

@@ -147,11 +147,13 @@ class Writes(Declaration):
         engine keeps all of their lists right from any one of them."""
         out: list[Writes] = []
         seen: set[tuple[int, str]] = set()
-        for client in [self] + [c for c in registry.clients(self.model) if c is not self]:
+        # the registry knows clients by protocol; every one of them is a ListCache
+        others = [c for c in registry.clients(self.model) if c is not self and isinstance(c, Writes)]
+        for client in [self, *others]:
             if client.disable_cache:
                 continue
             try:
-                ident = client._identity()
+                ident = client.store_identity()
             except ConfigError:
                 continue
             if ident not in seen:

@@ -275,19 +275,10 @@ impl Layout {
         if bytes.len() < TRAILER_LEN {
             return Err(Error::Decode("no trailer: the list is incomplete".into()));
         }
-        let t = &bytes[bytes.len() - TRAILER_LEN..];
-        let fp = self.fingerprint.to_le_bytes();
-        if t[0] != TAG_TRAILER || t[1] != FORMAT_VERSION || t[2..6] != fp || t[12..14] != TRAILER_MAGIC[..] {
-            return Err(Error::Decode("no trailer for this schema: incomplete list or another schema".into()));
+        match trailer_of(bytes) {
+            Some(t) if t.version == FORMAT_VERSION && t.fingerprint == self.fingerprint => Ok((t.part, t.id)),
+            _ => Err(Error::Decode("no trailer for this schema: incomplete list or another schema".into())),
         }
-        let part = u16::from_le_bytes([t[6], t[7]]);
-        let id = u32::from_le_bytes([t[8], t[9], t[10], t[11]]);
-        let part = if part & SEGMENT_BIT != 0 {
-            Part::Segment { index: part & !SEGMENT_BIT }
-        } else {
-            Part::Head { segments: part }
-        };
-        Ok((part, id))
     }
 
     /// Appends one record frame for `row` (schema order) to `out`.
@@ -471,6 +462,56 @@ impl Layout {
 pub fn encode_tombstone(pk: i64, hard: bool, out: &mut Vec<u8>) {
     out.push(if hard { TAG_FINAL_TOMBSTONE } else { TAG_TOMBSTONE });
     put_varint(out, zigzag(pk));
+}
+
+/// The trailer that closes one stored part, as written (see [`trailer_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    /// The wire format version.
+    pub version: u8,
+    /// The fingerprint of the layout the part was written with.
+    pub fingerprint: u32,
+    /// A head (with the number of segments that follow) or a segment.
+    pub part: Part,
+    /// The id shared by every part of one build.
+    pub id: u32,
+    /// Where the trailer starts in the value (it is the last `TRAILER_LEN` bytes).
+    pub offset: usize,
+}
+
+/// The trailer `bytes` ends with, whatever layout and version it was
+/// written for; `None` when the value does not end with one (a lease
+/// marker, a value still being written, another kind of value).
+pub fn trailer_of(bytes: &[u8]) -> Option<Trailer> {
+    let offset = bytes.len().checked_sub(TRAILER_LEN)?;
+    let t = &bytes[offset..];
+    if t[0] != TAG_TRAILER || t[12..14] != TRAILER_MAGIC[..] {
+        return None;
+    }
+    let part = u16::from_le_bytes([t[6], t[7]]);
+    let part = if part & SEGMENT_BIT != 0 {
+        Part::Segment { index: part & !SEGMENT_BIT }
+    } else {
+        Part::Head { segments: part }
+    };
+    Some(Trailer {
+        version: t[1],
+        fingerprint: u32::from_le_bytes([t[2], t[3], t[4], t[5]]),
+        part,
+        id: u32::from_le_bytes([t[8], t[9], t[10], t[11]]),
+        offset,
+    })
+}
+
+/// The name of a frame's tag, as inspection tools show it.
+pub fn frame_kind(tag: u8) -> &'static str {
+    match tag {
+        TAG_RECORD => "record",
+        TAG_UPDATE => "update",
+        TAG_TOMBSTONE => "tombstone",
+        TAG_FINAL_TOMBSTONE => "final-tombstone",
+        _ => "unknown",
+    }
 }
 
 /// A frame as the reader saw it (for inspection tools).
@@ -1066,6 +1107,35 @@ mod tests {
         row.push(Value::Int(5));
         let bytes = layout.encode_list(&[row.clone()]).unwrap();
         assert_eq!(decode_all(&layout, &bytes), vec![(1, row[1..].to_vec())]);
+    }
+
+    #[test]
+    fn trailer_of_reads_heads_and_segments_of_any_layout() {
+        let layout = Layout::new(follow_schema(), &[2]);
+        let parts = parts_of(&layout, 1000, 200, 4000);
+        let head = trailer_of(&parts[0]).expect("a head");
+        let segments = (parts.len() - 1) as u16;
+        assert_eq!(head.part, Part::Head { segments });
+        assert_eq!((head.version, head.fingerprint, head.id), (FORMAT_VERSION, layout.fingerprint(), 42));
+        assert_eq!(head.offset, parts[0].len() - TRAILER_LEN);
+        assert_eq!(trailer_of(&parts[2]).map(|t| t.part), Some(Part::Segment { index: 1 }));
+        // another layout's list still shows its trailer (part_of refuses it)
+        let other = Layout::new(follow_schema(), &[3]);
+        let whole = other.encode_list(&[follow(1, 1)]).unwrap();
+        assert_eq!(trailer_of(&whole).map(|t| t.fingerprint), Some(other.fingerprint()));
+        assert!(layout.part_of(&whole).is_err());
+        assert_eq!(trailer_of(&whole[..whole.len() - 1]), None);
+        assert_eq!(trailer_of(b"LY"), None);
+        assert_eq!(trailer_of(&[0u8; 14]), None);
+    }
+
+    #[test]
+    fn frame_kinds_name_every_tag() {
+        let kinds: Vec<&str> = [TAG_RECORD, TAG_TOMBSTONE, TAG_FINAL_TOMBSTONE, TAG_UPDATE, TAG_TRAILER]
+            .into_iter()
+            .map(frame_kind)
+            .collect();
+        assert_eq!(kinds, ["record", "tombstone", "final-tombstone", "update", "unknown"]);
     }
 
     #[test]

@@ -332,6 +332,12 @@ fn lease_of(value: &[u8]) -> Option<(u64, Duration)> {
     Some((token, Duration::from_millis(now_millis().saturating_sub(taken))))
 }
 
+/// True when `value` ends with a builder's lease marker: a list being
+/// built from the database right now (prepends may sit in front of it).
+pub fn is_lease(value: &[u8]) -> bool {
+    lease_of(value).is_some()
+}
+
 fn now_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -368,9 +374,7 @@ impl Engine {
         let schema = Arc::new(schema);
         let mut normalized = Vec::new();
         for index in indexes {
-            let mut fields = index.clone();
-            fields.sort();
-            fields.dedup();
+            let fields = keys::canonical_index(&index);
             if fields.is_empty() {
                 return Err(Error::Config("an index needs at least one field".into()));
             }
@@ -1563,5 +1567,14 @@ mod tests {
         assert_eq!(token, 42);
         assert!(age < Duration::from_secs(1));
         assert!(lease_of(b"1234").is_none());
+    }
+
+    #[test]
+    fn is_lease_tells_a_lease_marker_from_a_list() {
+        let mut v = b"frames".to_vec();
+        v.extend(lease_marker(7));
+        assert!(is_lease(&v) && is_lease(&lease_marker(1)));
+        v.push(0);
+        assert!(!is_lease(&v) && !is_lease(b"") && !is_lease(&[0u8; 22]));
     }
 }

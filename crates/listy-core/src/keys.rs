@@ -51,6 +51,77 @@ pub fn list_key(
     finish(key)
 }
 
+/// The canonical order of an index's fields, as list keys name them and
+/// the engine keeps indexes: sorted, each field once.
+pub fn canonical_index(fields: &[String]) -> Vec<String> {
+    let mut out = fields.to_vec();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A list key read back (see [`parse_list_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListKey {
+    /// The model name the key was made for (an engine's `model`).
+    pub model: String,
+    /// The record layout's fingerprint.
+    pub fingerprint: u32,
+    /// The model's generation.
+    pub generation: u64,
+    /// The index fields, in canonical order.
+    pub fields: Vec<String>,
+    /// Each value's text form (unescaped), `None` for a null value.
+    pub values: Vec<Option<String>>,
+}
+
+/// Reads a list key made by [`list_key`] with `prefix` back into its parts.
+/// `None` for anything else: a meta, counter or segment key, a key
+/// shortened to a digest (its values are gone), another prefix.
+pub fn parse_list_key(prefix: &str, key: &str) -> Option<ListKey> {
+    let rest = key.strip_prefix(&escape(prefix))?.strip_prefix("ly:")?;
+    if rest.contains(['!', '@', '#']) {
+        return None;
+    }
+    let parts: Vec<&str> = rest.split(':').collect();
+    let [model, fingerprint, generation, index] = parts[..] else {
+        return None;
+    };
+    let (fields, values) = index.split_once('=')?;
+    let fields: Vec<String> = fields.split(',').map(unescape).collect::<Option<_>>()?;
+    let values: Vec<Option<String>> =
+        values.split(',').map(|v| if v == "~" { Some(None) } else { unescape(v).map(Some) }).collect::<Option<_>>()?;
+    if fields.len() != values.len() || fields.iter().any(String::is_empty) {
+        return None;
+    }
+    Some(ListKey {
+        model: unescape(model)?,
+        fingerprint: u32::from_str_radix(fingerprint, 16).ok()?,
+        generation: u64::from_str_radix(generation, 16).ok()?,
+        fields,
+        values,
+    })
+}
+
+/// Undoes [`escape`]; `None` for a broken escape. Bytes that are not UTF-8
+/// become U+FFFD (a key value was text before it was escaped).
+fn unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// The key of a counter that belongs to a list (`suffix` names the bucket).
 pub fn counter_key(list_key: &str, suffix: &str) -> String {
     finish(format!("{list_key}#{suffix}"))
@@ -164,6 +235,59 @@ mod tests {
         assert_ne!(a, b);
         assert!(memcached_safe(&counter_key(&a, "d20000")));
         assert_ne!(counter_key(&a, "c"), counter_key(&a, "d1"));
+    }
+
+    #[test]
+    fn the_meta_key_escapes_the_prefix_and_the_model() {
+        assert_eq!(meta_key("a:b", "app.M+x"), "a%3Ably:app.M+x:m");
+        let long = meta_key("t", &"x".repeat(300));
+        assert_eq!(long.len(), 233);
+        assert!(long.starts_with(&format!("tly:{}", "x".repeat(196))));
+    }
+
+    #[test]
+    fn canonical_index_sorts_and_keeps_each_field_once() {
+        let order = canonical_index(&fields(&["follower_id", "followee_id", "follower_id"]));
+        assert_eq!(order, fields(&["followee_id", "follower_id"]));
+        assert_eq!(canonical_index(&[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn list_keys_parse_back_into_their_parts() {
+        let k = list_key(
+            "site:1 ",
+            "app.Follow+softdeleted",
+            0xabc,
+            0x1f,
+            &fields(&["a", "name", "n"]),
+            &[Value::Int(-7), Value::Str("x, y=\u{e9}~".into()), Value::Null],
+        );
+        let parsed = parse_list_key("site:1 ", &k).expect("a list key");
+        assert_eq!(
+            parsed,
+            ListKey {
+                model: "app.Follow+softdeleted".into(),
+                fingerprint: 0xabc,
+                generation: 0x1f,
+                fields: fields(&["a", "name", "n"]),
+                values: vec![Some("-7".into()), Some("x, y=\u{e9}~".into()), None],
+            }
+        );
+        assert_eq!(parse_list_key("other", &k), None);
+    }
+
+    #[test]
+    fn other_keys_are_not_list_keys() {
+        let k = list_key("", "m", 1, 1, &fields(&["a"]), &[Value::Int(1)]);
+        assert!(parse_list_key("", &k).is_some());
+        assert_eq!(parse_list_key("", &meta_key("", "m")), None);
+        assert_eq!(parse_list_key("", &counter_key(&k, "c")), None);
+        assert_eq!(parse_list_key("", &segment_key(&k, 7, 0)), None);
+        let long = list_key("", "m", 1, 1, &fields(&["a"]), &[Value::Str("z".repeat(300))]);
+        assert_eq!(parse_list_key("", &long), None);
+        assert_eq!(parse_list_key("", "ly:m:1:1:a=%G1"), None);
+        assert_eq!(parse_list_key("", "ly:m:1:1:a,b=1"), None);
+        assert_eq!(parse_list_key("", "ly:m:zz:1:a=1"), None);
     }
 
     proptest::proptest! {

@@ -162,9 +162,7 @@ impl PyEngine {
     }
 
     fn index(&self, index: Vec<String>) -> Vec<String> {
-        let mut fields = index;
-        fields.sort();
-        fields
+        listy_core::keys::canonical_index(&index)
     }
 
     fn values(
@@ -496,16 +494,7 @@ impl PyEngine {
                 let fd = PyDict::new(py);
                 fd.set_item("offset", f.offset)?;
                 fd.set_item("len", f.len)?;
-                fd.set_item(
-                    "kind",
-                    match f.tag {
-                        listy_core::codec::TAG_RECORD => "record",
-                        listy_core::codec::TAG_UPDATE => "update",
-                        listy_core::codec::TAG_TOMBSTONE => "tombstone",
-                        listy_core::codec::TAG_FINAL_TOMBSTONE => "final-tombstone",
-                        _ => "unknown",
-                    },
-                )?;
+                fd.set_item("kind", listy_core::codec::frame_kind(f.tag))?;
                 fd.set_item("pk", f.pk)?;
                 fd.set_item("live", f.live)?;
                 frames.append(fd)?;

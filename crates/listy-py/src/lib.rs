@@ -7,6 +7,7 @@ mod convert;
 mod datetime_capi;
 mod engine;
 mod errors;
+mod protocol;
 mod records;
 mod store;
 
@@ -22,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<records::RecordsIter>()?;
     m.add_function(wrap_pyfunction!(engine::bucket_start, m)?)?;
     m.add_function(wrap_pyfunction!(engine::change_plan, m)?)?;
+    protocol::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, Any, TypeVar
+from typing import Any, IO, TypeVar, cast
 
 from django.apps import apps
 from django.core.management.base import CommandError
 from django.db import models
 
-from listy import registry
+from listy import _native, registry
 from listy.cache import ListCache
 
 T = TypeVar("T")
@@ -50,14 +50,14 @@ def clients_for(labels: list[str]) -> list[tuple[type[models.Model], ListCache]]
     if not labels:
         out = []
         for model in registry.all_models():
-            client = registry.primary(model)
+            client = cast("ListCache | None", registry.primary(model))
             if client is not None:
                 out.append((model, client))
         return sorted(out, key=lambda mc: mc[0]._meta.label)
     out = []
     for label in labels:
         model = model_for(label)
-        client = registry.primary(model)
+        client = cast("ListCache | None", registry.primary(model))
         if client is None:
             raise usage(f"{label} has no Listy cache (no CachingManager or ListCache)")
         out.append((model, client))
@@ -74,7 +74,7 @@ def index_of(client: ListCache, spec: str) -> tuple[str, ...]:
         if field is None:
             raise usage(f"{client.model._meta.label}: {name!r} is not a field")
         attnames.append(field.attname)
-    wanted = tuple(sorted(set(attnames)))
+    wanted = tuple(_native.canonical_index(attnames))
     for index in client.indexes:
         if index == wanted:
             return index

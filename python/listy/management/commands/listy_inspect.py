@@ -9,22 +9,18 @@ not a readable list or the cache is unavailable, 2 on a usage error.
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import unquote_to_bytes
+from typing import Any, cast
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from listy import registry
+from listy import _native, registry
 from listy.cache import ListCache
 from listy.conf import listy_settings
+from listy.declaration import SOFT_DELETED_SUFFIX
 from listy.exceptions import CacheUnavailable, NotCachableException
-from listy.inspection import TRAILER_LEN, frames, hexdump, human_bytes, is_lease, is_list, parse_trailer
+from listy.inspection import frames, hexdump, human_bytes, is_lease, is_list, trailer
 from listy.management.commands._util import failed, model_for, usage
 from listy.store import get_store
-
-
-def _unescape(text: str) -> str:
-    return unquote_to_bytes(text).decode("utf-8", "replace")
 
 
 def _size(n: int) -> str:
@@ -79,7 +75,7 @@ class Command(BaseCommand):
     # ------------------------------------------------------------ naming the list
     def _client(self, label: str) -> ListCache:
         m = model_for(label)
-        client = registry.primary(m)
+        client = cast("ListCache | None", registry.primary(m))
         if client is None:
             raise usage(f"{label} has no Listy cache (no CachingManager or ListCache)")
         return client
@@ -103,27 +99,18 @@ class Command(BaseCommand):
     ) -> tuple[ListCache | None, tuple[str, ...], tuple[Any, ...]]:
         """The list a raw key names, when it is a current list key of a
         cached model (else (None, (), ()): the value is shown raw)."""
-        prefix = listy_settings().key_prefix
-        head = "".join(chr(b) if 0x21 <= b <= 0x7E and chr(b) not in "%:,=#~" else f"%{b:02X}" for b in prefix.encode())
-        if not key.startswith(head + "ly:") or "!" in key or "@" in key or "#" in key:
+        parsed = _native.parse_key(listy_settings().key_prefix, key)
+        if parsed is None:
             return None, (), ()
-        parts = key[len(head) + 3 :].split(":")
-        if len(parts) != 4:
-            return None, (), ()
-        model_label = _unescape(parts[0]).removesuffix("+softdeleted")
+        model_label = parsed["model"].removesuffix(SOFT_DELETED_SUFFIX)
         if label is not None and model_label != label:
             raise usage(f"the key belongs to {model_label}, not {label}")
-        fields_text, sep, values_text = parts[3].partition("=")
-        if not sep:
-            return None, (), ()
         try:
             client = self._client(model_label)
         except Exception:
             return None, (), ()
-        names = [_unescape(f) for f in fields_text.split(",")]
-        raw_values = [None if v == "~" else _unescape(v) for v in values_text.split(",")]
         try:
-            index, values = client._index_for(dict(zip(names, raw_values)))
+            index, values = client._index_for(dict(zip(parsed["fields"], parsed["values"])))
             if client.engine.key(index, values) != key:
                 return None, (), ()
         except Exception:
@@ -151,9 +138,9 @@ class Command(BaseCommand):
             self.stdout.write("state:    not cached (no value under this key)")
             return
         self.stdout.write(f"size:     {_size(len(raw))}")
-        trailer = parse_trailer(raw)
-        if trailer is not None:
-            self.stdout.write(f"trailer:  {trailer.describe()}")
+        part = trailer(raw)
+        if part is not None:
+            self.stdout.write(f"trailer:  {part.describe()}")
         self.stdout.write(
             "state:    not a current list key of a cached model (a segment, a counter, a meta value, "
             "or an old generation): shown raw, frames not decoded"
@@ -174,8 +161,8 @@ class Command(BaseCommand):
             return
         size = int(info.get("size") or len(raw))
         self.stdout.write(f"size:     {_size(size)}")
-        trailer = parse_trailer(raw)
-        self.stdout.write(f"trailer:  {trailer.describe() if trailer else 'none (not a finished list)'}")
+        part = trailer(raw)
+        self.stdout.write(f"trailer:  {part.describe() if part else 'none (not a finished list)'}")
         if is_lease(raw):
             self.stdout.write(
                 "state:    a build in progress (a lease marker, with any prepends that landed on it); "
@@ -186,10 +173,11 @@ class Command(BaseCommand):
         fs = frames(info)
         live = sum(1 for f in fs if f.get("live"))
         readable = is_list(info)
-        if readable and trailer is not None and trailer.segments:
+        if readable and part is not None and part.segments:
+            first = _native.segment_key(info["key"], part.build_id, 0)
             self.stdout.write(
-                f"state:    cached, stored in {trailer.segments + 1} parts: this head and {trailer.segments} "
-                f"segment{'s' if trailer.segments != 1 else ''} (keys {info['key']}@{trailer.build_id:08x}.0 ...); shown: the head, "
+                f"state:    cached, stored in {part.segments + 1} parts: this head and {part.segments} "
+                f"segment{'s' if part.segments != 1 else ''} (keys {first} ...); shown: the head, "
                 f"{live} live records of {len(fs)} frames"
             )
         elif readable:
@@ -212,8 +200,8 @@ class Command(BaseCommand):
             self.stdout.write(line.rstrip())
         if 0 < limit < len(fs):
             self.stdout.write(f"  ... {len(fs) - limit} more frames (--max-frames 0 lists all)")
-        if trailer is not None:
-            self.stdout.write(f"  {len(raw) - TRAILER_LEN:>8}  {TRAILER_LEN:>5}  {'trailer':<16} {'':>10}")
+        if part is not None:
+            self.stdout.write(f"  {part.offset:>8}  {part.len:>5}  {'trailer':<16} {'':>10}")
         if info.get("error"):
             self.stdout.write(self.style.ERROR(f"decode error: {info['error']}"))
             raise failed(f"{info['key']}: not a readable list: {info['error']}")
