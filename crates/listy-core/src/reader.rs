@@ -19,7 +19,7 @@
 //! # use listy_core::codec::Value;
 //! # use listy_core::engine::{Engine, Source};
 //! # use listy_core::reader::List;
-//! # fn demo(engine: Arc<Engine>, db: impl Source) -> listy_core::Result<()> {
+//! # fn demo(engine: Arc<Engine>, db: &impl Source) -> listy_core::Result<()> {
 //! let follows = List::read(engine, &["follower_id"], &[Value::Int(7)], db)?;
 //! let newest = follows.get(0)?; // served from the head
 //! for row in follows.rows().take(50) {
@@ -32,6 +32,7 @@
 use crate::codec::{Layout, Row, Value, ValueRef};
 use crate::engine::{Engine, Fetched, Source};
 use crate::error::{Error, Result};
+use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 /// How a list read head first fetches the rest of itself.
@@ -45,7 +46,8 @@ pub trait Completion {
 }
 
 /// Completes a list through the engine that read it, calling `source` when
-/// the segments are gone and the list must be read again.
+/// the segments are gone and the list must be read again. `S` is any
+/// pointer to a [`Source`]: `&db`, `Arc<Db>`, `Box<Db>`.
 pub struct EngineCompletion<S> {
     engine: Arc<Engine>,
     fields: Vec<String>,
@@ -53,7 +55,11 @@ pub struct EngineCompletion<S> {
     source: S,
 }
 
-impl<S: Source> EngineCompletion<S> {
+impl<S> EngineCompletion<S>
+where
+    S: Deref,
+    S::Target: Source + Sized,
+{
     /// The completion of the list `fields` = `values` (sorted field names,
     /// as the engine names lists).
     pub fn new(engine: Arc<Engine>, fields: Vec<String>, values: Vec<Value>, source: S) -> Self {
@@ -66,11 +72,15 @@ impl<S: Source> EngineCompletion<S> {
     }
 }
 
-impl<S: Source> Completion for EngineCompletion<S> {
+impl<S> Completion for EngineCompletion<S>
+where
+    S: Deref,
+    S::Target: Source + Sized,
+{
     type Error = Error;
 
     fn complete(&self, partial: &Fetched) -> Result<Fetched> {
-        self.engine.complete_list(&self.fields, &self.values, partial, &self.source)
+        self.engine.complete_list(&self.fields, &self.values, partial, &*self.source)
     }
 }
 
@@ -89,10 +99,15 @@ pub struct List<C> {
     completion: C,
 }
 
-impl<S: Source> List<EngineCompletion<S>> {
+impl<S> List<EngineCompletion<S>>
+where
+    S: Deref,
+    S::Target: Source + Sized,
+{
     /// Reads the list of `engine` whose fields `fields` hold `values`
     /// (in any order), head first: one round trip on a hit; on a miss the
-    /// engine builds the list from `source` under its lease.
+    /// engine builds the list from `source` (`&db`, `Arc<Db>`, ...) under
+    /// its lease.
     pub fn read(engine: Arc<Engine>, fields: &[&str], values: &[Value], source: S) -> Result<Self> {
         if fields.len() != values.len() {
             return Err(Error::Config(format!("{} values for the {} fields {fields:?}", values.len(), fields.len())));
@@ -108,7 +123,7 @@ impl<S: Source> List<EngineCompletion<S>> {
             .map(|(f, v)| (layout.schema().position(f).expect("the layout has the field"), v.clone()))
             .collect();
         let request = [(fields, values)];
-        let fetched = engine.get_multi(&request, &source, false)?.pop().expect("one list");
+        let fetched = engine.get_multi(&request, &*source, false)?.pop().expect("one list");
         let [(fields, values)] = request;
         let completion = EngineCompletion::new(engine, fields, values, source);
         Ok(List::new(fetched, layout, fixed, completion))

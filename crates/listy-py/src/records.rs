@@ -68,7 +68,7 @@ impl Builder {
 
     /// Builds one instance from a record's values (`stored` positions of the
     /// layout) and the list's fixed key values.
-    pub fn from_record<'py>(
+    pub fn record_instance<'py>(
         &self,
         py: Python<'py>,
         layout: &Layout,
@@ -84,7 +84,7 @@ impl Builder {
 
     /// Builds one instance from a row in schema order, as a loader returns
     /// it (the database's values, used as they are).
-    pub fn from_row<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    pub fn row_instance<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let n = row.len()?;
         if n != self.attnames.len() {
             return Err(ConfigError::new_err(format!("a row of {n} values for a schema of {}", self.attnames.len())));
@@ -92,12 +92,12 @@ impl Builder {
         self.build(py, row.try_iter()?.enumerate().map(|(pos, value)| Ok((pos, value?))))
     }
 
-    /// Instances from rows in schema order (see `from_row`).
+    /// Instances from rows in schema order (see `row_instance`).
     pub fn instances<'py>(&self, py: Python<'py>, rows: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let _pause = GcPause::new(py);
         let out = PyList::empty(py);
         for row in rows.try_iter()? {
-            out.append(self.from_row(py, &row?)?)?;
+            out.append(self.row_instance(py, &row?)?)?;
         }
         Ok(out)
     }
@@ -228,7 +228,7 @@ impl Records {
         let mut i = start;
         for _ in 0..n {
             let pk = self.list.decode(content, i as usize, &mut values)?;
-            out(self.builder.from_record(py, self.list.layout(), pk, &values, &self.fixed)?)?;
+            out(self.builder.record_instance(py, self.list.layout(), pk, &values, &self.fixed)?)?;
             i += step;
         }
         Ok(())
@@ -244,8 +244,8 @@ impl Records {
     }
 
     /// True when the list was read from the cache.
-    #[getter]
-    fn from_cache(&self) -> bool {
+    #[getter(from_cache)]
+    fn hit(&self) -> bool {
         self.list.from_cache()
     }
 
@@ -289,7 +289,7 @@ impl Records {
         }
         let mut values = Vec::new();
         let pk = self.list.decode(&content, j as usize, &mut values)?;
-        self.builder.from_record(py, self.list.layout(), pk, &values, &self.fixed)
+        self.builder.record_instance(py, self.list.layout(), pk, &values, &self.fixed)
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> RecordsIter {
