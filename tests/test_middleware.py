@@ -10,6 +10,7 @@ from django.db import connections
 from django.http import HttpResponse
 from django.test import RequestFactory, override_settings
 
+import listy
 from listy.middleware import RequestContextCacheMiddleware, request_context
 from tests.testapp.models import Follow
 
@@ -65,3 +66,19 @@ def test_request_context_outside_requests(users):
         a = Follow.cache.get(follower=me)[0]
         assert Follow.cache.get(follower=me)[0] is a
         assert registry[(Follow, a.pk)] is a
+
+
+@override_settings(MIDDLEWARE=MIDDLEWARE)
+def test_lists_served_from_the_database_share_the_registry(users):
+    """A disabled client's list is built by the same builder as cached
+    records, so its instances go through the registry too."""
+    me, you = users[:2]
+    Follow.cache.add(follower=me, followee=you)
+    direct = listy.ListCache(Follow, [("follower",)], disable_cache=True)
+    with request_context() as registry:
+        (from_db,) = direct.get(follower=me)
+        assert not direct.get(follower=me).from_cache
+        assert registry[(Follow, from_db.pk)] is from_db
+        assert Follow.cache.get(follower=me)[0] is from_db
+        assert direct.get(follower=me)[0] is from_db
+    assert direct.get(follower=me)[0] is not from_db

@@ -5,7 +5,7 @@ engine: keys, codec, the memcached client, the list protocol. Python supplies
 rows (``Loader``) and counts (``CountLoader``) on a miss.
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, TypedDict, overload
 
 # ---------------------------------------------------------------- exceptions
@@ -173,6 +173,12 @@ class Engine:
     hits: int
     misses: int
     def reset_stats(self) -> None: ...
+
+    def instances(self, rows: Iterable[tuple[Any, ...]]) -> list[Any]:
+        """Model instances from rows in schema order (a loader's rows, values
+        used as they are), built as cached records are: inlined foreign keys
+        in ``_state.fields_cache``, each passed to ``on_build``. The list
+        served when the cache is disabled or unavailable."""
 
     def key(self, index: tuple[str, ...], values: tuple[Any, ...]) -> str:
         """The literal memcached key of a list (prefix and generation included)."""

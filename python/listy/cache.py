@@ -47,13 +47,11 @@ class ListCache(Writes, PeriodCounts):
 
     # ------------------------------------------------------------ reads
     def _from_db(self, index: Index, values: tuple[Any, ...], key: str = "") -> FallbackRecords:
-        source = self._resolve().source
-        rows = source.rows(index, values)
-        items = source.build(rows)
-        on_build = _middleware_on_build()
-        if on_build is not None:
-            items = [on_build(o) for o in items]
-        return FallbackRecords(key, rows, items)
+        rows = self._resolve().source.rows(index, values)
+        # The engine's builder makes the instances, as it does for cached
+        # records (inlined foreign keys, the middleware's ``on_build``);
+        # making an engine does no I/O, so this works with the cache down.
+        return FallbackRecords(key, rows, self._engine().instances(rows))
 
     def _unavailable(self, exc: Exception) -> None:
         _repairs.note_fault()

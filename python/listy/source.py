@@ -4,8 +4,8 @@
 is not cached. Rows come back as tuples in schema order, newest first
 (``order_by("-pk")``), live rows only: ``enabled_field`` True, and
 soft-deleted rows left out when ``filter_out_soft_deletes`` is set. It also
-turns a model instance into its row for the write path, and rows into
-instances when the cache cannot be used.
+turns a model instance into its row for the write path. (Rows become
+instances in the engine's builder, ``Engine.instances``, cache or not.)
 
 Day numbers are local dates (``timezone.localtime`` of an aware datetime, a
 naive one taken as already local, as Django does) counted from 1970-01-01.
@@ -294,36 +294,6 @@ class DjangoBackingStore:
             return None
         value = getattr(instance, self._ts_attname)
         return None if value is None else day_number(value, _counter_zone())
-
-    # ------------------------------------------------------------ rows → instances
-    def build(self, rows: Iterable[Row]) -> list[models.Model]:
-        """Model instances from rows (used when the cache cannot serve)."""
-        model = self.model
-        opts = model._meta
-        idx = self._index
-        concrete = [f.attname for f in opts.concrete_fields]
-        related = []
-        for fk_attname, (fk_name, rel_model, _target) in self.schema.related.items():
-            fk = opts.get_field(fk_name)
-            cols = {c.field.attname: idx[c.attname] for c in self._columns if c.fk is fk}
-            target = fk.target_field.attname
-            names = [
-                f.attname
-                for f in rel_model._meta.concrete_fields
-                if f.attname in cols or f.attname == target
-            ]
-            related.append((fk, idx[fk_attname], rel_model, target, names, cols))
-        out = []
-        for row in rows:
-            obj = model.from_db(self.db_alias, concrete, [row[idx[a]] for a in concrete])
-            for fk, fk_i, rel_model, target, names, cols in related:
-                key = row[fk_i]
-                if key is None:
-                    continue
-                vals = [key if n == target else row[cols[n]] for n in names]
-                fk.set_cached_value(obj, rel_model.from_db(self.db_alias, names, vals))
-            out.append(obj)
-        return out
 
 
 def normalise(column: Column, value: Any) -> Any:

@@ -5,6 +5,7 @@
 //! - [`store`]: the `Store` trait; [`local`] (embedded) and [`pool`] (memcached).
 //! - [`client`], [`ketama`]: the memcached text protocol and server selection.
 //! - [`engine`]: the list protocol (leases, prepends, tombstones, counters).
+//! - [`reader`]: the lazy head-first [`reader::List`] a program iterates.
 
 pub mod calendar;
 pub mod client;
@@ -16,6 +17,7 @@ pub mod ketama;
 pub mod keys;
 pub mod local;
 pub mod pool;
+pub mod reader;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -3,12 +3,13 @@
 //! it re-acquired.
 
 use crate::convert::{row_from_py, to_value, PySchema};
-use crate::errors::CoreError;
-use crate::records::{Builder, Completer, Records, Related};
+use crate::errors::{CoreError, Raised};
+use crate::records::{Builder, Records, Related};
 use crate::store::PyStore;
 use listy_core::calendar::Period;
 use listy_core::codec::{describe, Row, Value};
 use listy_core::engine::{Bucket, Engine, Fetched, Options, Source, Stored, WriteReport};
+use listy_core::reader::{Completion, List};
 use listy_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
@@ -201,8 +202,9 @@ impl PyEngine {
     ) -> PyResult<Records> {
         let layout = self.engine.layout(fields).map_err(CoreError)?;
         let schema = &self.schema.get().inner;
-        let fixed =
-            fields.iter().zip(objs).map(|(f, o)| (schema.position(f).expect("index field"), o.clone_ref(py))).collect();
+        let positions: Vec<usize> = fields.iter().map(|f| schema.position(f).expect("index field")).collect();
+        let fixed = positions.iter().zip(objs).map(|(&pos, o)| (pos, o.clone_ref(py))).collect();
+        let fixed_values = positions.into_iter().zip(values.iter().cloned()).collect();
         let completer = ListCompleter {
             engine: self.engine.clone(),
             schema: self.schema.clone_ref(py),
@@ -210,12 +212,13 @@ impl PyEngine {
             values,
             loader: loader.clone_ref(py),
         };
-        Ok(Records::new(fetched, layout, self.builder.clone(), fixed, Box::new(completer)))
+        Ok(Records::new(List::new(fetched, layout, fixed_values, completer), self.builder.clone(), fixed))
     }
 }
 
-/// Fetches the segments of a list that was read head first.
-struct ListCompleter {
+/// Fetches the segments of a list that was read head first, with the GIL
+/// released; a loader's exception comes back as it was raised.
+pub struct ListCompleter {
     engine: Arc<Engine>,
     schema: Py<PySchema>,
     fields: Vec<String>,
@@ -223,11 +226,15 @@ struct ListCompleter {
     loader: Py<PyAny>,
 }
 
-impl Completer for ListCompleter {
-    fn complete(&self, py: Python<'_>, partial: &Fetched) -> PyResult<Fetched> {
-        let source = PySource::new(Some(&self.loader), self.schema.get());
-        py.detach(|| self.engine.complete_list(&self.fields, &self.values, partial, &source))
-            .map_err(|e| source.error(e))
+impl Completion for ListCompleter {
+    type Error = Raised;
+
+    fn complete(&self, partial: &Fetched) -> Result<Fetched, Raised> {
+        Python::attach(|py| {
+            let source = PySource::new(Some(&self.loader), self.schema.get());
+            py.detach(|| self.engine.complete_list(&self.fields, &self.values, partial, &source))
+                .map_err(|e| Raised(source.error(e)))
+        })
     }
 }
 
@@ -318,6 +325,13 @@ impl PyEngine {
 
     fn reset_stats(&self) {
         self.engine.reset_stats()
+    }
+
+    /// Model instances from rows in schema order (a loader's rows, used as
+    /// they are), built as cached records are: the list served when the
+    /// cache is not used.
+    fn instances<'py>(&self, py: Python<'py>, rows: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        self.builder.instances(py, rows)
     }
 
     fn key(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>) -> PyResult<String> {

@@ -51,3 +51,20 @@ impl From<CoreError> for PyErr {
         }
     }
 }
+
+/// An error on its way to Python: a loader's own exception, kept as it was
+/// raised, or a core error mapped to its class. The error type of the lazy
+/// reader's completion (`listy_core::reader::Completion`).
+pub struct Raised(pub PyErr);
+
+impl From<Error> for Raised {
+    fn from(e: Error) -> Self {
+        Raised(CoreError(e).into())
+    }
+}
+
+impl From<Raised> for PyErr {
+    fn from(e: Raised) -> PyErr {
+        e.0
+    }
+}

@@ -1,17 +1,22 @@
-//! `Records`: the lazy sequence `ListCache.get()` returns, and the builder
-//! that turns one record into a model instance without calling
+//! The instance builder: `Builder` turns a record (or a database row, when
+//! the cache is not used) into a model instance without calling
 //! `Model.__init__` (the instance's `__dict__` is filled directly, as
-//! `Model.from_db` would leave it).
+//! `Model.from_db` would leave it); `Records`, the lazy sequence
+//! `ListCache.get()` returns, is the core's head-first reader
+//! (`listy_core::reader`) behind Python's sequence protocol, building
+//! instances with it.
 
 use crate::convert::to_py;
-use crate::errors::DecodeError;
+use crate::engine::ListCompleter;
+use crate::errors::ConfigError;
 use listy_core::codec::{Layout, ValueRef};
 use listy_core::engine::Fetched;
+use listy_core::reader::List;
 use pyo3::exceptions::PyIndexError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple, PyType};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// An inlined foreign key: the related instance is built from the record.
 pub struct Related {
@@ -63,7 +68,7 @@ impl Builder {
 
     /// Builds one instance from a record's values (`stored` positions of the
     /// layout) and the list's fixed key values.
-    pub fn build<'py>(
+    pub fn record_instance<'py>(
         &self,
         py: Python<'py>,
         layout: &Layout,
@@ -71,30 +76,50 @@ impl Builder {
         values: &[ValueRef<'_>],
         fixed: &[(usize, Py<PyAny>)],
     ) -> PyResult<Bound<'py, PyAny>> {
+        let pk = std::iter::once(Ok((0, pk.into_pyobject(py)?.into_any())));
+        let stored = layout.stored().iter().zip(values).map(|(&pos, value)| Ok((pos, to_py(py, *value, self.aware)?)));
+        let fixed = fixed.iter().map(|(pos, value)| Ok((*pos, value.bind(py).clone())));
+        self.build(py, pk.chain(stored).chain(fixed))
+    }
+
+    /// Builds one instance from a row in schema order, as a loader returns
+    /// it (the database's values, used as they are).
+    pub fn row_instance<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let n = row.len()?;
+        if n != self.attnames.len() {
+            return Err(ConfigError::new_err(format!("a row of {n} values for a schema of {}", self.attnames.len())));
+        }
+        self.build(py, row.try_iter()?.enumerate().map(|(pos, value)| Ok((pos, value?))))
+    }
+
+    /// Instances from rows in schema order (see `row_instance`).
+    pub fn instances<'py>(&self, py: Python<'py>, rows: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let _pause = GcPause::new(py);
+        let out = PyList::empty(py);
+        for row in rows.try_iter()? {
+            out.append(self.row_instance(py, &row?)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Builds one instance from `(schema position, value)` pairs.
+    fn build<'py>(
+        &self,
+        py: Python<'py>,
+        fields: impl Iterator<Item = PyResult<(usize, Bound<'py, PyAny>)>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let d = PyDict::new(py);
         let mut by_position: Vec<Option<Bound<'py, PyAny>>> = Vec::new();
         if !self.related.is_empty() {
             by_position.resize(self.attnames.len(), None);
         }
-        let pk_obj = pk.into_pyobject(py)?.into_any();
-        if let Some(name) = &self.attnames[0] {
-            d.set_item(name.bind(py), &pk_obj)?;
-        }
-        for (&pos, value) in layout.stored().iter().zip(values) {
-            let obj = to_py(py, *value, self.aware)?;
+        for field in fields {
+            let (pos, obj) = field?;
             if let Some(name) = &self.attnames[pos] {
                 d.set_item(name.bind(py), &obj)?;
             }
             if !by_position.is_empty() {
                 by_position[pos] = Some(obj);
-            }
-        }
-        for (pos, value) in fixed {
-            if let Some(name) = &self.attnames[*pos] {
-                d.set_item(name.bind(py), value.bind(py))?;
-            }
-            if !by_position.is_empty() {
-                by_position[*pos] = Some(value.bind(py).clone());
             }
         }
         let fields_cache = if self.related.is_empty() { None } else { Some(self.related_cache(py, &by_position)?) };
@@ -163,79 +188,22 @@ impl Drop for GcPause {
 /// Instances an iterator builds at a time (under one `GcPause`).
 const ITER_BATCH: usize = 256;
 
-/// How a partially read list fetches the rest of itself.
-pub trait Completer: Send + Sync {
-    fn complete(&self, py: Python<'_>, partial: &Fetched) -> PyResult<Fetched>;
-}
-
-/// A lazy, read-only list of model instances, newest first. A list stored
-/// in segments is read head first: the newest records are served from the
-/// head, and the segments are fetched (one batched round trip) only when
-/// an access goes past it.
+/// A lazy, read-only list of model instances, newest first: the core's
+/// head-first reader (`listy_core::reader::List`) behind Python's sequence
+/// protocol. Each access decodes the records it needs and builds their
+/// instances; the segments are fetched only when an access goes past the
+/// head.
 #[pyclass(frozen, sequence, module = "listy._native")]
 pub struct Records {
-    #[pyo3(get)]
-    pub key: String,
-    #[pyo3(get)]
-    pub from_cache: bool,
-    content: RwLock<Arc<Fetched>>,
-    pub layout: Layout,
-    pub builder: Arc<Builder>,
-    /// Schema positions fixed by the list key, with their values.
-    pub fixed: Vec<(usize, Py<PyAny>)>,
-    completer: Box<dyn Completer>,
+    list: List<ListCompleter>,
+    builder: Arc<Builder>,
+    /// Schema positions fixed by the list key, with their Python values.
+    fixed: Vec<(usize, Py<PyAny>)>,
 }
 
 impl Records {
-    pub fn new(
-        fetched: Fetched,
-        layout: Layout,
-        builder: Arc<Builder>,
-        fixed: Vec<(usize, Py<PyAny>)>,
-        completer: Box<dyn Completer>,
-    ) -> Records {
-        Records {
-            key: fetched.key.clone(),
-            from_cache: fetched.hit,
-            content: RwLock::new(Arc::new(fetched)),
-            layout,
-            builder,
-            fixed,
-            completer,
-        }
-    }
-
-    fn current(&self) -> Arc<Fetched> {
-        self.content.read().expect("records poisoned").clone()
-    }
-
-    /// The whole list, fetching the segments if they were not read yet.
-    fn whole(&self, py: Python<'_>) -> PyResult<Arc<Fetched>> {
-        let now = self.current();
-        if now.complete {
-            return Ok(now);
-        }
-        let whole = Arc::new(self.completer.complete(py, &now)?);
-        *self.content.write().expect("records poisoned") = whole.clone();
-        Ok(whole)
-    }
-
-    /// The content that holds item `i` (the head if it does).
-    fn holding(&self, py: Python<'_>, i: usize) -> PyResult<Arc<Fetched>> {
-        let now = self.current();
-        if i < now.live.len() {
-            Ok(now)
-        } else {
-            self.whole(py)
-        }
-    }
-
-    fn decode<'a>(&self, list: &'a Fetched, i: usize, values: &mut Vec<ValueRef<'a>>) -> PyResult<i64> {
-        let (p, s, e) = list.live[i];
-        values.clear();
-        self.layout
-            .decode_record(&list.parts[p as usize][s as usize..e as usize], values)
-            .map_err(|e| DecodeError::new_err(format!("{e} (list {}); run rebuild() on it", self.key)))
+    pub fn new(list: List<ListCompleter>, builder: Arc<Builder>, fixed: Vec<(usize, Py<PyAny>)>) -> Records {
+        Records { list, builder, fixed }
     }
 
     /// The pk of `value` if it is an instance of this list's model.
@@ -246,69 +214,89 @@ impl Records {
         value.getattr(pyo3::intern!(py, "pk"))?.extract()
     }
 
-    fn instance<'py>(&self, py: Python<'py>, list: &Fetched, i: usize) -> PyResult<Bound<'py, PyAny>> {
-        let mut values = Vec::new();
-        let pk = self.decode(list, i, &mut values)?;
-        self.builder.build(py, &self.layout, pk, &values, &self.fixed)
+    /// The instances of records `start, start + step, ...` (`n` of them) of
+    /// `content`, decoded into one reused buffer, appended to `out`.
+    fn build_range<'py>(
+        &self,
+        py: Python<'py>,
+        content: &Fetched,
+        (start, step, n): (isize, isize, isize),
+        mut out: impl FnMut(Bound<'py, PyAny>) -> PyResult<()>,
+    ) -> PyResult<()> {
+        let _pause = GcPause::new(py);
+        let mut values = Vec::with_capacity(self.list.layout().stored().len());
+        let mut i = start;
+        for _ in 0..n {
+            let pk = self.list.decode(content, i as usize, &mut values)?;
+            out(self.builder.record_instance(py, self.list.layout(), pk, &values, &self.fixed)?)?;
+            i += step;
+        }
+        Ok(())
     }
 }
 
 #[pymethods]
 impl Records {
-    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.whole(py)?.live.len())
+    /// The list's key (its head's).
+    #[getter]
+    fn key(&self) -> &str {
+        self.list.key()
     }
 
-    fn __bool__(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(!self.current().live.is_empty() || !self.whole(py)?.live.is_empty())
+    /// True when the list was read from the cache.
+    #[getter(from_cache)]
+    fn hit(&self) -> bool {
+        self.list.from_cache()
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.list.len()?)
+    }
+
+    fn __bool__(&self) -> PyResult<bool> {
+        Ok(!self.list.is_empty()?)
     }
 
     /// Bytes stored for this list, all parts (0 when served from the database).
     #[getter]
-    fn size(&self, py: Python<'_>) -> PyResult<usize> {
-        let whole = self.whole(py)?;
-        Ok(if whole.hit || whole.fault.is_none() { whole.parts.iter().map(Vec::len).sum() } else { 0 })
+    fn size(&self) -> PyResult<usize> {
+        Ok(self.list.size()?)
     }
 
     /// Why the cache was bypassed for this list (a fault kind: `unreachable`,
     /// `protocol`, `too_large`, `contended`, `other`), or None.
     #[getter]
     fn fault(&self) -> Option<&'static str> {
-        self.current().fault.as_ref().map(|f| f.kind.name())
+        self.list.current().fault.as_ref().map(|f| f.kind.name())
     }
 
     fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         if let Ok(slice) = index.cast::<PySlice>() {
-            let whole_needed = {
-                // `[:n]` with n inside the head needs the head only.
-                let now = self.current();
-                let stop: Option<isize> = slice.getattr("stop")?.extract()?;
-                let start: Option<isize> = slice.getattr("start")?.extract()?;
-                let step: Option<isize> = slice.getattr("step")?.extract()?;
-                !(now.complete
-                    || (step.unwrap_or(1) > 0
-                        && start.unwrap_or(0) >= 0
-                        && matches!(stop, Some(n) if n >= 0 && (n as usize) <= now.live.len())))
+            let stop: Option<isize> = slice.getattr("stop")?.extract()?;
+            let start: Option<isize> = slice.getattr("start")?.extract()?;
+            let step: Option<isize> = slice.getattr("step")?.extract()?;
+            // `[:n]` (and `[i:n]`) needs the first n records only.
+            let content = match stop {
+                Some(n) if n >= 0 && step.unwrap_or(1) > 0 && start.unwrap_or(0) >= 0 => {
+                    self.list.prefix(n as usize)?
+                }
+                _ => self.list.whole()?,
             };
-            let list = if whole_needed { self.whole(py)? } else { self.current() };
-            let ind = slice.indices(list.live.len() as isize)?;
-            let _pause = GcPause::new(py);
+            let ind = slice.indices(content.live.len() as isize)?;
             let out = PyList::empty(py);
-            let mut i = ind.start;
-            for _ in 0..ind.slicelength {
-                out.append(self.instance(py, &list, i as usize)?)?;
-                i += ind.step;
-            }
+            self.build_range(py, &content, (ind.start, ind.step, ind.slicelength as isize), |o| out.append(o))?;
             return Ok(out.into_any());
         }
         let i: isize = index.extract()?;
-        let list = if i < 0 { self.whole(py)? } else { self.holding(py, i as usize)? };
-        let n = list.live.len() as isize;
+        let content = if i < 0 { self.list.whole()? } else { self.list.prefix(i as usize + 1)? };
+        let n = content.live.len() as isize;
         let j = if i < 0 { i + n } else { i };
         if j < 0 || j >= n {
             return Err(PyIndexError::new_err("Records index out of range"));
         }
-        self.instance(py, &list, j as usize)
+        let mut values = Vec::new();
+        let pk = self.list.decode(&content, j as usize, &mut values)?;
+        self.builder.record_instance(py, self.list.layout(), pk, &values, &self.fixed)
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> RecordsIter {
@@ -317,16 +305,16 @@ impl Records {
 
     /// Rows as tuples in schema order, without model instances.
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = self.whole(py)?;
+        let list = self.list.whole()?;
         let n_fields = self.builder.attnames.len();
         let _pause = GcPause::new(py);
         let out = PyList::empty(py);
         let mut values = Vec::new();
         for i in 0..list.live.len() {
-            let pk = self.decode(&list, i, &mut values)?;
+            let pk = self.list.decode(&list, i, &mut values)?;
             let mut row: Vec<Bound<'py, PyAny>> = vec![py.None().into_bound(py); n_fields];
             row[0] = pk.into_pyobject(py)?.into_any();
-            for (&pos, v) in self.layout.stored().iter().zip(&values) {
+            for (&pos, v) in self.list.layout().stored().iter().zip(&values) {
                 row[pos] = to_py(py, *v, self.builder.aware)?;
             }
             for (pos, v) in &self.fixed {
@@ -338,17 +326,15 @@ impl Records {
     }
 
     /// The primary keys, newest first.
-    fn pks(&self, py: Python<'_>) -> PyResult<Vec<i64>> {
-        let list = self.whole(py)?;
-        let mut values = Vec::new();
-        (0..list.live.len()).map(|i| self.decode(&list, i, &mut values)).collect()
+    fn pks(&self) -> PyResult<Vec<i64>> {
+        Ok(self.list.pks()?)
     }
 
     /// `Sequence.index`: the position of `value` (an instance of the
     /// model, compared by primary key as Django compares instances).
     fn index(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
         let pk = self.pk_of(py, value)?;
-        self.pks(py)?
+        self.pks()?
             .iter()
             .position(|p| Some(*p) == pk)
             .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("the instance is not in this list"))
@@ -357,23 +343,23 @@ impl Records {
     /// `Sequence.count`: 1 if `value` (an instance of the model) is listed, else 0.
     fn count(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
         let pk = self.pk_of(py, value)?;
-        Ok(self.pks(py)?.iter().filter(|p| Some(**p) == pk).count())
+        Ok(self.pks()?.iter().filter(|p| Some(**p) == pk).count())
     }
 
     fn __contains__(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
         Ok(self.count(py, value)? > 0)
     }
 
-    /// True when the list was read from the cache.
+    /// True once every segment of the list has been read.
     #[getter]
     fn complete(&self) -> bool {
-        self.current().complete
+        self.list.is_complete()
     }
 
     fn __repr__(&self) -> String {
-        let now = self.current();
+        let now = self.list.current();
         let more = if now.complete { "" } else { "+" };
-        format!("<Records {}{more} items of {}>", now.live.len(), self.key)
+        format!("<Records {}{more} items of {}>", now.live.len(), self.list.key())
     }
 }
 
@@ -394,16 +380,17 @@ impl RecordsIter {
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         if self.ready.is_empty() {
             let records = self.records.get();
-            let list = records.holding(py, self.next)?;
+            let content = records.list.prefix(self.next + 1)?;
             // Batches grow from 8 to ITER_BATCH: `next(iter(records))` and
             // loops that stop early do not pay for instances they never see.
             let batch = self.next.clamp(8, ITER_BATCH);
-            let end = list.live.len().min(self.next + batch);
-            let _pause = GcPause::new(py);
-            for i in self.next..end {
-                self.ready.push_back(records.instance(py, &list, i)?.unbind());
-            }
-            self.next = end;
+            let end = content.live.len().min(self.next + batch);
+            let span = (self.next as isize, 1, end.saturating_sub(self.next) as isize);
+            records.build_range(py, &content, span, |o| {
+                self.ready.push_back(o.unbind());
+                Ok(())
+            })?;
+            self.next = end.max(self.next);
         }
         Ok(self.ready.pop_front().map(|o| o.into_bound(py)))
     }
