@@ -29,7 +29,7 @@
 
 use crate::calendar::Period;
 use crate::codec::{encode_tombstone, Kind, Layout, Part, Row, Schema, Value, ValueRef};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SourceError, SourceErrorKind};
 use crate::keys;
 use crate::store::{Item, Op, Reply, Store};
 use std::collections::{HashMap, HashSet};
@@ -1075,6 +1075,11 @@ impl Engine {
         }
         for (spec, key, values) in to_build {
             match self.build(&spec, &key, &values, None, source) {
+                // A source without a database leaves the list missing (the
+                // next reader that has one builds it): nothing is stale.
+                Err(Error::Source(e)) if e.kind() == SourceErrorKind::Unsupported => {
+                    report.faults.push(format!("{key} left uncached: {e}"))
+                }
                 Err(e @ Error::Source(_)) => return Err(e),
                 Err(e) => report.faults.push(e.to_string()),
                 Ok(_) => {}
@@ -1498,10 +1503,10 @@ struct NoSource;
 
 impl Source for NoSource {
     fn rows(&self, _: &[String], _: &[Value]) -> Result<Vec<Row>> {
-        Err(Error::Source("no source for this operation".into()))
+        Err(SourceError::unsupported("no source for this operation").into())
     }
     fn count(&self, _: &[String], _: &[Value], _: Option<(i32, i32)>) -> Result<u64> {
-        Err(Error::Source("no source for this operation".into()))
+        Err(SourceError::unsupported("no source for this operation").into())
     }
 }
 

@@ -4,8 +4,10 @@
 //! - [`keys`]: memcached-safe list and counter keys.
 //! - [`store`]: the `Store` trait; [`local`] (embedded) and [`pool`] (memcached).
 //! - [`client`], [`ketama`]: the memcached text protocol and server selection.
-//! - [`engine`]: the list protocol (leases, prepends, tombstones, counters).
+//! - [`engine`]: the list protocol (leases, prepends, tombstones, counters);
+//!   [`builder`]'s [`EngineBuilder`] configures one.
 
+pub mod builder;
 pub mod calendar;
 pub mod client;
 pub mod codec;
@@ -17,5 +19,6 @@ pub mod local;
 pub mod pool;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use builder::EngineBuilder;
+pub use error::{Error, Result, SourceError, SourceErrorKind};
 pub use store::{Item, Op, Reply, Store};
