@@ -59,6 +59,7 @@ pub enum HookPoint {
     BeforeCompact,
 }
 
+/// A function called at each [`HookPoint`] with the key concerned.
 pub type Hook = Arc<dyn Fn(HookPoint, &str) + Send + Sync>;
 
 /// Tunables of the protocol.
@@ -119,7 +120,9 @@ pub struct Fetched {
 /// repaired (deleted) once the server is back.
 #[derive(Debug, Clone, Default)]
 pub struct WriteReport {
+    /// Keys that may hold a value without this write: delete them.
     pub failed_keys: Vec<String>,
+    /// What went wrong, one line each (for logs).
     pub faults: Vec<String>,
 }
 
@@ -399,26 +402,32 @@ impl Engine {
         self.hook = Some(hook);
     }
 
+    /// The record schema.
     pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
     }
 
+    /// The store the lists live in.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
+    /// This client's indexes, each a sorted list of field names.
     pub fn indexes(&self) -> &[Vec<String>] {
         &self.indexes
     }
 
+    /// Lists served from the cache since the last reset.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
 
+    /// Lists that had to be built or read from the source since the last reset.
     pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
     }
 
+    /// Sets `hits` and `misses` back to zero.
     pub fn reset_stats(&self) {
         self.hits.store(0, Ordering::Relaxed);
         self.misses.store(0, Ordering::Relaxed);
