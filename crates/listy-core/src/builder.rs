@@ -14,6 +14,14 @@ use std::time::Duration;
 /// as Django's `LISTY["COUNTER_EPOCH"] = None` does.
 const NEVER: Duration = Duration::from_secs(u64::MAX / 4);
 
+impl Options {
+    /// The counter epoch's length, `None` when it never ends (see
+    /// [`EngineBuilder::counter_epoch`]).
+    pub fn counter_epoch_length(&self) -> Option<Duration> {
+        (self.counter_epoch < NEVER).then_some(self.counter_epoch)
+    }
+}
+
 /// Builds the [`Engine`] of one model.
 ///
 /// The engine must be configured exactly as every other client of the same
@@ -195,6 +203,25 @@ mod tests {
         assert!(matches!(bad_index, Err(Error::Config(m)) if m.contains("nope")));
         let bad_unique = Engine::builder(store, "m", schema()).index(["id"]).unique(["nope"]).build();
         assert!(matches!(bad_unique, Err(Error::Config(m)) if m.contains("nope")));
+    }
+
+    #[test]
+    fn a_counter_epoch_of_none_or_zero_never_ends() {
+        let store = LocalStore::named("builder-epoch", 1 << 20);
+        let epoch = |e| Engine::builder(store.clone(), "m", schema()).counter_epoch(e).build().unwrap();
+        assert_eq!(epoch(None).options().counter_epoch_length(), None);
+        assert_eq!(epoch(Some(Duration::ZERO)).options().counter_epoch_length(), None);
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(epoch(hour).options().counter_epoch_length(), hour);
+        let default = Engine::builder(store.clone(), "m", schema()).build().unwrap();
+        assert_eq!(default.options().counter_epoch_length(), hour);
+    }
+
+    #[test]
+    fn kind_names_read_back() {
+        for name in ["int", "bool", "float", "str", "bytes", "datetime", "date", "time", "decimal", "uuid", "json"] {
+            assert_eq!(Kind::parse(name).unwrap().name(), name);
+        }
     }
 
     #[test]

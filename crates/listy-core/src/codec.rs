@@ -100,6 +100,23 @@ impl Kind {
         })
     }
 
+    /// The kind's name, as [`Kind::parse`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Int => "int",
+            Kind::Bool => "bool",
+            Kind::Float => "float",
+            Kind::Str => "str",
+            Kind::Bytes => "bytes",
+            Kind::Datetime => "datetime",
+            Kind::Date => "date",
+            Kind::Time => "time",
+            Kind::Decimal => "decimal",
+            Kind::Uuid => "uuid",
+            Kind::Json => "json",
+        }
+    }
+
     fn code(self) -> u8 {
         self as u8
     }

@@ -417,6 +417,26 @@ impl Engine {
         &self.indexes
     }
 
+    /// The model's label in keys.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The field sets no two rows share (see `set_unique`).
+    pub fn unique(&self) -> &[Vec<String>] {
+        &self.unique
+    }
+
+    /// The protocol's tunables.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
     /// Lists served from the cache since the last reset.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)

@@ -299,6 +299,28 @@ impl PyEngine {
         self.engine.reset_stats()
     }
 
+    /// What another client of these lists must match, as this engine holds
+    /// it: label, key prefix, fields `(name, kind, nullable)` in record
+    /// order, schema fingerprint, indexes and unique sets (sorted field
+    /// names), counter epoch in seconds (None: never ends).
+    #[getter]
+    fn contract<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let e = &self.engine;
+        let d = PyDict::new(py);
+        d.set_item("engine_label", e.model())?;
+        d.set_item("key_prefix", e.prefix())?;
+        let fields: Vec<(&str, &str, bool)> =
+            e.schema().fields().iter().map(|f| (f.name.as_str(), f.kind.name(), f.nullable)).collect();
+        d.set_item("fields", fields)?;
+        d.set_item("schema_fingerprint", e.schema().fingerprint())?;
+        d.set_item("indexes", e.indexes())?;
+        let mut unique: Vec<Vec<String>> = e.unique().iter().map(|u| self.index(u.clone())).collect();
+        unique.sort();
+        d.set_item("unique", unique)?;
+        d.set_item("counter_epoch", e.options().counter_epoch_length().map(|d| d.as_secs_f64()))?;
+        Ok(d)
+    }
+
     fn key(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>) -> PyResult<String> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
