@@ -29,3 +29,8 @@ pub mod store;
 pub use builder::EngineBuilder;
 pub use error::{Error, Result, SourceError, SourceErrorKind};
 pub use store::{Item, Op, Reply, Store};
+
+/// The README's example runs as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
