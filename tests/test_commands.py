@@ -4,6 +4,7 @@ embedded store; the exit codes of real ``manage.py`` processes too."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -12,11 +13,12 @@ from io import StringIO
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command, load_command_class
+from django.test import override_settings
 
 from listy.management.commands._util import Progress
 from listy.store import get_store
 from tests.conftest import ROOT, process_env
-from tests.testapp.models import Follow
+from tests.testapp.models import Follow, Friend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,7 +61,7 @@ def test_listy_stats(users):
 
 
 # ---------------------------------------------------------------- helpers
-COMMANDS = ["listy_inspect", "listy_check", "listy_warm", "listy_stats", "listy_flush"]
+COMMANDS = ["listy_inspect", "listy_check", "listy_warm", "listy_stats", "listy_flush", "listy_schema"]
 
 
 class TTY(StringIO):
@@ -369,6 +371,57 @@ def test_listy_stats_per_server_hit_ratio(users, memcached_server):
         assert hits >= 1 and stats["evictions"] == row[-4]  # the session's server: earlier tests read too
         assert row[-1] == f"{100.0 * hits / (hits + misses):.1f}%"
     assert lines[-1].startswith("testapp.Follow: indexes (pk), (follower), (follower, followee); hits 1,")
+
+
+# ---------------------------------------------------------------- listy_schema
+def schema_json(*labels: str) -> list[dict]:
+    out = StringIO()
+    call_command("listy_schema", *labels, "--json", stdout=out)
+    document = json.loads(out.getvalue())
+    assert document["format"] == 1
+    return document["engines"]
+
+
+def test_listy_schema_json_is_what_the_engine_holds(users):
+    [follow] = schema_json("testapp.Follow")
+    schema = Follow.cache.schema
+    assert follow["model"] == "testapp.Follow" and follow["engine_label"] == Follow.cache.engine_label
+    assert follow["key_prefix"] == "t"
+    assert [(f["name"], f["kind"], f["nullable"]) for f in follow["fields"]] == [
+        (c.attname, c.kind, c.nullable) for c in schema.columns
+    ]
+    assert [f["name"] for f in follow["fields"]] == ["id", "created", "follower_id", "followee_id"]
+    assert follow["schema_fingerprint"] == schema.fingerprint
+    assert follow["indexes"] == [["id"], ["follower_id"], ["followee_id", "follower_id"]]
+    assert follow["unique"] == [["id"]]
+    assert (follow["timestamp_field"], follow["time_zone"], follow["counter_epoch"]) == ("created", "Europe/Paris", None)
+    [friend] = schema_json("testapp.Friend")
+    assert friend["unique"] == [["followee_id", "follower_id"], ["id"]]
+    assert (friend["soft_delete_field"], friend["keeps_soft_deleted"]) == ("hidden", False)
+    assert {e["model"] for e in schema_json()} >= {"testapp.Follow", "testapp.Friend", "testapp.Sample"}
+
+
+def test_listy_schema_follows_the_settings(users):
+    with override_settings(LISTY={"SERVERS": ["local"], "KEY_PREFIX": "other", "COUNTER_EPOCH": 90}):
+        [follow] = schema_json("testapp.Follow")
+    assert (follow["key_prefix"], follow["counter_epoch"]) == ("other", 90.0)
+    with override_settings(USE_TZ=False):
+        [follow] = schema_json("testapp.Follow")
+    assert follow["time_zone"] is None
+
+
+def test_listy_schema_text_and_usage(users):
+    out = StringIO()
+    call_command("listy_schema", "testapp.Friend", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("testapp.Friend: engine 'testapp.Friend', key prefix 't', schema fingerprint 0x")
+    assert lines[1] == "  fields: id int, created datetime, follower_id int, followee_id int, hidden bool"
+    assert lines[2] == "  indexes: (id), (follower_id), (followee_id, follower_id); unique: (followee_id, follower_id), (id)"
+    assert lines[-1] == "  lists hold rows: not hidden"
+    with pytest.raises(CommandError) as err:
+        call_command("listy_schema", "auth.User")
+    assert err.value.returncode == 2
+    assert Friend.cache.engine_label == "testapp.Friend"
 
 
 # ---------------------------------------------------------------- real exit codes

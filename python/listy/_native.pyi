@@ -173,6 +173,13 @@ class Engine:
     hits: int
     misses: int
     def reset_stats(self) -> None: ...
+    @property
+    def contract(self) -> dict[str, Any]:
+        """What another client of these lists must match, as this engine
+        holds it: ``engine_label``, ``key_prefix``, ``fields`` (``(name,
+        kind, nullable)`` in record order), ``schema_fingerprint``,
+        ``indexes`` and ``unique`` (sorted attnames), ``counter_epoch``
+        (seconds, None: never ends). See ``manage.py listy_schema``."""
 
     def instances(self, rows: Iterable[tuple[Any, ...]]) -> list[Any]:
         """Model instances from rows in schema order (a loader's rows, values

@@ -8,15 +8,21 @@ use crate::error::{Error, Result};
 /// A counter period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Period {
+    /// One local day.
     Day,
+    /// An ISO week, Monday to Sunday.
     Week,
+    /// A calendar month.
     Month,
+    /// A calendar year.
     Year,
 }
 
 impl Period {
+    /// Every period, shortest first (a row is counted in one bucket of each).
     pub const ALL: [Period; 4] = [Period::Day, Period::Week, Period::Month, Period::Year];
 
+    /// The period called `day`, `week`, `month` or `year`.
     pub fn parse(name: &str) -> Result<Period> {
         Ok(match name {
             "day" => Period::Day,

@@ -61,28 +61,43 @@ const TOO_LARGE: &str = "object too large for cache";
 pub enum Frame {
     /// `VALUE key flags bytes [cas]\r\n<data>\r\n`
     Value {
+        /// The key, as the server spelled it.
         key: Vec<u8>,
+        /// The client flags stored with the value.
         flags: u32,
+        /// The CAS token (`gets` only).
         cas: Option<u64>,
+        /// The value's bytes.
         data: Vec<u8>,
     },
+    /// `END`: the last line of a `get`/`stats` reply.
     End,
+    /// `STORED`
     Stored,
+    /// `NOT_STORED`
     NotStored,
+    /// `EXISTS`: a `cas` lost.
     Exists,
+    /// `NOT_FOUND`
     NotFound,
+    /// `DELETED`
     Deleted,
+    /// `OK` (`flush_all`, `touch`).
     Ok,
     /// The result of `incr`/`decr`.
     Number(u64),
     /// `STAT name value`
     Stat {
+        /// The statistic's name.
         name: String,
+        /// Its value, as text.
         value: String,
     },
     /// `ERROR [message]`: the server did not understand the command.
     Error(String),
+    /// `CLIENT_ERROR message`: the command was malformed.
     ClientError(String),
+    /// `SERVER_ERROR message`: the server failed (out of memory, too large).
     ServerError(String),
 }
 
@@ -91,7 +106,10 @@ pub enum Frame {
 pub enum Parsed {
     /// The buffer holds an incomplete frame; parse again once it holds at
     /// least `at_least` bytes.
-    NeedMore { at_least: usize },
+    NeedMore {
+        /// The buffer length worth parsing again at.
+        at_least: usize,
+    },
     /// A complete frame and the number of bytes it used.
     Frame(Frame, usize),
 }
@@ -410,7 +428,10 @@ pub enum Failure {
     /// is true when not one reply byte had arrived for the failed `execute`
     /// (e.g. the server had closed an idle connection), so nothing of it ran
     /// on a live server and a retry on a fresh connection is safe.
-    Broken { before_reply: bool },
+    Broken {
+        /// No reply byte had arrived: a retry is safe.
+        before_reply: bool,
+    },
     /// The server sent bytes the protocol does not allow at this point: the
     /// reply stream cannot be trusted any more.
     Desync,

@@ -29,12 +29,19 @@ use crate::error::{Error, Result};
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// The first byte of a record frame (a row added to the list).
 pub const TAG_RECORD: u8 = 0xA1;
+/// The first byte of a tombstone (the row left the list; a later record revives it).
 pub const TAG_TOMBSTONE: u8 = 0xA2;
+/// The first byte of a final tombstone (the row is gone for good).
 pub const TAG_FINAL_TOMBSTONE: u8 = 0xA3;
+/// The first byte of an update frame (new content of a row already listed).
 pub const TAG_UPDATE: u8 = 0xA4;
+/// The first byte of the trailer.
 pub const TAG_TRAILER: u8 = 0xAF;
+/// The format version every trailer carries.
 pub const FORMAT_VERSION: u8 = 2;
+/// The size of the trailer, in bytes.
 pub const TRAILER_LEN: usize = 14;
 const SEGMENT_BIT: u16 = 0x8000;
 /// Hard tombstones kept through a compaction, so that an add whose prepend
@@ -49,10 +56,15 @@ pub const DATETIME_BASE_MICROS: i64 = 1_704_067_200_000_000;
 /// The type of one field, as the codec packs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A 64-bit signed integer (every integer field, foreign keys too).
     Int,
+    /// A boolean.
     Bool,
+    /// A 64-bit float.
     Float,
+    /// UTF-8 text.
     Str,
+    /// Raw bytes.
     Bytes,
     /// Microseconds since the Unix epoch (UTC).
     Datetime,
@@ -62,12 +74,15 @@ pub enum Kind {
     Time,
     /// Decimal as its canonical text.
     Decimal,
+    /// A UUID as its 16 bytes.
     Uuid,
     /// JSON as text.
     Json,
 }
 
 impl Kind {
+    /// The kind called `name` (`int`, `bool`, `float`, `str`, `bytes`,
+    /// `datetime`, `date`, `time`, `decimal`, `uuid`, `json`).
     pub fn parse(name: &str) -> Result<Kind> {
         Ok(match name {
             "int" => Kind::Int,
@@ -85,6 +100,23 @@ impl Kind {
         })
     }
 
+    /// The kind's name, as [`Kind::parse`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Int => "int",
+            Kind::Bool => "bool",
+            Kind::Float => "float",
+            Kind::Str => "str",
+            Kind::Bytes => "bytes",
+            Kind::Datetime => "datetime",
+            Kind::Date => "date",
+            Kind::Time => "time",
+            Kind::Decimal => "decimal",
+            Kind::Uuid => "uuid",
+            Kind::Json => "json",
+        }
+    }
+
     fn code(self) -> u8 {
         self as u8
     }
@@ -93,12 +125,16 @@ impl Kind {
 /// One field of a schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
+    /// The field's name (Django's attname: `follower_id`, `entry_id.title`).
     pub name: String,
+    /// How its values are packed.
     pub kind: Kind,
+    /// Whether it may hold NULL.
     pub nullable: bool,
 }
 
 impl Field {
+    /// A field called `name` of `kind`.
     pub fn new(name: &str, kind: Kind, nullable: bool) -> Field {
         Field { name: name.to_string(), kind, nullable }
     }
@@ -107,38 +143,63 @@ impl Field {
 /// An owned field value (rows handed in for encoding, key values).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// NULL (a nullable field only).
     Null,
+    /// [`Kind::Int`].
     Int(i64),
+    /// [`Kind::Bool`].
     Bool(bool),
+    /// [`Kind::Float`].
     Float(f64),
+    /// [`Kind::Str`].
     Str(String),
+    /// [`Kind::Bytes`].
     Bytes(Vec<u8>),
+    /// [`Kind::Datetime`]: microseconds since the Unix epoch (UTC).
     Datetime(i64),
+    /// [`Kind::Date`]: days since 1970-01-01.
     Date(i32),
+    /// [`Kind::Time`]: microseconds since midnight.
     Time(i64),
+    /// [`Kind::Decimal`]: its canonical text.
     Decimal(String),
+    /// [`Kind::Uuid`]: its 16 bytes.
     Uuid([u8; 16]),
+    /// [`Kind::Json`]: its text.
     Json(String),
 }
 
 /// A decoded field value borrowing from the cached bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ValueRef<'a> {
+    /// NULL.
     Null,
+    /// See [`Value::Int`].
     Int(i64),
+    /// See [`Value::Bool`].
     Bool(bool),
+    /// See [`Value::Float`].
     Float(f64),
+    /// See [`Value::Str`].
     Str(&'a str),
+    /// See [`Value::Bytes`].
     Bytes(&'a [u8]),
+    /// See [`Value::Datetime`].
     Datetime(i64),
+    /// See [`Value::Date`].
     Date(i32),
+    /// See [`Value::Time`].
     Time(i64),
+    /// See [`Value::Decimal`].
     Decimal(&'a str),
+    /// See [`Value::Uuid`].
     Uuid(&'a [u8; 16]),
+    /// See [`Value::Json`].
     Json(&'a str),
 }
 
 impl ValueRef<'_> {
+    /// The value, copied out of the cached bytes.
     pub fn to_owned(self) -> Value {
         match self {
             ValueRef::Null => Value::Null,
@@ -167,6 +228,8 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// A schema of `fields` in record order; the first must be the
+    /// non-null integer primary key, at most 64 may be nullable.
     pub fn new(fields: Vec<Field>) -> Result<Schema> {
         match fields.first() {
             Some(f) if f.kind == Kind::Int && !f.nullable => {}
@@ -185,10 +248,12 @@ impl Schema {
         Ok(Schema { fields })
     }
 
+    /// The fields, primary key first.
     pub fn fields(&self) -> &[Field] {
         &self.fields
     }
 
+    /// The position of the field called `name`.
     pub fn position(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| f.name == name)
     }
@@ -229,6 +294,7 @@ impl Layout {
         Layout { schema, stored, nullable, fingerprint: h.finish() }
     }
 
+    /// The schema the layout is cut from.
     pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
     }
@@ -238,6 +304,8 @@ impl Layout {
         &self.stored
     }
 
+    /// The layout's fingerprint (schema and stored fields): every
+    /// trailer and list key carries it.
     pub fn fingerprint(&self) -> u32 {
         self.fingerprint
     }
@@ -517,18 +585,31 @@ pub fn frame_kind(tag: u8) -> &'static str {
 /// A frame as the reader saw it (for inspection tools).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameInfo {
+    /// Where the frame starts in the value.
     pub offset: usize,
+    /// Its length in bytes.
     pub len: usize,
+    /// Its tag (`TAG_RECORD`, `TAG_UPDATE`, `TAG_TOMBSTONE`, `TAG_FINAL_TOMBSTONE`).
     pub tag: u8,
+    /// The primary key it is about.
     pub pk: i64,
+    /// Whether this frame decides what the list shows of `pk`.
     pub live: bool,
 }
 
 /// Which part of a list a value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    Head { segments: u16 },
-    Segment { index: u16 },
+    /// The head: the newest records, where prepends land.
+    Head {
+        /// How many segments follow it.
+        segments: u16,
+    },
+    /// One older segment of a list stored in parts.
+    Segment {
+        /// Its place after the head, from 0.
+        index: u16,
+    },
 }
 
 /// A validated list (or the head of one): where its live records are.
@@ -620,10 +701,12 @@ impl<'a> ListView<'a> {
         Ok(ListView { parts: parts.to_vec(), live, frames, hard, segments, id, complete })
     }
 
+    /// The number of live records (rows the list shows).
     pub fn len(&self) -> usize {
         self.live.len()
     }
 
+    /// True when the list shows no row.
     pub fn is_empty(&self) -> bool {
         self.live.is_empty()
     }
@@ -846,10 +929,12 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// A signed integer as an unsigned one, small magnitudes small.
 pub fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
+/// The inverse of [`zigzag`].
 pub fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }

@@ -29,7 +29,7 @@
 
 use crate::calendar::Period;
 use crate::codec::{encode_tombstone, Kind, Layout, Part, Row, Schema, Value, ValueRef};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SourceError, SourceErrorKind};
 use crate::fault::{Fault, FaultKind};
 use crate::keys;
 use crate::store::{Item, Op, Reply, Store};
@@ -67,6 +67,7 @@ pub enum HookPoint {
     BeforeCompact,
 }
 
+/// A function called at each [`HookPoint`] with the key concerned.
 pub type Hook = Arc<dyn Fn(HookPoint, &str) + Send + Sync>;
 
 /// Tunables of the protocol.
@@ -127,7 +128,9 @@ pub struct Fetched {
 /// repaired (deleted) once the server is back.
 #[derive(Debug, Clone, Default)]
 pub struct WriteReport {
+    /// Keys that may hold a value without this write: delete them.
     pub failed_keys: Vec<String>,
+    /// What went wrong, one per fault: decide on its kind, log its message.
     pub faults: Vec<Fault>,
 }
 
@@ -422,26 +425,52 @@ impl Engine {
         self.hook = Some(hook);
     }
 
+    /// The record schema.
     pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
     }
 
+    /// The store the lists live in.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
+    /// This client's indexes, each a sorted list of field names.
     pub fn indexes(&self) -> &[Vec<String>] {
         &self.indexes
     }
 
+    /// The model's label in keys.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The field sets no two rows share (see `set_unique`).
+    pub fn unique(&self) -> &[Vec<String>] {
+        &self.unique
+    }
+
+    /// The protocol's tunables.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Lists served from the cache since the last reset.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
 
+    /// Lists that had to be built or read from the source since the last reset.
     pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
     }
 
+    /// Sets `hits` and `misses` back to zero.
     pub fn reset_stats(&self) {
         self.hits.store(0, Ordering::Relaxed);
         self.misses.store(0, Ordering::Relaxed);
@@ -1110,6 +1139,11 @@ impl Engine {
         }
         for (spec, key, values) in to_build {
             match self.build(&spec, &key, &values, None, source) {
+                // A source without a database leaves the list missing (the
+                // next reader that has one builds it): nothing is stale.
+                Err(Error::Source(e)) if e.kind() == SourceErrorKind::Unsupported => {
+                    report.faults.push(Fault::new(FaultKind::Other, format!("{key} left uncached: {e}")))
+                }
                 Err(e @ Error::Source(_)) => return Err(e),
                 Err(e) => report.faults.push(Fault::from(&e)),
                 Ok(_) => {}
@@ -1535,13 +1569,13 @@ struct NoSource;
 
 impl Source for NoSource {
     fn rows(&self, _: &[String], _: &[Value]) -> Result<Vec<Row>> {
-        Err(Error::Source("no source for this operation".into()))
+        Err(SourceError::unsupported("no source for this operation").into())
     }
     fn count(&self, _: &[String], _: &[Value], _: Option<(i32, i32)>) -> Result<u64> {
-        Err(Error::Source("no source for this operation".into()))
+        Err(SourceError::unsupported("no source for this operation").into())
     }
     fn row(&self, _: &Value) -> Result<Option<Stored>> {
-        Err(Error::Source("no source for this operation".into()))
+        Err(SourceError::unsupported("no source for this operation").into())
     }
 }
 

@@ -1,5 +1,10 @@
-//! The one error type of `listy-core`. The bindings map each variant to one
-//! Python exception class, in one place.
+//! The one error type of `listy-core`, [`Error`]. The bindings map each
+//! variant to one Python exception class, in one place. A [`Source`]'s
+//! failures travel inside it as a [`SourceError`]: a kind and a message,
+//! and the source's own error when it has one (the binding keeps the Python
+//! exception there, and raises it again unchanged).
+//!
+//! [`Source`]: crate::engine::Source
 
 use std::io;
 
@@ -9,11 +14,21 @@ pub enum Error {
     /// A memcached server could not be reached, timed out, or broke the
     /// connection. The caller falls back to the database.
     #[error("memcached server {server} is unavailable: {reason}")]
-    Unavailable { server: String, reason: String },
+    Unavailable {
+        /// The server (`host:port`, or the embedded store's name).
+        server: String,
+        /// What the connection reported.
+        reason: String,
+    },
 
     /// The server answered something the protocol does not allow.
     #[error("memcached protocol error from {server}: {reason}")]
-    Protocol { server: String, reason: String },
+    Protocol {
+        /// The server that answered.
+        server: String,
+        /// What was wrong with the answer.
+        reason: String,
+    },
 
     /// A cached value could not be decoded. The value is treated as a miss
     /// and rebuilt; this error surfaces only where a caller asked to decode
@@ -31,11 +46,18 @@ pub enum Error {
 
     /// A value is larger than the store's item size limit.
     #[error("value of {size} bytes is larger than the item size limit of {limit} bytes")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// The value's size.
+        size: usize,
+        /// The store's item size limit.
+        limit: usize,
+    },
 
-    /// An error raised by the row source (the Python/Django side).
-    #[error("{0}")]
-    Source(String),
+    /// The row source (the database side: Django, or a Rust caller's own)
+    /// failed or could not answer. The engine never caches around it: the
+    /// error reaches the caller unchanged.
+    #[error(transparent)]
+    Source(#[from] SourceError),
 }
 
 impl Error {
@@ -54,4 +76,73 @@ impl Error {
     }
 }
 
+/// The result of every fallible call of `listy-core`.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// What kind of failure a [`SourceError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceErrorKind {
+    /// The database read failed (connection lost, query refused).
+    Database,
+    /// The source cannot answer this request by design: it has no database
+    /// (a cache-only writer), or the operation has no source at all. A
+    /// write that would build a missing list leaves it missing for a reader
+    /// that has a database; a read fails with this error.
+    Unsupported,
+    /// Anything else (an error in the caller's loader code).
+    Other,
+}
+
+impl std::fmt::Display for SourceErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceErrorKind::Database => "database",
+            SourceErrorKind::Unsupported => "unsupported",
+            SourceErrorKind::Other => "other",
+        })
+    }
+}
+
+/// A failure of a [`Source`](crate::engine::Source): its kind, a message,
+/// and the source's own error when there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    kind: SourceErrorKind,
+    message: String,
+    #[source]
+    cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl SourceError {
+    /// An error of `kind` described by `message`.
+    pub fn new(kind: SourceErrorKind, message: impl Into<String>) -> SourceError {
+        SourceError { kind, message: message.into(), cause: None }
+    }
+
+    /// The source cannot answer (see [`SourceErrorKind::Unsupported`]).
+    pub fn unsupported(message: impl Into<String>) -> SourceError {
+        SourceError::new(SourceErrorKind::Unsupported, message)
+    }
+
+    /// Wraps the source's own error; its text becomes the message.
+    pub fn caused_by(kind: SourceErrorKind, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SourceError {
+        let cause = cause.into();
+        SourceError { kind, message: cause.to_string(), cause: Some(cause) }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> SourceErrorKind {
+        self.kind
+    }
+
+    /// The message (the cause's text when there is a cause).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The source's own error, given back (to re-raise it, for example).
+    pub fn into_cause(self) -> Option<Box<dyn std::error::Error + Send + Sync>> {
+        self.cause
+    }
+}

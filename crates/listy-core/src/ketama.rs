@@ -52,6 +52,7 @@ pub struct Node {
 }
 
 impl Node {
+    /// A server at `host:port` with `weight`.
     pub fn new(host: impl Into<String>, port: u16, weight: u32) -> Self {
         Node { host: host.into(), port, weight }
     }
@@ -106,6 +107,7 @@ impl Ring {
         self.servers
     }
 
+    /// True when the ring has no server.
     pub fn is_empty(&self) -> bool {
         self.servers == 0
     }

@@ -1,12 +1,22 @@
-//! `listy-core`: the engine of Listy, with no Python in it.
+//! `listy-core`: the engine of Listy, with no Python in it. It reads and
+//! writes the same memcached lists a Django project using Listy does (see
+//! the crate's README and `examples/shared_lists.rs`).
 //!
-//! - [`codec`]: record / tombstone / trailer frames and the lazy reader.
-//! - [`keys`]: memcached-safe list and counter keys.
-//! - [`store`]: the `Store` trait; [`local`] (embedded) and [`pool`] (memcached).
+//! - [`engine`]: the list protocol (leases, prepends, tombstones, counters)
+//!   for one model; [`builder`]'s [`EngineBuilder`] configures one, and an
+//!   [`engine::Source`] answers its misses from the database.
+//! - [`codec`]: record / tombstone / trailer frames, schemas and layouts.
+//! - [`keys`]: memcached-safe list, counter and meta keys.
+//! - [`calendar`]: day numbers and the period buckets of counters.
+//! - [`store`]: the [`Store`] trait; [`local`] (embedded) and [`pool`] (memcached).
 //! - [`client`], [`ketama`]: the memcached text protocol and server selection.
-//! - [`engine`]: the list protocol (leases, prepends, tombstones, counters).
 //! - [`reader`]: the lazy head-first [`reader::List`] a program iterates.
+//! - [`fault`]: why a read bypassed the cache or a write fell short, by kind.
+//! - [`error`]: the crate's one [`Error`], with the typed [`SourceError`].
 
+#![deny(missing_docs)]
+
+pub mod builder;
 pub mod calendar;
 pub mod client;
 pub mod codec;
@@ -20,6 +30,12 @@ pub mod pool;
 pub mod reader;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use builder::EngineBuilder;
+pub use error::{Error, Result, SourceError, SourceErrorKind};
 pub use fault::{Fault, FaultKind};
 pub use store::{Item, Op, Reply, Store};
+
+/// The README's example runs as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// A process-wide map of named stores.
 static STORES: OnceLock<Mutex<HashMap<String, Arc<LocalStore>>>> = OnceLock::new();
 
+/// One in-process store with memcached's semantics (see the module doc).
 #[derive(Debug)]
 pub struct LocalStore {
     name: String,

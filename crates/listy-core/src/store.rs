@@ -11,7 +11,9 @@ use std::sync::Arc;
 /// One cached value with its CAS token (always fetched: `gets`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
+    /// The stored bytes.
     pub value: Vec<u8>,
+    /// The CAS token `cas` must name to replace this value.
     pub cas: u64,
 }
 
@@ -19,25 +21,64 @@ pub struct Item {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// `gets key`: the value and its CAS token, or nothing.
-    Get { key: String },
+    Get {
+        /// The key to read.
+        key: String,
+    },
     /// `set key 0 0 n`
-    Set { key: String, value: Vec<u8> },
+    Set {
+        /// The key to write.
+        key: String,
+        /// The new value.
+        value: Vec<u8>,
+    },
     /// `add key 0 0 n`: store only if missing.
-    Add { key: String, value: Vec<u8> },
+    Add {
+        /// The key to write.
+        key: String,
+        /// The new value.
+        value: Vec<u8>,
+    },
     /// `cas key 0 0 n token`: store only if unchanged since `gets`.
-    Cas { key: String, value: Vec<u8>, cas: u64 },
+    Cas {
+        /// The key to write.
+        key: String,
+        /// The new value.
+        value: Vec<u8>,
+        /// The token of the value it replaces (from `Get`).
+        cas: u64,
+    },
     /// `prepend key 0 0 n`: NOT_STORED when missing *or* when the result
     /// would pass the item size limit (the old value is then kept).
-    Prepend { key: String, value: Vec<u8> },
+    Prepend {
+        /// The key to extend.
+        key: String,
+        /// The bytes to put in front of its value.
+        value: Vec<u8>,
+    },
     /// `delete key`
-    Delete { key: String },
+    Delete {
+        /// The key to remove.
+        key: String,
+    },
     /// `incr key n`
-    Incr { key: String, delta: u64 },
+    Incr {
+        /// The counter's key.
+        key: String,
+        /// How much to add.
+        delta: u64,
+    },
     /// `decr key n` (memcached stops at 0).
-    Decr { key: String, delta: u64 },
+    Decr {
+        /// The counter's key.
+        key: String,
+        /// How much to take away.
+        delta: u64,
+    },
 }
 
 impl Op {
+    /// The key the operation reads or writes.
     pub fn key(&self) -> &str {
         match self {
             Op::Get { key }
@@ -57,11 +98,16 @@ impl Op {
 pub enum Reply {
     /// Answer to `Get`: `None` on a miss.
     Value(Option<Item>),
+    /// `STORED`: the write happened.
     Stored,
+    /// `NOT_STORED`: an `add` found the key, a `prepend` did not (or the
+    /// value would pass the item size limit).
     NotStored,
     /// `cas` lost: the value changed since `gets`.
     Exists,
+    /// `NOT_FOUND`: no such key (`cas`, `delete`, `incr`/`decr`).
     NotFound,
+    /// `DELETED`: the key was removed.
     Deleted,
     /// New value after `incr`/`decr`.
     Number(u64),
@@ -111,6 +157,7 @@ pub struct Counted {
 }
 
 impl Counted {
+    /// Counts the batches sent to `inner`.
     pub fn new(inner: Arc<dyn Store>) -> Counted {
         Counted { inner, batches: AtomicU64::new(0) }
     }

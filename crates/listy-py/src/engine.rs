@@ -8,16 +8,19 @@ use crate::records::{Builder, Records, Related};
 use crate::store::PyStore;
 use listy_core::calendar::Period;
 use listy_core::codec::{describe, Row, Value};
-use listy_core::engine::{Bucket, Engine, Fetched, Options, Source, Stored, WriteReport};
+use listy_core::engine::{Bucket, Engine, Fetched, Source, Stored, WriteReport};
+use listy_core::error::{SourceError, SourceErrorKind};
 use listy_core::reader::{Completion, List};
 use listy_core::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Calls the Python loaders; a Python exception raised by a loader is kept
-/// and re-raised unchanged once the engine returns.
+/// Calls the Python loaders; a Python exception raised by a loader travels
+/// inside the core error (`SourceError`'s cause) and is re-raised unchanged
+/// once the engine returns (see `errors.rs`).
 struct PySource<'a> {
     /// `rows(fields, values)`.
     loader: Option<&'a Py<PyAny>>,
@@ -26,12 +29,11 @@ struct PySource<'a> {
     /// `row(pk)`: `(row, listed, day)` as stored now, or None.
     row_loader: Option<&'a Py<PyAny>>,
     schema: &'a PySchema,
-    raised: Mutex<Option<PyErr>>,
 }
 
 impl<'a> PySource<'a> {
     fn new(loader: Option<&'a Py<PyAny>>, schema: &'a PySchema) -> Self {
-        PySource { loader, counter: None, row_loader: None, schema, raised: Mutex::new(None) }
+        PySource { loader, counter: None, row_loader: None, schema }
     }
 
     fn counting(loader: &'a Py<PyAny>, counter: &'a Py<PyAny>, schema: &'a PySchema) -> Self {
@@ -52,23 +54,25 @@ impl<'a> PySource<'a> {
         f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>,
     ) -> listy_core::Result<T> {
         let Some(loader) = loader else {
-            return Err(Error::Source("no loader given".into()));
+            return Err(SourceError::unsupported("no loader given").into());
         };
         Python::attach(|py| {
-            f(py, loader.bind(py)).map_err(|e| {
-                let msg = e.to_string();
-                *self.raised.lock().expect("source poisoned") = Some(e);
-                Error::Source(msg)
-            })
+            f(py, loader.bind(py)).map_err(|e| SourceError::caused_by(source_error_kind(py, &e), e).into())
         })
     }
 
     /// Turns a core error into the Python exception to raise.
     fn error(&self, e: Error) -> PyErr {
-        match (&e, self.raised.lock().expect("source poisoned").take()) {
-            (Error::Source(_), Some(original)) => original,
-            _ => CoreError(e).into(),
-        }
+        CoreError(e).into()
+    }
+}
+
+/// `Database` for Django's `DatabaseError` (and its subclasses), else `Other`.
+fn source_error_kind(py: Python<'_>, e: &PyErr) -> SourceErrorKind {
+    let database = py.import("django.db").and_then(|m| m.getattr("DatabaseError"));
+    match database {
+        Ok(class) if e.get_type(py).is_subclass(&class).unwrap_or(false) => SourceErrorKind::Database,
+        _ => SourceErrorKind::Other,
     }
 }
 
@@ -271,14 +275,14 @@ impl PyEngine {
     ) -> PyResult<PyEngine> {
         let s = schema.get();
         // No epoch: one that never ends.
-        let epoch = match counter_epoch.filter(|e| e.is_finite() && *e > 0.0 && *e < 1e12) {
-            Some(seconds) => std::time::Duration::from_secs_f64(seconds),
-            None => std::time::Duration::from_secs(u64::MAX / 4),
-        };
-        let options = Options { counter_epoch: epoch, ..Options::default() };
-        let mut engine =
-            Engine::new(store.inner.clone(), prefix, model, (*s.inner).clone(), indexes, options).map_err(CoreError)?;
-        engine.set_unique(unique.unwrap_or_default()).map_err(CoreError)?;
+        let epoch = counter_epoch.filter(|e| e.is_finite() && *e > 0.0 && *e < 1e12).map(Duration::from_secs_f64);
+        let engine = Engine::builder(store.inner.clone(), model, (*s.inner).clone())
+            .prefix(prefix)
+            .indexes(indexes)
+            .unique_sets(unique.unwrap_or_default())
+            .counter_epoch(epoch)
+            .build()
+            .map_err(CoreError)?;
         let names: Vec<&str> = s.inner.fields().iter().map(|f| f.name.as_str()).collect();
         let attnames =
             names.iter().map(|n| if n.contains('.') { None } else { Some(PyString::new(py, n).unbind()) }).collect();
@@ -332,6 +336,28 @@ impl PyEngine {
     /// cache is not used.
     fn instances<'py>(&self, py: Python<'py>, rows: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         self.builder.instances(py, rows)
+    }
+
+    /// What another client of these lists must match, as this engine holds
+    /// it: label, key prefix, fields `(name, kind, nullable)` in record
+    /// order, schema fingerprint, indexes and unique sets (sorted field
+    /// names), counter epoch in seconds (None: never ends).
+    #[getter]
+    fn contract<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let e = &self.engine;
+        let d = PyDict::new(py);
+        d.set_item("engine_label", e.model())?;
+        d.set_item("key_prefix", e.prefix())?;
+        let fields: Vec<(&str, &str, bool)> =
+            e.schema().fields().iter().map(|f| (f.name.as_str(), f.kind.name(), f.nullable)).collect();
+        d.set_item("fields", fields)?;
+        d.set_item("schema_fingerprint", e.schema().fingerprint())?;
+        d.set_item("indexes", e.indexes())?;
+        let mut unique: Vec<Vec<String>> = e.unique().iter().map(|u| self.index(u.clone())).collect();
+        unique.sort();
+        d.set_item("unique", unique)?;
+        d.set_item("counter_epoch", e.options().counter_epoch_length().map(|d| d.as_secs_f64()))?;
+        Ok(d)
     }
 
     fn key(&self, py: Python<'_>, index: Vec<String>, values: &Bound<'_, PyAny>) -> PyResult<String> {

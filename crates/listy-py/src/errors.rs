@@ -47,7 +47,11 @@ impl From<CoreError> for PyErr {
             Error::Unavailable { .. } | Error::Protocol { .. } => CacheUnavailable::new_err(msg),
             Error::Decode(_) => DecodeError::new_err(msg),
             Error::Config(_) | Error::Schema(_) | Error::TooLarge { .. } => ConfigError::new_err(msg),
-            Error::Source(_) => ListyError::new_err(msg),
+            // A Python loader's own exception is raised again unchanged.
+            Error::Source(source) => match source.into_cause().map(|cause| cause.downcast::<PyErr>()) {
+                Some(Ok(raised)) => *raised,
+                _ => ListyError::new_err(msg),
+            },
         }
     }
 }
