@@ -52,6 +52,7 @@ def process_env(memcached_address: str, repair_interval: float | None = None) ->
     env["LISTY_SERVERS"] = memcached_address
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "python"), env.get("PYTHONPATH", "")])
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["PYTHONWARNINGS"] = "error"  # as pyproject's filterwarnings: a warning there fails too
     if repair_interval is not None:
         env["LISTY_TEST_REPAIR_INTERVAL"] = str(repair_interval)
     return env

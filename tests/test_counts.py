@@ -38,7 +38,7 @@ def marks(users):
     return me, you
 
 
-def test_single_counts(marks, django_assert_num_queries):
+def test_period_counts_by_local_date(marks, django_assert_num_queries):
     me, you = marks
     assert Bookmark.cache.daily_count(user=me, created=at(2024, 3, 4, 8)) == 2
     assert Bookmark.cache.daily_count(user=me, created=datetime.date(2024, 3, 5)) == 1
@@ -74,7 +74,7 @@ def test_counts_follow_writes(marks, django_assert_num_queries):
         assert Bookmark.cache.count(user=me) == 6
 
 
-def test_many_counts(marks):
+def test_period_counts_over_an_rrule(marks):
     me, _ = marks
     days = rrule(DAILY, dtstart=datetime.datetime(2024, 3, 3), until=datetime.datetime(2024, 3, 6))
     assert Bookmark.cache.daily_counts(user=me, created=days) == {

@@ -14,14 +14,14 @@ from tests.testapp.models import Comment, Follow, Sample
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_follow_schema():
+def test_schema_columns_are_the_fields_in_order_with_their_kinds():
     schema = build_schema(Follow)
     assert schema.attnames == ["id", "created", "follower_id", "followee_id"]
     assert [c.kind for c in schema.columns] == ["int", "datetime", "int", "int"]
     assert schema.native.attnames == schema.attnames
 
 
-def test_inlined_schema():
+def test_inlined_fields_are_columns_and_change_the_fingerprint():
     schema = build_schema(Comment, {"entry": ["created", "title"]})
     assert schema.attnames[-2:] == ["entry_id.created", "entry_id.title"]
     assert schema.related["entry_id"][0] == "entry"
@@ -56,7 +56,7 @@ def fields_of(obj) -> dict:
 
 
 @pytest.mark.parametrize("values", [FULL, {}], ids=["full", "defaults-and-nulls"])
-def test_round_trip(users, values, django_assert_num_queries):
+def test_every_field_kind_comes_back_as_the_orm_gives_it(users, values, django_assert_num_queries):
     me = users[0]
     added = Sample.cache.add(owner=me, **values)
     orm = Sample.objects.filter(pk=added.pk).get()

@@ -105,7 +105,7 @@ def test_add_of_an_identical_live_row_is_a_no_op(users):
     assert len(Follow.cache.get(follower=me)) == 1
 
 
-def test_delete(users, django_assert_num_queries):
+def test_delete_removes_the_row_from_every_list(users, django_assert_num_queries):
     me, you, him = users[:3]
     follow_all(me, [you, him])
     assert len(Follow.cache.get(follower=me)) == 2
@@ -118,7 +118,7 @@ def test_delete(users, django_assert_num_queries):
     assert Follow.cache.delete(follower=me, followee=you) is False
 
 
-def test_count(users, django_assert_num_queries):
+def test_counts_of_lists_and_of_the_model_follow_writes(users, django_assert_num_queries):
     me, you, *rest = users
     follow_all(me, [you, *rest])
     Follow.cache.add(follower=you, followee=me)
