@@ -76,10 +76,15 @@ impl Builder {
         values: &[ValueRef<'_>],
         fixed: &[(usize, Py<PyAny>)],
     ) -> PyResult<Bound<'py, PyAny>> {
-        let pk = std::iter::once(Ok((0, pk.into_pyobject(py)?.into_any())));
-        let stored = layout.stored().iter().zip(values).map(|(&pos, value)| Ok((pos, to_py(py, *value, self.aware)?)));
-        let fixed = fixed.iter().map(|(pos, value)| Ok((*pos, value.bind(py).clone())));
-        self.build(py, pk.chain(stored).chain(fixed))
+        let mut fields = self.fields(py);
+        fields.put(0, &pk.into_pyobject(py)?.into_any())?;
+        for (&pos, value) in layout.stored().iter().zip(values) {
+            fields.put(pos, &to_py(py, *value, self.aware)?)?;
+        }
+        for (pos, value) in fixed {
+            fields.put(*pos, value.bind(py))?;
+        }
+        self.finish(py, fields)
     }
 
     /// Builds one instance from a row in schema order, as a loader returns
@@ -89,7 +94,11 @@ impl Builder {
         if n != self.attnames.len() {
             return Err(ConfigError::new_err(format!("a row of {n} values for a schema of {}", self.attnames.len())));
         }
-        self.build(py, row.try_iter()?.enumerate().map(|(pos, value)| Ok((pos, value?))))
+        let mut fields = self.fields(py);
+        for (pos, value) in row.try_iter()?.enumerate() {
+            fields.put(pos, &value?)?;
+        }
+        self.finish(py, fields)
     }
 
     /// Instances from rows in schema order (see `row_instance`).
@@ -102,30 +111,23 @@ impl Builder {
         Ok(out)
     }
 
-    /// Builds one instance from `(schema position, value)` pairs.
-    fn build<'py>(
-        &self,
-        py: Python<'py>,
-        fields: impl Iterator<Item = PyResult<(usize, Bound<'py, PyAny>)>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let d = PyDict::new(py);
-        let mut by_position: Vec<Option<Bound<'py, PyAny>>> = Vec::new();
+    /// An empty instance `__dict__` to fill.
+    fn fields<'a, 'py>(&'a self, py: Python<'py>) -> Fields<'a, 'py> {
+        let mut by_position = Vec::new();
         if !self.related.is_empty() {
             by_position.resize(self.attnames.len(), None);
         }
-        for field in fields {
-            let (pos, obj) = field?;
-            if let Some(name) = &self.attnames[pos] {
-                d.set_item(name.bind(py), &obj)?;
-            }
-            if !by_position.is_empty() {
-                by_position[pos] = Some(obj);
-            }
-        }
+        Fields { py, attnames: &self.attnames, dict: PyDict::new(py), by_position }
+    }
+
+    /// The instance of filled `fields`: `_state` (with the inlined related
+    /// instances), the bare object, the `on_build` hook.
+    fn finish<'py>(&self, py: Python<'py>, fields: Fields<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+        let Fields { dict, by_position, .. } = fields;
         let fields_cache = if self.related.is_empty() { None } else { Some(self.related_cache(py, &by_position)?) };
-        d.set_item(pyo3::intern!(py, "_state"), self.state(py, fields_cache)?)?;
+        dict.set_item(pyo3::intern!(py, "_state"), self.state(py, fields_cache)?)?;
         let obj = Self::allocate(py, &self.model_class)?;
-        obj.setattr(pyo3::intern!(py, "__dict__"), d)?;
+        obj.setattr(pyo3::intern!(py, "__dict__"), dict)?;
         match &self.on_build {
             Some(hook) => hook.bind(py).call1((obj,)),
             None => Ok(obj),
@@ -157,6 +159,28 @@ impl Builder {
             cache.set_item(rel.field_name.bind(py), obj)?;
         }
         Ok(cache)
+    }
+}
+
+/// The `__dict__` of an instance being built, filled by schema position.
+struct Fields<'a, 'py> {
+    py: Python<'py>,
+    attnames: &'a [Option<Py<PyString>>],
+    dict: Bound<'py, PyDict>,
+    /// Values by schema position, kept only when inlined related instances
+    /// are built from them.
+    by_position: Vec<Option<Bound<'py, PyAny>>>,
+}
+
+impl<'py> Fields<'_, 'py> {
+    fn put(&mut self, pos: usize, value: &Bound<'py, PyAny>) -> PyResult<()> {
+        if let Some(name) = &self.attnames[pos] {
+            self.dict.set_item(name.bind(self.py), value)?;
+        }
+        if !self.by_position.is_empty() {
+            self.by_position[pos] = Some(value.clone());
+        }
+        Ok(())
     }
 }
 
