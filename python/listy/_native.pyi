@@ -202,6 +202,11 @@ class Engine:
     ) -> list[Records]:
         """Several lists in one batched round trip; misses are rebuilt."""
 
+    def recreate(self, new: RowState, loader: Loader, row_loader: Callable[[Any], RowState | None]) -> WriteReport:
+        """A row inserted under a primary key that may have been used before
+        (a stale instance's save re-creating a deleted row, fixtures, an
+        explicit pk): the earlier row's final tombstones would hide it, so
+        the model's lists start afresh (new generation), then it is added."""
     def change(
         self,
         old: RowState | None,

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models
 from django.utils import timezone
 
 from listy.schema import PLACEHOLDER, Column, ModelSchema
@@ -182,16 +182,16 @@ class DjangoBackingStore:
                 qs = qs.filter(**{f"{self._ts_attname}__lt": local_midnight(end_day, tz)})
         return qs.count()
 
-    def stored_row(self, pk: Any) -> tuple[Row, bool] | None:
+    def stored_row(self, pk: Any, *, lock: bool = False) -> tuple[Row, bool] | None:
         """The row with primary key ``pk`` as stored now and whether lists
-        hold it, or None."""
+        hold it, or None. ``lock``: read it ``FOR UPDATE`` (inside a
+        transaction, where the database has row locks), so that no other
+        writer changes it before this transaction ends."""
         extra = [f for f in (self.enabled_field, self.soft_delete_field) if f]
-        found = (
-            self.all_rows_queryset()
-            .filter(pk=pk)
-            .values_list(*self._paths, *extra)
-            .first()
-        )
+        qs = self.all_rows_queryset().filter(pk=pk)
+        if lock:
+            qs = locked(qs)
+        found = qs.values_list(*self._paths, *extra).first()
         if found is None:
             return None
         n = len(self._paths)
@@ -199,14 +199,30 @@ class DjangoBackingStore:
         flags = dict(zip(extra, found[n:]))
         return row, self._listed(flags)
 
-    def stored_state(self, pk: Any) -> State | None:
+    def stored_state(self, pk: Any, *, lock: bool = False) -> State | None:
         """The row with primary key ``pk`` as stored now, as the engine's
         settle read wants it (``(row, listed, day)``), or None when gone."""
-        found = self.stored_row(pk)
+        found = self.stored_row(pk, lock=lock)
         if found is None:
             return None
         row, listed = found
         return row, listed, self.day_of_row(row)
+
+    def state_after(self, instance: models.Model, before: State, update_fields: Iterable[str]) -> State:
+        """The row as stored after ``instance.save(update_fields=...)``: the
+        saved fields from the instance, every other column as it was stored
+        (a stale instance's other fields were not written)."""
+        saved = set()
+        for name in update_fields:
+            f = self.model._meta.get_field(name)
+            saved.add(f.attname)
+        mine = self.row_of(instance)
+        row = tuple(
+            mine[i] if (c.fk is None and c.attname in saved) or (c.fk is not None and c.fk.attname in saved) else v
+            for i, (c, v) in enumerate(zip(self._columns, before[0]))
+        )
+        flags = {f: row[self._index[f]] for f in (self.enabled_field, self.soft_delete_field) if f}
+        return row, self._listed(flags), self.day_of_row(row)
 
     def state_of(self, instance: models.Model, *, for_delete: bool = False) -> State:
         """``instance`` as ``(row, listed, day)`` for ``Engine.change``."""
@@ -294,6 +310,17 @@ class DjangoBackingStore:
             return None
         value = getattr(instance, self._ts_attname)
         return None if value is None else day_number(value, _counter_zone())
+
+
+def locked(qs: models.QuerySet) -> models.QuerySet:
+    """``qs`` read ``FOR UPDATE`` where the database has row locks (only the
+    model's own rows where it can say so: inlined fields join other tables)."""
+    features = connections[qs.db].features
+    if not features.has_select_for_update:
+        return qs
+    if features.has_select_for_update_of:
+        return qs.select_for_update(of=("self",))
+    return qs.select_for_update()
 
 
 def normalise(column: Column, value: Any) -> Any:

@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from functools import partial
 from typing import Any
 
-from django.db import IntegrityError, connections, models, transaction
+from django.db import DatabaseError, IntegrityError, connections, models, transaction
 from django.utils import timezone
 
 from listy import _native, registry
@@ -28,7 +28,7 @@ from listy import recorder as _recorder
 from listy import repair as _repairs
 from listy.declaration import Declaration, Index
 from listy.exceptions import CacheUnavailable, ConfigError, NotCachableException
-from listy.source import State
+from listy.source import State, locked
 
 logger = logging.getLogger("listy")
 
@@ -62,14 +62,15 @@ class Writes(Declaration):
             setattr(obj, self.soft_delete_field, False)
         if self.enabled_field:
             setattr(obj, self.enabled_field, True)
+        # A primary key given by the caller may have been used before.
+        recreated = obj.pk is not None
         setattr(obj, SKIP_SIGNALS, True)
         try:
             obj.save(force_insert=True, using=using)
         finally:
             obj.__dict__.pop(SKIP_SIGNALS, None)
-        # plan_add() reaches every enabled client, even from a disabled one
-        if self.source.is_listed(obj):
-            self._after_commit(using, self.plan_add(obj))
+        # plan_change() reaches every enabled client, even from a disabled one
+        self._after_commit(using, self.plan_change({}, obj, recreated=recreated))
         return obj
 
     def _unique_in_database(self, lookup: Mapping[str, Any]) -> bool:
@@ -219,35 +220,49 @@ class Writes(Declaration):
             _tls.pending = False
         return mine
 
-    def plan_change(self, before: Mapping[Writes, State | None], obj: models.Model | None) -> list[Op]:
+    def plan_change(
+        self,
+        before: Mapping[Writes, State | None],
+        obj: models.Model | None,
+        *,
+        after: Mapping[Writes, State | None] | None = None,
+        recreated: bool = False,
+    ) -> list[Op]:
         """Cache work for one row change, to run after commit. ``before`` maps
         each writer to the row as stored before the write (absent: the row
-        did not exist), ``obj`` is the row after it (None: deleted). Each
-        writer's engine decides what that does to its lists and counters
-        (``Engine.change``) and settles it."""
+        did not exist), ``obj`` is the row after it (None: deleted), or
+        ``after`` the stored state after it when it differs from ``obj``'s (a
+        save of some fields only). ``recreated``: an insert under a primary
+        key that may have been used before. Each writer's engine decides what
+        that does to its lists and counters (``Engine.change``) and settles it."""
         ops: list[Op] = []
         for client in self.writers():
             source = client.source
             old = before.get(client)
-            new = None if obj is None else source.state_of(obj)
+            if after is not None and client in after:
+                new = after[client]
+            else:
+                new = None if obj is None else source.state_of(obj)
             plan = _native.change_plan(None if old is None else old[1], None if new is None else new[1])
-            if plan != "nothing":
-                ops.append((client, partial(client.engine.change, old, new, source.rows, source.stored_state)))
+            if plan == "nothing":
+                continue
+            engine = client.engine
+            if recreated and old is None and new is not None:
+                ops.append((client, partial(engine.recreate, new, source.rows, source.stored_state)))
+            else:
+                ops.append((client, partial(engine.change, old, new, source.rows, source.stored_state)))
         return ops
 
     def plan_add(self, obj: models.Model) -> list[Op]:
         """Cache work for a new row (run it after commit)."""
         return self.plan_change({}, obj)
 
-    def plan_delete(self, obj: models.Model, listed: bool | None = None) -> list[Op]:
-        """Cache work for a row deleted for good: tombstones where lists held
-        it, final ones where none did (so that a late frame of an earlier
-        revival stays hidden). ``listed`` overrides what the instance says
-        (the flags as read under the delete's lock)."""
-        before = self.snapshot(obj, for_delete=True)
-        if listed is not None:
-            before = {c: (row, listed, day) for c, (row, _, day) in before.items()}
-        return self.plan_change(before, None)
+    def plan_delete(self, obj: models.Model) -> list[Op]:
+        """Cache work for a row deleted for good, ``obj`` as stored when it
+        went (read under the delete's lock): tombstones where lists held it,
+        final ones where none did (so that a late frame of an earlier
+        revival stays hidden)."""
+        return self.plan_change(self.snapshot(obj, for_delete=True), None)
 
     def snapshot(
         self, obj: models.Model, clients: Iterable[Writes] | None = None, *, for_delete: bool = False
@@ -289,32 +304,50 @@ class Writes(Declaration):
             if lookup and self._identical_live_row_cached(lookup):
                 return None
             if lookup and (self.soft_delete_field or self.enabled_field or not self._covering_index(lookup)):
-                for candidate in model._base_manager.db_manager(using).filter(**lookup).order_by("-pk")[:20]:
+                # Locked (where the database has row locks): a concurrent
+                # delete of the row to revive waits, or is waited for and
+                # then the row is not found: never a revival of a row gone.
+                candidates = locked(model._base_manager.db_manager(using).filter(**lookup).order_by("-pk")[:20])
+                for candidate in candidates:
                     if self._live(candidate):
                         return None
                     existing = existing or candidate
-            if existing is None:
+            if existing is None or not self._revive(existing, using):
                 return self._insert(obj, using)
-            # revive a soft-deleted or disabled row
-            before = self.snapshot(existing)
-            changed = []
-            if self.soft_delete_field:
-                setattr(existing, self.soft_delete_field, False)
-                changed.append(self.soft_delete_field)
-                ts = self.deleted_timestamp_field
-                if ts and model._meta.get_field(ts).null:
-                    setattr(existing, ts, None)
-                    changed.append(ts)
-            if self.enabled_field:
-                setattr(existing, self.enabled_field, True)
-                changed.append(self.enabled_field)
-            setattr(existing, SKIP_SIGNALS, True)
-            try:
-                existing.save(update_fields=changed, using=using)
-            finally:
-                existing.__dict__.pop(SKIP_SIGNALS, None)
-            self._after_commit(using, self.plan_change(before, existing))
             return existing
+
+    def _revive(self, existing: models.Model, using: str) -> bool:
+        """add()'s revival of a soft-deleted or disabled row. False when the
+        row was deleted meanwhile (no row locks: SQLite): the caller inserts
+        afresh, as plain Django would have."""
+        model = self.model
+        before = self.snapshot(existing)
+        changed = []
+        if self.soft_delete_field:
+            setattr(existing, self.soft_delete_field, False)
+            changed.append(self.soft_delete_field)
+            ts = self.deleted_timestamp_field
+            if ts and model._meta.get_field(ts).null:
+                setattr(existing, ts, None)
+                changed.append(ts)
+        if self.enabled_field:
+            setattr(existing, self.enabled_field, True)
+            changed.append(self.enabled_field)
+        setattr(existing, SKIP_SIGNALS, True)
+        try:
+            if connections[using].features.has_select_for_update:
+                existing.save(update_fields=changed, using=using)  # locked: it is there
+            else:
+                with transaction.atomic(using=using):  # a savepoint: add() goes on
+                    existing.save(update_fields=changed, using=using)
+        except DatabaseError:
+            if model._base_manager.db_manager(using).filter(pk=existing.pk).exists():
+                raise
+            return False
+        finally:
+            existing.__dict__.pop(SKIP_SIGNALS, None)
+        self._after_commit(using, self.plan_change(before, existing))
+        return True
 
     def delete(self, **filters: Any) -> bool:
         """Deletes (or soft-deletes) every matching row and removes it from

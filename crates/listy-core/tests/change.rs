@@ -315,3 +315,41 @@ fn a_change_that_touches_no_list_sends_nothing() {
         assert_converged(&e, &db, &[1, 2, 3, 5]);
     });
 }
+
+/// A delete that read an older state of the row (a stale instance) sends
+/// its tombstones to that state's lists; a move committed before it lands
+/// after it. The move's settle finds the row gone and buries the state it
+/// wrote: no list keeps the deleted row.
+#[test]
+fn a_delete_of_a_stale_row_and_a_late_move_leave_no_list_holding_it() {
+    on_every_store(|store| {
+        let (e, db) = seeded(&store);
+        let stale = stored(&thing(1, 0, 1, 1, false));
+        let (moved_from, moved_to) = db.write(1, Some(thing(1, 0, 1, 3, false))); // color 1 -> 3, in flight
+        db.write(1, None);
+        e.change(Some(&stale), None, &db).unwrap(); // the delete, from the stale state
+        e.change(moved_from.as_ref(), moved_to.as_ref(), &db).unwrap(); // the move lands last
+        assert_converged(&e, &db, &[1, 2, 3]);
+    });
+}
+
+/// A row deleted for good, then inserted again under its primary key (a
+/// stale instance's save, fixtures): its final tombstones would hide the
+/// new row in every list it joins; `recreate` starts the lists afresh.
+#[test]
+fn a_row_recreated_under_its_old_primary_key_shows_everywhere() {
+    on_every_store(|store| {
+        let (e, db) = seeded(&store);
+        change(&e, &db, 2, None);
+        assert_converged(&e, &db, &[1, 2, 3]);
+        let (_, again) = db.write(2, Some(thing(2, 1, 2, 3, false)));
+        e.recreate(again.as_ref().unwrap(), &db).unwrap();
+        assert!(db.live(&idx(&["id"]), &[Value::Int(2)]).len() == 1);
+        for (fields, values) in lists(&[1, 2, 3]) {
+            cached_pks(&e, &db, &fields, &values); // rebuilt once
+        }
+        assert_converged(&e, &db, &[1, 2, 3]);
+        change(&e, &db, 2, Some(thing(2, 1, 1, 1, false))); // and it moves like any row
+        assert_converged(&e, &db, &[1, 2, 3]);
+    });
+}

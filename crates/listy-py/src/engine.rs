@@ -415,6 +415,22 @@ impl PyEngine {
             .collect()
     }
 
+    /// A row inserted under a primary key that may have been used before:
+    /// the model's lists start afresh (new generation), then it is added.
+    fn recreate<'py>(
+        &self,
+        py: Python<'py>,
+        new: Bound<'py, PyAny>,
+        loader: Py<PyAny>,
+        row_loader: Py<PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let new = stored_from_py(&self.schema(py).inner, &new)?;
+        let source = PySource::settling(&loader, &row_loader, self.schema(py));
+        let engine = self.engine.clone();
+        let report = py.detach(|| engine.recreate(&new, &source)).map_err(|e| source.error(e))?;
+        report_to_py(py, report)
+    }
+
     /// A row change after its commit: `old`/`new` are `(row, listed, day)`
     /// as stored before and after (None: absent). The engine decides every
     /// frame and counter move, then settles through `row_loader(pk)`.

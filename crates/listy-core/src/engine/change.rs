@@ -15,8 +15,9 @@
 //! existing row reads the row once more ([`Source::row`]) and, if the
 //! database holds another state now, writes that state as a change from
 //! what it wrote: whoever writes last has seen the database's last word. A
-//! row gone for good needs nothing (its final tombstone wins anywhere); a
-//! new row needs nothing either (no earlier frame of it can land late). A
+//! row found gone is buried in the lists of the state written here (its
+//! delete may have read an older state and tombstoned other lists); a
+//! new row needs nothing (no earlier frame of it can land late). A
 //! settle moves frames only, never counters: `incr`/`decr` commute, so the
 //! model-wide counters are right whatever order the writers' moves arrive.
 
@@ -137,6 +138,17 @@ impl Engine {
         Ok(report)
     }
 
+    /// A row inserted under a primary key that may have been used before
+    /// (a stale instance's `save()` re-creating a row deleted meanwhile,
+    /// fixtures loaded with their keys, an explicit `pk=`). The earlier
+    /// row's final tombstones would hide it in any list it ever joins, so
+    /// the model's lists start afresh (a new generation: every list is
+    /// rebuilt from the database on its next read), then the row is added.
+    pub fn recreate(&self, new: &Stored, source: &dyn Source) -> Result<WriteReport> {
+        self.flush()?;
+        self.change(None, Some(new), source)
+    }
+
     /// Sends the frames of one planned change, and its counter moves when
     /// `counted` (a settle moves lists only: counter moves commute, so each
     /// writer's own moves are right in any order).
@@ -165,7 +177,16 @@ impl Engine {
         let Some(pk) = written.pk().cloned() else { return Ok(()) };
         for _ in 0..SETTLE_ROUNDS {
             let Some(current) = source.row(&pk)? else {
-                return Ok(()); // gone for good: its delete's final tombstones win
+                // Gone for good. Its delete's final tombstones went to the
+                // lists of the row as that writer read it; bury the state
+                // written here too, in case the two differ (the delete read
+                // a stale row): no list may keep a deleted row.
+                if written.listed {
+                    let more = self.apply(Plan::Bury, Some(&written), None, source, false)?;
+                    report.failed_keys.extend(more.failed_keys);
+                    report.faults.extend(more.faults);
+                }
+                return Ok(());
             };
             if current == written {
                 return Ok(());
