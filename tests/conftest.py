@@ -133,11 +133,13 @@ def memcached_server() -> Iterator[Memcached | None]:
 @pytest.fixture(autouse=True)
 def empty_store(memcached_server: Memcached | None) -> Iterator[None]:
     """Every test starts from an empty store and zeroed statistics."""
-    from listy import registry, repair
+    from listy import intents, registry, repair, worker
     from listy.store import get_store
 
+    worker.stop()
     get_store().flush_all()
     repair.reset()
+    intents.reset()
     for model in registry.all_models():
         for client in registry.clients(model):
             client.reset_local_stats()

@@ -1,6 +1,6 @@
 """A second OS process for the cross-process tests.
 
-Usage: ``python tests/crossproc.py add|delete|list FOLLOWER [FOLLOWEE]`` with
+Usage: ``python tests/crossproc.py add|add-then-die|add-then-die-before-commit|delete|list FOLLOWER [FOLLOWEE]`` with
 ``LISTY_TEST_DB_NAME`` and ``LISTY_SERVERS`` pointing at the first process's
 test database and memcached. Prints primary keys.
 """
@@ -25,6 +25,22 @@ def main(argv: list[str]) -> None:
     if command == "add":
         follow = Follow.cache.add(follower_id=follower, followee_id=int(argv[2]))
         print(follow.pk if follow is not None else "none")
+    elif command == "add-then-die":
+        # Dies after COMMIT, before Listy's cache work: the on_commit hook
+        # registered first runs first.
+        from django.db import transaction
+
+        with transaction.atomic():
+            transaction.on_commit(lambda: os._exit(0))
+            follow = Follow.cache.add(follower_id=follower, followee_id=int(argv[2]))
+            print(follow.pk if follow is not None else "none", flush=True)
+    elif command == "add-then-die-before-commit":
+        from django.db import transaction
+
+        with transaction.atomic():
+            Follow.cache.add(follower_id=follower, followee_id=int(argv[2]))
+            sys.stdout.flush()
+            os._exit(0)
     elif command == "delete":
         print(Follow.cache.delete(follower_id=follower, followee_id=int(argv[2])))
     elif command == "list":

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import models
 
-from listy import middleware
+from listy import middleware, worker
 from listy import recorder as _recorder
 from listy import repair as _repairs
 from listy.declaration import Index, _middleware_on_build
@@ -63,6 +63,7 @@ class ListCache(Writes, PeriodCounts):
         process) that are not repaired yet (``listy.repair``)."""
         if self.disable_cache or self._pending_writes():
             return True
+        worker.ensure_started()
         return not _repairs.ready(self, self._resolve().db_alias)
 
     def _get(self, index: Index, values: tuple[Any, ...]) -> Sequence[Any]:

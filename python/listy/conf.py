@@ -1,11 +1,20 @@
 """Listy's settings: ``settings.LISTY``, every key optional.
 
 ``LISTY = {"SERVERS": [...], "KEY_PREFIX": "", "CONNECT_TIMEOUT": 0.25, "TIMEOUT": 0.5,
-"REPAIR_CHECK_INTERVAL": 1.0, "COUNTER_EPOCH": 3600}``
+"REPAIR_CHECK_INTERVAL": 1.0, "INTENT_WINDOW": 10.0, "COUNTER_EPOCH": 3600}``
 
 ``REPAIR_CHECK_INTERVAL``: at most this many seconds between two looks of a
-process at the table of keys that failed writes left to repair (see
-``listy.repair``); ``None`` looks only after a cache fault in this process.
+process's background worker (``listy.worker``) at the table of keys that
+failed writes left to repair (``listy.repair``) and at the intents of
+writers that died after COMMIT (``listy.intents``). The look never runs on
+the request path. ``None``: no worker; a process repairs on the read path,
+only after a cache fault of its own.
+
+``INTENT_WINDOW``: a transaction that writes a cached model records an
+intent in the same transaction (one INSERT); the writer marks it done once
+its cache work ran. An intent older than this many seconds belongs to a
+writer that died between COMMIT and its cache work, and the worker starts
+that model's lists afresh. ``None``: no intents.
 
 ``COUNTER_EPOCH``: the model-wide counters (``count()`` and period counts
 without filters) are counted afresh from the database this often, in
@@ -44,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "CONNECT_TIMEOUT": 0.25,
     "TIMEOUT": 0.5,
     "REPAIR_CHECK_INTERVAL": 1.0,
+    "INTENT_WINDOW": 10.0,
     "COUNTER_EPOCH": 3600,
 }
 
@@ -61,6 +71,8 @@ class ListySettings:
     """Seconds between two looks at the pending repairs (None: only after a fault)."""
     counter_epoch: float | None = 3600
     """Seconds a model-wide counter is kept before it is counted afresh (None: forever)."""
+    intent_window: float | None = 10.0
+    """Seconds after which a write intent left behind is a dead writer's (None: no intents)."""
 
     @property
     def is_local(self) -> bool:
@@ -109,6 +121,9 @@ def listy_settings() -> ListySettings:
                 f"LISTY['REPAIR_CHECK_INTERVAL'] must be None or a number of seconds >= 0, "
                 f"not {merged['REPAIR_CHECK_INTERVAL']!r}"
             )
+    window = merged["INTENT_WINDOW"]
+    if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float)) or window <= 0):
+        raise ConfigError(f"LISTY['INTENT_WINDOW'] must be None or a number of seconds > 0, not {window!r}")
     epoch = merged["COUNTER_EPOCH"]
     if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch <= 0):
         raise ConfigError(f"LISTY['COUNTER_EPOCH'] must be None or a number of seconds > 0, not {epoch!r}")
@@ -119,6 +134,7 @@ def listy_settings() -> ListySettings:
         timeout=float(merged["TIMEOUT"]),
         repair_check_interval=interval,
         counter_epoch=None if epoch is None else float(epoch),
+        intent_window=None if window is None else float(window),
     )
 
 

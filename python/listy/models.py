@@ -1,4 +1,5 @@
-"""Listy's own table: keys that failed cache writes left to repair.
+"""Listy's own tables: keys that failed cache writes left to repair, and the
+intents of transactions whose cache work has not run yet.
 
 A write whose cache update may not have reached memcached (a timeout, a
 server down) reports the keys it could not update. Until they are deleted
@@ -33,3 +34,23 @@ class PendingRepair(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class WriteIntent(models.Model):
+    """A transaction that wrote a cached model and whose cache work has not
+    been seen to run. Inserted in that transaction (so it exists exactly
+    when the write committed), deleted once the cache work ran. One older
+    than ``LISTY["INTENT_WINDOW"]`` belongs to a writer that died between
+    COMMIT and its cache work: the model's lists are started afresh."""
+
+    id = models.BigAutoField(primary_key=True)
+    model = models.CharField(max_length=200)
+    """The model's label (``app.Model``): every client's lists of it."""
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        app_label = "listy"
+        verbose_name = "cache write intent"
+
+    def __str__(self) -> str:
+        return f"{self.model} @ {self.created.isoformat()}"

@@ -185,17 +185,40 @@ def _save(alias: str, label: str, keys: Iterable[str]) -> bool:
 
 
 # ---------------------------------------------------------------- reads
+#: Set by ``listy.worker`` while this process's background worker runs: the
+#: read path then never runs a pass itself (no SQL on the request path), it
+#: wakes the worker.
+background: bool = False
+wake: Any = None
+
+
+def background_enabled() -> bool:
+    """Whether processes run a background worker for repairs: a look
+    interval is set and some lists live in a shared store."""
+    return _next_due(0.0) != math.inf
+
+
 def ready(client: Client, alias: str) -> bool:
-    """True when ``client`` may serve from the cache. The hot path: the
-    fault count, the settings epoch and ``time.monotonic()`` compared with
-    what the last good pass left."""
+    """True when ``client`` may serve from the cache: no fault since the last
+    good pass, no key of its model left unrepaired. The hot path: two
+    comparisons, no SQL. With a background worker, a fault (or no pass yet)
+    wakes it and reads go to the database until its pass is done; without
+    one, the pass runs here, after a fault only."""
     state = _states.get(alias)
-    if state is not None and state[0] == _faults and state[2] == _store.epoch() and time.monotonic() < state[1]:
+    if (
+        state is not None
+        and state[0] == _faults
+        and state[2] == _store.epoch()
+        and client.engine_label not in _blocked.get(alias, frozenset())
+    ):
         return True
+    if background:
+        if wake is not None:
+            wake()
+        return False
     if state is None or state[2] != _store.epoch():
-        # first read of this process (or new settings): a pass now when
-        # the periodic look is on, else only after a fault
-        if _next_due(0.0) == math.inf and (state is None or state[0] == _faults):
+        if state is None or state[0] == _faults:
+            # first read of this process (or new settings), no fault seen
             _states[alias] = [_faults if state is None else state[0], math.inf, _store.epoch()]
             return True
     return client.engine_label not in run_pass(alias)

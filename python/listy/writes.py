@@ -23,7 +23,7 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
 from django.utils import timezone
 
-from listy import _native, registry
+from listy import _native, intents, registry, worker
 from listy import recorder as _recorder
 from listy import repair as _repairs
 from listy.declaration import Declaration, Index
@@ -185,13 +185,21 @@ class Writes(Declaration):
             _repairs.write_failed(self, report)
 
     def _after_commit(self, using: str, ops: list[Op]) -> None:
+        """Runs ``ops`` once the transaction on ``using`` commits (at once
+        outside one). Inside one, an intent is recorded with the write
+        (``listy.intents``): if this process dies between COMMIT and the
+        cache work, another process's worker starts the lists afresh."""
         if not ops:
             return
+        worker.ensure_started()
+        intent = intents.declare(using, self.model._meta.label)
 
         def run() -> None:
             run._listy_done = True  # type: ignore[attr-defined]
             for client, op in ops:
                 client._run_safely(op)
+            if intent is not None:
+                intents.finished(using, intent)
 
         run._listy_model = self.model  # type: ignore[attr-defined]
         if connections[using].in_atomic_block:

@@ -1,0 +1,115 @@
+"""The background worker of a process: Listy's repairs, off the request path.
+
+Every ``LISTY["REPAIR_CHECK_INTERVAL"]`` seconds (and at once when a read
+or a write meets a cache fault) a daemon thread of each process:
+
+1. deletes the write intents whose cache work this process ran
+   (``listy.intents``; one statement);
+2. looks at the intents left by writers that died between COMMIT and their
+   cache work, and starts their models' lists afresh (one statement, more
+   only when it finds one);
+3. runs the repair pass: deletes from memcached the keys that failed writes
+   left (``listy.repair``; one statement).
+
+So a read served from the cache never runs SQL (SPEC §3.10); a process reads
+from the database only while it knows of a fault it has not repaired, and
+until its first pass is done. The thread starts with the first Listy call of
+a process, not at import: a process that forks (``gunicorn --preload``)
+starts its own in each child, and the parent opens no database connection
+for it. It needs a shared store: with only the embedded store there is
+nothing to repair and no thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from django.db import connections
+
+from listy import intents, registry, repair
+from listy.conf import listy_settings
+
+logger = logging.getLogger("listy")
+
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+_pid: int | None = None
+_wakeup = threading.Event()
+
+
+def ensure_started() -> None:
+    """Starts this process's worker if it should run and does not yet."""
+    if _pid == os.getpid() and _thread is not None and _thread.is_alive():
+        return
+    if not repair.background_enabled():
+        repair.background = False
+        return
+    _start()
+
+
+def _start() -> None:
+    global _thread, _pid
+    with _lock:
+        if _pid == os.getpid() and _thread is not None and _thread.is_alive():
+            return
+        _pid = os.getpid()
+        _wakeup.clear()
+        _thread = threading.Thread(target=_run, name="listy-worker", daemon=True)
+        repair.wake = _wakeup.set
+        repair.background = True
+        _thread.start()
+
+
+def stop() -> None:
+    """Stops this process's worker (tests; settings that turn it off)."""
+    global _thread, _pid
+    with _lock:
+        thread, _thread, _pid = _thread, None, None
+        repair.background = False
+        _wakeup.set()
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout=5)
+
+
+def _run() -> None:
+    me = threading.current_thread()
+    while _thread is me:
+        if not repair.background_enabled():  # the settings turned it off
+            with _lock:
+                if _thread is me:
+                    repair.background = False
+            break
+        try:
+            tick()
+        except Exception:  # noqa: BLE001 - the worker must outlive any one look
+            logger.exception("listy: the background repair look failed; trying again")
+        interval = listy_settings().repair_check_interval
+        _wakeup.wait(interval if interval is not None else 1.0)
+        _wakeup.clear()
+    connections.close_all()
+
+
+def aliases() -> list[str]:
+    """The database aliases of every cached model."""
+    found = set()
+    for model in registry.all_models():
+        for client in registry.clients(model):
+            found.add(client.db_alias)
+    return sorted(found)
+
+
+def tick() -> None:
+    """One look, on every alias: done intents deleted, dead writers'
+    intents resolved, the repair pass. Callable directly (tests, commands)."""
+    window = listy_settings().intent_window
+    for alias in aliases():
+        if intents.enabled():
+            intents.delete_done(alias)
+            if window is not None:
+                intents.resolve(alias, window)
+        repair.run_pass(alias)
+
+
+__all__ = ["aliases", "ensure_started", "stop", "tick"]
