@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod batch;
 mod change;
 pub use change::{Plan, Stored};
 
@@ -52,6 +53,17 @@ pub trait Source {
     /// or not), or None when it is gone: the settle read of
     /// [`Engine::change`].
     fn row(&self, pk: &Value) -> Result<Option<Stored>>;
+    /// The rows with these primary keys as the database holds them now
+    /// (rows that are gone are left out, in any order): the settle read of
+    /// [`Engine::change_many`]. The default asks [`Source::row`] for each;
+    /// a database source answers with one query.
+    fn rows_by_pk(&self, pks: &[Value]) -> Result<Vec<Stored>> {
+        let mut out = Vec::with_capacity(pks.len());
+        for pk in pks {
+            out.extend(self.row(pk)?);
+        }
+        Ok(out)
+    }
 }
 
 /// Points where tests can pause one side of a race.

@@ -56,7 +56,7 @@ impl Stored {
 /// How many times a settle writes a newer state before giving up (each
 /// round means yet another writer committed meanwhile; the last of them
 /// settles after us).
-const SETTLE_ROUNDS: usize = 8;
+pub(super) const SETTLE_ROUNDS: usize = 8;
 
 /// What one change does, before it is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,13 +181,13 @@ impl Engine {
 }
 
 /// `s` entering its lists (`counted`: the model-wide counters count it).
-fn arriving(s: &Stored, counted: bool) -> Option<Arriving<'_>> {
+pub(super) fn arriving(s: &Stored, counted: bool) -> Option<Arriving<'_>> {
     Some(Arriving { row: &s.row, day: s.day, counted })
 }
 
 /// `s` leaving its lists (`hard`: for good; `counted`: the model-wide
 /// counters counted it).
-fn leaving(s: &Stored, hard: bool, counted: bool) -> Leaving<'_> {
+pub(super) fn leaving(s: &Stored, hard: bool, counted: bool) -> Leaving<'_> {
     Leaving { row: &s.row, day: s.day, hard, counted }
 }
 
