@@ -1,20 +1,21 @@
-"""Writes made outside Listy: ``instance.save()``, ``instance.delete()``, the
-admin, cascades.
+"""Writes made outside Listy's own calls: ``instance.save()``, the admin,
+deletes of every kind, many-to-many adds, inlined copies; and the patches
+that route Django's write paths through Listy.
 
 For every model with a ListCache, ``pre_save`` reads the row as it is stored
-(one query by primary key), ``post_save`` and ``post_delete`` schedule the
-cache work with ``transaction.on_commit``: a created row is added, a changed
-row updated (lists it left get a tombstone, lists it joined the record), a
-deleted row tombstoned. Writes that Listy itself makes are skipped: their
-cache work is already scheduled. ``pre_delete`` locks the row (``SELECT ...
-FOR UPDATE``, one query; not on SQLite) so that two processes deleting the
-same row do not both send its tombstones and counter decrements.
+(one query by primary key) and ``post_save`` schedules the cache work with
+``transaction.on_commit``: the engine gets the row before and after. Writes
+that Listy itself makes are skipped: their cache work is already scheduled.
 
-``QuerySet.update()``, ``bulk_create()`` and raw SQL send no signals; repair
-with ``Model.cache.rebuild(**filters)`` or ``Model.cache.flush_all()``.
-
-Receivers are connected per model (``sender=Model``) so that models without a
-cache keep Django's fast-delete path.
+Deletes are not followed by signals: Django's ``Collector.delete`` (every
+``instance.delete()``, queryset delete and cascade) is wrapped so that one
+locked read per model gives the states of the whole batch
+(``listy.bulk.collector_delete``). With no ``pre_delete``/``post_delete``
+receiver a cached model keeps Django's fast-delete path. ``QuerySet.update()``,
+``bulk_create()`` and ``bulk_update()`` are followed by ``ListyQuerySet``
+(``listy.manager``); a many-to-many ``add()`` into an auto-created through
+table by ``m2m_changed``; raw SQL by the guard of ``listy.rawsql``, which
+``save_base`` (patched here to mark the table it writes) keeps quiet.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import logging
 from typing import Any
 
 from django.db import connections, models, router
-from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+from django.db.backends.signals import connection_created
+from django.db.models.deletion import Collector
+from django.db.models.signals import m2m_changed, post_save, pre_save
 
-from listy import registry
+from listy import bulk, origin, rawsql, registry
 from listy.cache import ListCache
-from listy.writes import SKIP_SIGNALS, in_listy_delete
+from listy.manager import ListyQuerySet
+from listy.writes import SKIP_SIGNALS
 
 logger = logging.getLogger("listy")
 
@@ -72,47 +76,81 @@ def on_post_save(
     client._after_commit(using, client.plan_change(old or {}, instance))
 
 
-_GONE = "_listy_gone"
-_LISTED = "_listy_listed"
+def on_m2m_changed(
+    sender: type[models.Model],
+    instance: models.Model,
+    action: str,
+    reverse: bool,
+    model: type[models.Model],
+    pk_set: set[Any] | None,
+    using: str,
+    **kwargs: Any,
+) -> None:
+    """A many-to-many ``add()`` into a cached through table whose default
+    manager is not Listy's: its INSERT is Listy's to follow (marked between
+    ``pre_add`` and ``post_add``), the rows inserted reach the lists after
+    commit. ``remove()``/``clear()`` delete through a queryset: the
+    ``Collector`` path follows them."""
+    if _follows_bulk(sender):
+        return
+    if action == "pre_add":
+        _m2m_tokens.append(origin._handled.set(origin._handled.get() | {sender._meta.db_table}))
+    elif action == "post_add":
+        if _m2m_tokens:
+            origin._handled.reset(_m2m_tokens.pop())
+        bulk.m2m_added(sender, instance, model, set(pk_set or ()), reverse, using)
 
 
-def on_pre_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any) -> None:
-    """Locks the row about to be deleted (``FOR UPDATE``, where the database
-    has it): a concurrent delete of the same row makes this one wait, then
-    find the row gone, and Django would still send ``post_delete``; its
-    tombstones and counter decrements are then skipped (not sent twice).
-    Reads the row's flags under the lock: whether lists hold it is the
-    database's word, not the (maybe stale) instance's."""
-    if _skip(instance) or instance.pk is None or in_listy_delete(sender, instance.pk):
-        return
-    client = _client(sender)
-    if client is None:
-        return
-    using = using or router.db_for_write(sender)
-    conn = connections[using]
-    if not (conn.features.has_select_for_update and conn.in_atomic_block):
-        return
-    flags = [f for f in (client.enabled_field, client.soft_delete_field) if f]
-    found = sender._base_manager.using(using).select_for_update().filter(pk=instance.pk).values_list("pk", *flags)
-    row = found.first()
-    if row is None:
-        instance.__dict__[_GONE] = True
-    elif flags:
-        # The flags as stored, not as this (maybe stale) instance has them.
-        instance.__dict__[_LISTED] = client.source._listed(dict(zip(flags, row[1:])))
+#: Tokens of the ``pre_add`` marks, undone by ``post_add`` (nested adds: a stack).
+_m2m_tokens: list[Any] = []
 
 
-def on_post_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any) -> None:
-    """Schedules the tombstones of a delete made outside Listy."""
-    if instance.__dict__.pop(_GONE, False) or _skip(instance) or in_listy_delete(sender, instance.pk):
+def _follows_bulk(through: type[models.Model]) -> bool:
+    """True when the through model's default manager runs ``bulk_create``
+    through Listy (then the m2m signal has nothing to add)."""
+    try:
+        return isinstance(through._default_manager.get_queryset(), ListyQuerySet)
+    except Exception:
+        return False
+
+
+def on_related_saved(
+    sender: type[models.Model], instance: models.Model, created: bool, using: str | None = None, **kwargs: Any
+) -> None:
+    """A row whose fields other cached models inline was saved: their
+    records carrying the copy are rewritten after commit."""
+    if created or instance.pk is None:
         return
-    client = _client(sender)
-    if client is None:
-        return
-    # Listed or not (then final tombstones only: an earlier revival's frames
-    # may land after this delete's), the engine decides.
-    ops = client.plan_delete(instance, instance.__dict__.pop(_LISTED, None))
-    client._after_commit(using or router.db_for_write(sender), ops)
+    bulk.follow_inlined(sender, [instance.pk], using or router.db_for_write(sender))
+
+
+def _save_base(self: models.Model, *args: Any, **kwargs: Any) -> Any:
+    """``Model.save_base`` marking the model's table as written by a path
+    Listy follows (``pre_save``/``post_save``), for the raw-SQL guard."""
+    with origin.handled(type(self)._meta.concrete_model):
+        return _original_save_base(self, *args, **kwargs)
+
+
+def _collector_delete(self: Collector) -> Any:
+    """``Collector.delete`` with the deleted rows of cached models batched
+    (``listy.bulk.collector_delete``)."""
+    return bulk.collector_delete(self, lambda: _original_delete(self))
+
+
+_original_save_base = models.Model.save_base
+_original_delete = Collector.delete
+
+
+def patch_django() -> None:
+    """Routes Django's delete collector and ``save_base`` through Listy
+    (once), and installs the raw-SQL guard on every connection."""
+    if Collector.delete is not _collector_delete:
+        Collector.delete = _collector_delete  # type: ignore[method-assign]
+    if models.Model.save_base is not _save_base:
+        models.Model.save_base = _save_base  # type: ignore[method-assign]
+    connection_created.connect(rawsql.install, weak=False, dispatch_uid="listy:rawsql")
+    for conn in connections.all(initialized_only=True):
+        rawsql.install(conn)
 
 
 _connected: set[type] = set()
@@ -126,10 +164,25 @@ def connect(model: type[models.Model]) -> None:
     uid = f"listy:{model._meta.label}"
     pre_save.connect(on_pre_save, sender=model, weak=False, dispatch_uid=uid)
     post_save.connect(on_post_save, sender=model, weak=False, dispatch_uid=uid)
-    pre_delete.connect(on_pre_delete, sender=model, weak=False, dispatch_uid=uid)
-    post_delete.connect(on_post_delete, sender=model, weak=False, dispatch_uid=uid)
+    if model._meta.auto_created or any(
+        f.remote_field.through is model for m in _all_models() for f in m._meta.many_to_many
+    ):
+        m2m_changed.connect(on_m2m_changed, sender=model, weak=False, dispatch_uid=uid)
+    client = bulk.client_of(model)
+    for fk_name in (client.inlined_foreign_key_fields if client is not None else {}) or {}:
+        related = model._meta.get_field(fk_name).related_model
+        post_save.connect(on_related_saved, sender=related, weak=False, dispatch_uid=f"listy:inlined:{related._meta.label}")
+    rawsql._reset()
+
+
+def _all_models() -> list[type[models.Model]]:
+    from django.apps import apps
+
+    return list(apps.get_models(include_auto_created=True))
 
 
 def connect_all() -> None:
-    """Connects every model that has (or will get) a ListCache."""
+    """Connects every model that has (or will get) a ListCache, and patches
+    Django's write paths (``patch_django``)."""
+    patch_django()
     registry.on_new_model(connect)
