@@ -80,9 +80,12 @@ def extra_sql(write: Callable[[], Any], plain: Callable[[], Any]) -> tuple[int, 
     left out."""
     with CaptureQueriesContext(connection) as with_listy:
         write()
-    with listy.bypass(Follow, Bookmark, Comment, Entry, Friend, TeamMembers):
+    bypassed = (Follow, Bookmark, Comment, Entry, Friend, TeamMembers)
+    with listy.bypass(*bypassed):
         with CaptureQueriesContext(connection) as without:
             plain()
+    for model in bypassed:  # the bypassed write's lists
+        model.cache.flush_all()
     return len(sql_statements(with_listy)), len(sql_statements(without))
 
 
@@ -160,7 +163,7 @@ def test_bulk_create(graph):
     assert len(Follow.cache.get(follower=x)) == 2
     rolled_back(lambda: Follow.objects.bulk_create([Follow(follower=y, followee=z)]))
     assert_coherent(Follow, "follower", graph)
-    assert Follow.cache.get(follower=y) == []
+    assert len(Follow.cache.get(follower=y)) == 0
 
 
 def test_bulk_create_costs_o1_statements(graph):
@@ -189,7 +192,7 @@ def test_bulk_create_updating_conflicts(people):
     Friend.cache.add(follower=me, followee=you)
     Friend.objects.filter(follower=me).update(hidden=True)
     warm(Friend, ("follower",), people)
-    assert Friend.cache.get(follower=me) == []
+    assert len(Friend.cache.get(follower=me)) == 0
     Friend.objects.bulk_create(
         [Friend(follower=me, followee=you, hidden=False), Friend(follower=me, followee=him)],
         update_conflicts=True,
@@ -210,9 +213,8 @@ def test_queryset_delete_is_batched(graph):
         lambda: Follow.objects.filter(follower=b).delete(),
     )
     assert with_listy - plain <= 3, (with_listy, plain)
-    Follow.cache.rebuild(follower=b)  # the bypassed delete
     assert_coherent(Follow, "follower", graph)
-    assert Follow.cache.get(follower=a) == []
+    assert len(Follow.cache.get(follower=a)) == 0
 
 
 def test_cascade_delete_of_a_related_row(graph):
@@ -287,7 +289,7 @@ def test_raw_sql_is_repaired_after_commit(graph, caplog):
         with connection.cursor() as cursor:
             cursor.execute(f"UPDATE {table} SET follower_id = %s WHERE follower_id = %s", [b.pk, a.pk])
     assert_coherent(Follow, "follower", graph)
-    assert Follow.cache.get(follower=a) == []
+    assert len(Follow.cache.get(follower=a)) == 0
     rolled_back(lambda: connection.cursor().execute(f"DELETE FROM {table}"))
     assert_coherent(Follow, "follower", graph)
 
