@@ -284,6 +284,7 @@ def test_listy_check_every_model_and_usage(users):
         "testapp.Follow",
         "testapp.Friend",
         "testapp.Sample",
+        "testapp.Team_members",
         "total",
     ]
     assert fails("listy_check", "auth.User")[0] == 2
