@@ -33,6 +33,7 @@ from listy.exceptions import (
     NotCachableException,
 )
 from listy.manager import CachingManager
+from listy.origin import bypass
 from listy.source import DjangoBackingStore
 
 try:
@@ -50,4 +51,5 @@ __all__ = [
     "ListyError",
     "NotCachableException",
     "__version__",
+    "bypass",
 ]

@@ -222,6 +222,18 @@ class Engine:
         ``loader``), then settles a change to an existing row: reads it again
         with ``row_loader(pk)`` and writes the database's state if another
         writer changed it meanwhile."""
+    def change_many(
+        self,
+        pairs: Iterable[tuple[RowState | None, RowState | None]],
+        loader: Loader,
+        rows_loader: Callable[[list[Any]], Iterable[RowState]],
+    ) -> WriteReport:
+        """Many row changes, after their commit, in one pipelined batch:
+        each pair is ``(old, new)`` as for ``change``. Frames bound for one
+        list go as one prepend, counter moves as one sum per counter; lists
+        found missing are left to the next read. Changes of existing rows
+        are settled with one ``rows_loader(pks)`` call per round (the
+        states of the rows still stored, in any order)."""
     def rebuild(self, index: tuple[str, ...], values: tuple[Any, ...], loader: Loader) -> None: ...
     def flush(self) -> None:
         """Drops every list and counter of this model at once (new generation)."""

@@ -3,6 +3,13 @@
 ``LISTY = {"SERVERS": [...], "KEY_PREFIX": "", "CONNECT_TIMEOUT": 0.25, "TIMEOUT": 0.5,
 "REPAIR_CHECK_INTERVAL": 1.0, "INTENT_WINDOW": 10.0, "COUNTER_EPOCH": 3600}``
 
+``BULK_REPAIR_THRESHOLD`` (default 10,000): a batched write
+(``QuerySet.update()``, ``bulk_update()``, ``bulk_create()``, a queryset or
+cascade delete) touching more rows than this repairs the model's lists
+wholesale (the generation bump of ``flush_all()``) instead of updating them
+row by row. ``INLINED_FANOUT_THRESHOLD`` (default 10,000): likewise for the
+rows that carry an inlined copy of a changed related row.
+
 ``REPAIR_CHECK_INTERVAL``: at most this many seconds between two looks of a
 process's background worker (``listy.worker``) at the table of keys that
 failed writes left to repair (``listy.repair``) and at the intents of
@@ -55,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "REPAIR_CHECK_INTERVAL": 1.0,
     "INTENT_WINDOW": 10.0,
     "COUNTER_EPOCH": 3600,
+    "BULK_REPAIR_THRESHOLD": 10_000,
+    "INLINED_FANOUT_THRESHOLD": 10_000,
 }
 
 
@@ -73,6 +82,10 @@ class ListySettings:
     """Seconds a model-wide counter is kept before it is counted afresh (None: forever)."""
     intent_window: float | None = 10.0
     """Seconds after which a write intent left behind is a dead writer's (None: no intents)."""
+    bulk_repair_threshold: int = 10_000
+    """Rows above which one batched write repairs the model's lists wholesale."""
+    inlined_fanout_threshold: int = 10_000
+    """Referencing rows above which a related row's change repairs their lists wholesale."""
 
     @property
     def is_local(self) -> bool:
@@ -127,6 +140,12 @@ def listy_settings() -> ListySettings:
     epoch = merged["COUNTER_EPOCH"]
     if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch <= 0):
         raise ConfigError(f"LISTY['COUNTER_EPOCH'] must be None or a number of seconds > 0, not {epoch!r}")
+    thresholds = {}
+    for name in ("BULK_REPAIR_THRESHOLD", "INLINED_FANOUT_THRESHOLD"):
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"LISTY[{name!r}] must be a whole number of rows >= 0, not {value!r}")
+        thresholds[name.lower()] = value
     return ListySettings(
         servers=servers,
         key_prefix=prefix,
@@ -135,6 +154,7 @@ def listy_settings() -> ListySettings:
         repair_check_interval=interval,
         counter_epoch=None if epoch is None else float(epoch),
         intent_window=None if window is None else float(window),
+        **thresholds,
     )
 
 

@@ -19,7 +19,7 @@ from django.db.models.expressions import Col
 from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
 from django.db.models.query import ModelIterable
 
-from listy import middleware
+from listy import bulk, middleware
 from listy.cache import ListCache
 
 _PK_LOOKUPS = ("pk", "pk__exact")
@@ -96,6 +96,41 @@ class ListyQuerySet(models.QuerySet):
                 if obj is not None:
                     self._result_cache = [obj]
         super()._fetch_all()
+
+    # The batched write paths (``listy.bulk``): every row they change reaches
+    # the lists, at O(1) extra statements per call.
+
+    def update(self, **kwargs: Any) -> int:
+        """``QuerySet.update``; the changed rows reach every list after commit."""
+        return bulk.update(self, lambda qs: super(ListyQuerySet, qs).update(**kwargs))
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
+        """``QuerySet.bulk_update``; the changed rows reach every list after commit."""
+        objs = list(objs)
+        return bulk.bulk_update(self, objs, lambda: super(ListyQuerySet, self).bulk_update(objs, fields, batch_size))
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[models.Model]:
+        """``QuerySet.bulk_create``; the rows inserted (or changed by an
+        upsert) reach every list after commit."""
+        objs = list(objs)
+        names = ("batch_size", "ignore_conflicts", "update_conflicts", "update_fields", "unique_fields")
+        opts = {**dict(zip(names, args)), **kwargs}
+        return bulk.bulk_create(
+            self,
+            objs,
+            lambda: super(ListyQuerySet, self).bulk_create(objs, **opts),
+            ignore_conflicts=bool(opts.get("ignore_conflicts")),
+            update_conflicts=bool(opts.get("update_conflicts")),
+            unique_fields=opts.get("unique_fields"),
+        )
+
+    def _raw_delete(self, using: str) -> int:
+        return bulk.raw_delete(self, using, lambda: super(ListyQuerySet, self)._raw_delete(using))
+
+    update.alters_data = True  # type: ignore[attr-defined]
+    bulk_update.alters_data = True  # type: ignore[attr-defined]
+    bulk_create.alters_data = True  # type: ignore[attr-defined]
+    _raw_delete.alters_data = True  # type: ignore[attr-defined]
 
 
 _mixed: dict[type, type] = {}

@@ -1,35 +1,42 @@
-"""Writes made outside Listy: ``instance.save()``, ``instance.delete()``, the
-admin, cascades.
+"""Writes made outside Listy's own calls: ``instance.save()``, the admin,
+deletes of every kind, many-to-many adds, inlined copies; and the patches
+that route Django's write paths through Listy.
 
-For every model with a ListCache, ``pre_save`` and ``pre_delete`` read the
-row as it is stored (one query by primary key, ``FOR UPDATE`` where the
-database has row locks: saves of cached models run in a transaction, see
-``atomic_saves``), and ``post_save`` / ``post_delete`` hand the row as
-stored before and after the write to the engine (``Engine.change``, through
-``ListCache.plan_change``) once the transaction commits. The engine decides
-what that does to lists and counters; this module only reads rows. Writes
+For every model with a ListCache, ``pre_save`` reads the row as it is stored
+(one query by primary key, ``FOR UPDATE`` where the database has row locks:
+saves of cached models run in a transaction, see ``_save_base``), and
+``post_save`` hands the row as stored before and after the write to the
+engine (``Engine.change``, through ``ListCache.plan_change``) once the
+transaction commits. The engine decides what that does to lists and
+counters; this module only reads rows. Writes
 that Listy itself makes are skipped: their cache work is already scheduled.
 
-``QuerySet.update()``, ``bulk_create()`` and raw SQL send no signals; repair
-with ``Model.cache.rebuild(**filters)`` or ``Model.cache.flush_all()``.
-
-Receivers are connected per model (``sender=Model``) so that models without a
-cache keep Django's fast-delete path.
+Deletes are not followed by signals: Django's ``Collector.delete`` (every
+``instance.delete()``, queryset delete and cascade) is wrapped so that one
+locked read per model gives the states of the whole batch
+(``listy.bulk.collector_delete``). With no ``pre_delete``/``post_delete``
+receiver a cached model keeps Django's fast-delete path. ``QuerySet.update()``,
+``bulk_create()`` and ``bulk_update()`` are followed by ``ListyQuerySet``
+(``listy.manager``); a many-to-many ``add()`` into an auto-created through
+table by ``m2m_changed``; raw SQL by the guard of ``listy.rawsql``, which
+``save_base`` (patched here to mark the table it writes) keeps quiet.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
 from django.db import connections, models, router, transaction
-from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+from django.db.backends.signals import connection_created
+from django.db.models.deletion import Collector
+from django.db.models.signals import m2m_changed, post_save, pre_save
 
-from listy import registry
+from listy import bulk, origin, rawsql, registry
 from listy.cache import ListCache
+from listy.manager import ListyQuerySet
 from listy.source import State
-from listy.writes import SKIP_SIGNALS, Writes, in_listy_delete
+from listy.writes import SKIP_SIGNALS, Writes
 
 logger = logging.getLogger("listy")
 
@@ -71,8 +78,8 @@ def on_pre_save(
     sender: type[models.Model], instance: models.Model, raw: bool = False, using: str | None = None, **kwargs: Any
 ) -> None:
     """Reads the stored row of an instance about to be saved, under a row
-    lock (saves of cached models run in a transaction: ``atomic_saves``):
-    what lists held is the database's word, not a stale instance's."""
+    lock (saves of cached models run in a transaction): what lists held is
+    the database's word, not a stale instance's."""
     if _skip(instance) or instance.pk is None:
         return
     client = _client(sender)
@@ -111,55 +118,89 @@ def on_post_save(
     client._after_commit(using, client.plan_change(before, instance, after=after, recreated=recreated))
 
 
-_STATE = "_listy_stored"
-
-
-def on_pre_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any) -> None:
-    """Reads the row about to be deleted as stored, under a row lock where
-    the database has one (``FOR UPDATE``): its tombstones go to the lists
-    the stored row is in, not a stale instance's; and a concurrent delete of
-    the same row waits for this one, then finds the row gone (Django still
-    sends ``post_delete``): its tombstones and counter moves are not sent
-    twice."""
-    if _skip(instance) or instance.pk is None or in_listy_delete(sender, instance.pk):
+def on_m2m_changed(
+    sender: type[models.Model],
+    instance: models.Model,
+    action: str,
+    reverse: bool,
+    model: type[models.Model],
+    pk_set: set[Any] | None,
+    using: str,
+    **kwargs: Any,
+) -> None:
+    """A many-to-many ``add()`` into a cached through table whose default
+    manager is not Listy's: its INSERT is Listy's to follow (marked between
+    ``pre_add`` and ``post_add``), the rows inserted reach the lists after
+    commit. ``remove()``/``clear()`` delete through a queryset: the
+    ``Collector`` path follows them."""
+    if _follows_bulk(sender):
         return
-    client = _client(sender)
-    if client is None:
+    if action == "pre_add":
+        _m2m_tokens.append(origin._handled.set(origin._handled.get() | {sender._meta.db_table}))
+    elif action == "post_add":
+        if _m2m_tokens:
+            origin._handled.reset(_m2m_tokens.pop())
+        bulk.m2m_added(sender, instance, model, set(pk_set or ()), reverse, using)
+
+
+#: Tokens of the ``pre_add`` marks, undone by ``post_add`` (nested adds: a stack).
+_m2m_tokens: list[Any] = []
+
+
+def _follows_bulk(through: type[models.Model]) -> bool:
+    """True when the through model's default manager runs ``bulk_create``
+    through Listy (then the m2m signal has nothing to add)."""
+    try:
+        return isinstance(through._default_manager.get_queryset(), ListyQuerySet)
+    except Exception:
+        return False
+
+
+def on_related_saved(
+    sender: type[models.Model], instance: models.Model, created: bool, using: str | None = None, **kwargs: Any
+) -> None:
+    """A row whose fields other cached models inline was saved: their
+    records carrying the copy are rewritten after commit."""
+    if created or instance.pk is None:
         return
-    instance.__dict__[_STATE] = _stored(client, instance.pk, using or router.db_for_write(sender))
+    bulk.follow_inlined(sender, [instance.pk], using or router.db_for_write(sender))
 
 
-def on_post_delete(sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any) -> None:
-    """Schedules the tombstones of a delete made outside Listy: the stored
-    row before, nothing after; the engine decides (final tombstones also for
-    a row no list held: an earlier revival's frames may land after these)."""
-    stored = instance.__dict__.pop(_STATE, None)
-    if _skip(instance) or in_listy_delete(sender, instance.pk):
-        return
-    client = _client(sender)
-    if client is None or stored is None:
-        return
-    before = {w: s for w, s in stored.items() if s is not None}
-    if before:  # else: gone already (another delete got there first)
-        client._after_commit(using or router.db_for_write(sender), client.plan_change(before, None))
-
-
-def atomic_saves(model: type[models.Model]) -> None:
-    """Runs every ``save()`` of ``model`` in a transaction (one already open
-    is joined, no savepoint), as Django does for models with parents: the
-    row read before the write is then locked until the write commits."""
-    original = model.save_base
-    if getattr(original, "_listy_atomic", False):
-        return
-
-    @functools.wraps(original)
-    def save_base(self: models.Model, *args: Any, **kwargs: Any) -> Any:
+def _save_base(self: models.Model, *args: Any, **kwargs: Any) -> Any:
+    """``Model.save_base`` marking the model's table as written by a path
+    Listy follows (``pre_save``/``post_save``), for the raw-SQL guard. A
+    cached model's save runs in a transaction (one already open is joined,
+    no savepoint), as Django does for models with parents: the row read
+    before the write is then locked until the write commits."""
+    model = type(self)._meta.concrete_model
+    with origin.handled(model):
+        if type(self) not in _connected and model not in _connected:
+            return _original_save_base(self, *args, **kwargs)
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         with transaction.atomic(using=using, savepoint=False):
-            return original(self, *args, **kwargs)
+            return _original_save_base(self, *args, **kwargs)
 
-    save_base._listy_atomic = True  # type: ignore[attr-defined]
-    model.save_base = save_base  # type: ignore[method-assign]
+
+def _collector_delete(self: Collector) -> Any:
+    """``Collector.delete`` with the deleted rows of cached models batched
+    (``listy.bulk.collector_delete``)."""
+    return bulk.collector_delete(self, lambda: _original_delete(self))
+
+
+_original_save_base = models.Model.save_base
+_original_delete = Collector.delete
+
+
+def patch_django() -> None:
+    """Routes Django's delete collector and ``save_base`` through Listy
+    (once), and installs the raw-SQL guard on every connection."""
+    if Collector.delete is not _collector_delete:
+        Collector.delete = _collector_delete  # type: ignore[method-assign]
+    if models.Model.save_base is not _save_base:
+        models.Model.save_base = _save_base  # type: ignore[method-assign]
+    connection_created.connect(rawsql.install, weak=False, dispatch_uid="listy:rawsql")
+    for conn in connections.all(initialized_only=True):
+        rawsql.install(conn)
 
 
 _connected: set[type] = set()
@@ -170,14 +211,28 @@ def connect(model: type[models.Model]) -> None:
     if model in _connected:
         return
     _connected.add(model)
-    atomic_saves(model)
     uid = f"listy:{model._meta.label}"
     pre_save.connect(on_pre_save, sender=model, weak=False, dispatch_uid=uid)
     post_save.connect(on_post_save, sender=model, weak=False, dispatch_uid=uid)
-    pre_delete.connect(on_pre_delete, sender=model, weak=False, dispatch_uid=uid)
-    post_delete.connect(on_post_delete, sender=model, weak=False, dispatch_uid=uid)
+    if model._meta.auto_created or any(
+        f.remote_field.through is model for m in _all_models() for f in m._meta.many_to_many
+    ):
+        m2m_changed.connect(on_m2m_changed, sender=model, weak=False, dispatch_uid=uid)
+    client = bulk.client_of(model)
+    for fk_name in (client.inlined_foreign_key_fields if client is not None else {}) or {}:
+        related = model._meta.get_field(fk_name).related_model
+        post_save.connect(on_related_saved, sender=related, weak=False, dispatch_uid=f"listy:inlined:{related._meta.label}")
+    rawsql._reset()
+
+
+def _all_models() -> list[type[models.Model]]:
+    from django.apps import apps
+
+    return list(apps.get_models(include_auto_created=True))
 
 
 def connect_all() -> None:
-    """Connects every model that has (or will get) a ListCache."""
+    """Connects every model that has (or will get) a ListCache, and patches
+    Django's write paths (``patch_django``)."""
+    patch_django()
     registry.on_new_model(connect)

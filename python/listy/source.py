@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -224,6 +225,51 @@ class DjangoBackingStore:
         flags = {f: row[self._index[f]] for f in (self.enabled_field, self.soft_delete_field) if f}
         return row, self._listed(flags), self.day_of_row(row)
 
+    def stored_states(
+        self,
+        rows: models.QuerySet | Iterable[Any],
+        *,
+        lock: bool = False,
+        using: str | None = None,
+    ) -> dict[Any, State]:
+        """The rows of a queryset of the model, or with these primary keys,
+        as stored now: ``{pk: (row, listed, day)}``, rows that are gone left
+        out. One statement (per ``max_query_params`` primary keys on a
+        backend that bounds them). ``lock``: ``SELECT ... FOR UPDATE`` of
+        the model's rows (where the backend has it), in primary-key order, so
+        that two batched writers of one row wait for each other."""
+        using = using or self.db_alias
+        extra = [f for f in (self.enabled_field, self.soft_delete_field) if f]
+        cols = [*self._paths, *extra]
+        if isinstance(rows, models.QuerySet):
+            queries = [self._own_rows(rows, using)]
+        else:
+            pks = list(rows)
+            base = self.all_rows_queryset().using(using)
+            queries = [base.filter(pk__in=chunk) for chunk in _chunks(pks, max_params(using))]
+        out: dict[Any, State] = {}
+        n = len(self._paths)
+        for qs in queries:
+            if lock:
+                qs = _locked(qs, using)
+            for found in qs.order_by("pk").values_list(*cols):
+                row = self._convert([found[:n]])[0]
+                out[row[0]] = (row, self._listed(dict(zip(extra, found[n:]))), self.day_of_row(row))
+        return out
+
+    def states_by_pk(self, pks: Sequence[Any]) -> list[State]:
+        """The engine's batched settle read (``Engine.change_many``): the
+        states of the rows with these primary keys still stored."""
+        return list(self.stored_states(pks).values())
+
+    def _own_rows(self, qs: models.QuerySet, using: str) -> models.QuerySet:
+        """``qs`` as a queryset the state read can run: as it is when it is
+        a plain filter, else the model's rows whose pk it selects."""
+        q = qs.query
+        if q.is_sliced or q.distinct or q.combinator or q.annotations or q.group_by is not None:
+            return self.all_rows_queryset().using(using).filter(pk__in=list(qs.values_list("pk", flat=True)))
+        return qs.using(using)
+
     def state_of(self, instance: models.Model, *, for_delete: bool = False) -> State:
         """``instance`` as ``(row, listed, day)`` for ``Engine.change``."""
         row = self.row_of(instance, for_delete=for_delete)
@@ -315,7 +361,32 @@ class DjangoBackingStore:
 def locked(qs: models.QuerySet) -> models.QuerySet:
     """``qs`` read ``FOR UPDATE`` where the database has row locks (only the
     model's own rows where it can say so: inlined fields join other tables)."""
-    features = connections[qs.db].features
+    return _locked(qs, qs.db)
+
+
+def max_params(using: str) -> int:
+    """How many query parameters one statement on ``using`` may take."""
+    conn = connections[using]
+    if conn.vendor == "sqlite":
+        conn.ensure_connection()
+        try:
+            return int(conn.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) - 10
+        except (AttributeError, sqlite3.Error):
+            return 999 - 10
+    return conn.features.max_query_params or 60_000
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    if not items:
+        return []
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _locked(qs: models.QuerySet, using: str) -> models.QuerySet:
+    """``qs`` with ``FOR UPDATE`` of the model's own rows, where the backend
+    locks rows (``of=("self",)`` where it can name them: an inlined column's
+    outer join must not be locked)."""
+    features = connections[using].features
     if not features.has_select_for_update:
         return qs
     if features.has_select_for_update_of:

@@ -23,7 +23,7 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
 from django.utils import timezone
 
-from listy import _native, intents, registry, worker
+from listy import _native, intents, origin, registry, worker
 from listy import recorder as _recorder
 from listy import repair as _repairs
 from listy.declaration import Declaration, Index
@@ -392,7 +392,8 @@ class Writes(Declaration):
                 changes: dict[str, Any] = {self.soft_delete_field: True}
                 if self.deleted_timestamp_field:
                     changes[self.deleted_timestamp_field] = timezone.now()
-                manager.filter(pk__in=pks).update(**changes)
+                with origin.handled(model):  # planned here, not raw SQL
+                    manager.filter(pk__in=pks).update(**changes)
                 for i, obj in enumerate(objs):
                     for k, v in changes.items():
                         setattr(obj, k, v)
@@ -403,7 +404,8 @@ class Writes(Declaration):
                     ops.extend(self.plan_delete(obj))
                 token = _deleting.set(_deleting.get() | {(model, pk) for pk in pks})
                 try:
-                    manager.filter(pk__in=pks).delete()
+                    with origin.handled(model):  # planned here (cascades are the collector's)
+                        manager.filter(pk__in=pks).delete()
                 finally:
                     _deleting.reset(token)
             self._after_commit(using, ops)

@@ -103,3 +103,14 @@ class Friend(models.Model):
             models.UniqueConstraint(fields=["follower", "followee"], name="unique_friend_pair"),
             models.CheckConstraint(condition=~models.Q(follower=models.F("followee")), name="friend_not_self"),
         ]
+
+
+class Team(models.Model):
+    """Members through an auto-created table that has a ListCache."""
+
+    name = models.CharField(max_length=50)
+    members = models.ManyToManyField(User, related_name="teams")
+
+
+TeamMembers = Team.members.through
+TeamMembers.cache = listy.ListCache(TeamMembers, [("team",), ("user",)])

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod batch;
 mod change;
 pub use change::{Plan, Stored};
 
@@ -52,6 +53,17 @@ pub trait Source {
     /// or not), or None when it is gone: the settle read of
     /// [`Engine::change`].
     fn row(&self, pk: &Value) -> Result<Option<Stored>>;
+    /// The rows with these primary keys as the database holds them now
+    /// (rows that are gone are left out, in any order): the settle read of
+    /// [`Engine::change_many`]. The default asks [`Source::row`] for each;
+    /// a database source answers with one query.
+    fn rows_by_pk(&self, pks: &[Value]) -> Result<Vec<Stored>> {
+        let mut out = Vec::with_capacity(pks.len());
+        for pk in pks {
+            out.extend(self.row(pk)?);
+        }
+        Ok(out)
+    }
 }
 
 /// Points where tests can pause one side of a race.
@@ -132,6 +144,10 @@ pub struct WriteReport {
     pub failed_keys: Vec<String>,
     /// What went wrong, one per fault: decide on its kind, log its message.
     pub faults: Vec<Fault>,
+    /// For an insert: whether the row's primary-key list existed already
+    /// (another write of the row, or a read, got there first: the insert
+    /// settles); None when no primary-key list was written.
+    pub pk_list_found: Option<bool>,
 }
 
 /// One index of the registry.
@@ -1116,9 +1132,16 @@ impl Engine {
                         }
                     },
                     // The one-row list exists already (a delete's empty list,
-                    // a build, a lease): prepend the frame like any other list.
-                    (Op::Add { value, .. }, Ok(Reply::NotStored)) => repairs
-                        .push(Op::Prepend { key, value: value[..value.len() - crate::codec::TRAILER_LEN].to_vec() }),
+                    // a build, a lease, a later change of the row that landed
+                    // first): prepend the frame like any other list.
+                    (Op::Add { value, .. }, Ok(Reply::NotStored)) => {
+                        report.pk_list_found = Some(true);
+                        repairs
+                            .push(Op::Prepend { key, value: value[..value.len() - crate::codec::TRAILER_LEN].to_vec() })
+                    }
+                    (Op::Add { .. }, Ok(_)) => {
+                        report.pk_list_found.get_or_insert(false);
+                    }
                     // A counter under construction: break the builder's lease.
                     (Op::Incr { .. } | Op::Decr { .. }, Ok(Reply::NonNumeric)) => repairs.push(Op::Delete { key }),
                     _ => {}
@@ -1247,6 +1270,15 @@ impl Engine {
                     } else {
                         ops.push((Op::Prepend { key, value: record }, Some(Missing::Create(whole))));
                     }
+                } else if self.is_pk_list(&e.fields) {
+                    // A change of an existing row: its pk list holds it alone.
+                    // Missing, it is created holding the new state, so that
+                    // an older insert of the row landing after this finds it
+                    // and settles (`WriteReport::pk_list_found`).
+                    let mut whole = Vec::new();
+                    spec.layout.encode_record(row, &mut whole)?;
+                    whole.extend_from_slice(&spec.layout.trailer(Part::Head { segments: 0 }, 0));
+                    ops.push((Op::Prepend { key, value: record }, Some(Missing::Create(whole))));
                 } else {
                     ops.push((Op::Prepend { key, value: record }, Some(Missing::Build(spec, values))));
                 }
@@ -1514,7 +1546,7 @@ impl Engine {
             }
             let n = source.count(&[], &[], range)?;
             self.hook(HookPoint::BeforeCounterStore, key);
-            if self.store.one(Op::Cas { key: key.to_string(), value: n.to_string().into_bytes(), cas: item.cas })?
+            if self.store.one(Op::Cas { key: key.to_string(), value: counter_value(n), cas: item.cas })?
                 == Reply::Stored
             {
                 return Ok(n);
@@ -1553,8 +1585,23 @@ fn tagged_count(value: &[u8], tag: &str) -> Option<u64> {
     n.parse().ok()
 }
 
+/// What a model-wide counter stores above its count. `decr` stops at zero
+/// (memcached's rule, and the embedded store's): a decrement that reaches a
+/// counter before the increment it follows (frames of two writers arriving
+/// in the other order) would be lost at zero. Far from zero, `incr`/`decr`
+/// commute as they must.
+const COUNTER_BASE: u64 = 1 << 40;
+
+/// The count a model-wide counter's value stands for (None: not a counter,
+/// or one of an older format: rebuilt).
 fn parse_count(value: &[u8]) -> Option<u64> {
-    std::str::from_utf8(value).ok()?.trim_end().parse().ok()
+    let stored: u64 = std::str::from_utf8(value).ok()?.trim_end().parse().ok()?;
+    stored.checked_sub(COUNTER_BASE)
+}
+
+/// The value a model-wide counter of `count` stores.
+fn counter_value(count: u64) -> Vec<u8> {
+    (count + COUNTER_BASE).to_string().into_bytes()
 }
 
 fn pk_of(row: &Row) -> Result<i64> {

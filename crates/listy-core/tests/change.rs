@@ -211,8 +211,9 @@ fn an_insert_reaches_every_list_and_counter() {
     on_every_store(|store| {
         let (e, db) = seeded(&store);
         change(&e, &db, 4, Some(thing(4, 2, 1, 1, false)));
+        // its pk list was cached empty by a read (warm): it settles once
+        assert_eq!(db.row_reads.load(Ordering::SeqCst), 1);
         assert_converged(&e, &db, &[1, 2, 3, 4]);
-        assert_eq!(db.row_reads.load(Ordering::SeqCst), 0, "an insert does not settle");
     });
 }
 
@@ -351,5 +352,52 @@ fn a_row_recreated_under_its_old_primary_key_shows_everywhere() {
         assert_converged(&e, &db, &[1, 2, 3]);
         change(&e, &db, 2, Some(thing(2, 1, 1, 1, false))); // and it moves like any row
         assert_converged(&e, &db, &[1, 2, 3]);
+    });
+}
+
+/// An insert committed before a move of its row, whose frames land after
+/// the move's: its pk list existed already (the move created it), so the
+/// insert settles and the lists end as the database.
+#[test]
+fn an_insert_landing_after_a_later_move_of_its_row_is_settled() {
+    on_every_store(|store| {
+        let (e, db) = seeded(&store);
+        let (_, inserted) = db.write(4, Some(thing(4, 2, 1, 1, false)));
+        let (before_move, moved) = db.write(4, Some(thing(4, 2, 2, 3, false)));
+        e.change(before_move.as_ref(), moved.as_ref(), &db).unwrap(); // the move lands first
+        let report = e.change(None, inserted.as_ref(), &db).unwrap(); // the insert lands last
+        assert_eq!(report.pk_list_found, Some(true));
+        assert_converged(&e, &db, &[1, 2, 3, 4]);
+    });
+}
+
+/// A lone insert of a pk nobody read finds no pk list and sends nothing
+/// more (no settle read).
+#[test]
+fn an_insert_nobody_raced_does_not_settle() {
+    on_every_store(|store| {
+        let (e, db) = seeded(&store);
+        let (_, inserted) = db.write(5, Some(thing(5, 2, 1, 1, false)));
+        let report = e.change(None, inserted.as_ref(), &db).unwrap();
+        assert_eq!(report.pk_list_found, Some(false));
+        assert_eq!(db.row_reads.load(Ordering::SeqCst), 0);
+        assert_converged(&e, &db, &[1, 2, 3, 5]);
+    });
+}
+
+/// A delete whose counter move reaches a model-wide counter before the
+/// insert's it follows: at zero `decr` would be lost; counters commute.
+#[test]
+fn counter_moves_commute_even_at_zero() {
+    on_every_store(|store| {
+        store.flush_all().unwrap();
+        let (e, db) = (engine(&store), Db::default());
+        warm(&e, &db, &[1]);
+        assert_eq!(e.count(&[], &[], &db).unwrap(), 0);
+        let (_, inserted) = db.write(1, Some(thing(1, 0, 1, 1, false)));
+        let (before, _) = db.write(1, None);
+        e.change(before.as_ref(), None, &db).unwrap(); // the delete lands first
+        e.change(None, inserted.as_ref(), &db).unwrap();
+        assert_converged(&e, &db, &[1]);
     });
 }

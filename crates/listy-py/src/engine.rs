@@ -28,12 +28,14 @@ struct PySource<'a> {
     counter: Option<&'a Py<PyAny>>,
     /// `row(pk)`: `(row, listed, day)` as stored now, or None.
     row_loader: Option<&'a Py<PyAny>>,
+    /// `rows(pks)`: the `(row, listed, day)` of those still stored.
+    rows_loader: Option<&'a Py<PyAny>>,
     schema: &'a PySchema,
 }
 
 impl<'a> PySource<'a> {
     fn new(loader: Option<&'a Py<PyAny>>, schema: &'a PySchema) -> Self {
-        PySource { loader, counter: None, row_loader: None, schema }
+        PySource { loader, counter: None, row_loader: None, rows_loader: None, schema }
     }
 
     fn counting(loader: &'a Py<PyAny>, counter: &'a Py<PyAny>, schema: &'a PySchema) -> Self {
@@ -42,6 +44,10 @@ impl<'a> PySource<'a> {
 
     fn settling(loader: &'a Py<PyAny>, row_loader: &'a Py<PyAny>, schema: &'a PySchema) -> Self {
         PySource { row_loader: Some(row_loader), ..PySource::new(Some(loader), schema) }
+    }
+
+    fn settling_many(loader: &'a Py<PyAny>, rows_loader: &'a Py<PyAny>, schema: &'a PySchema) -> Self {
+        PySource { rows_loader: Some(rows_loader), ..PySource::new(Some(loader), schema) }
     }
 
     fn call<T>(&self, f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>) -> listy_core::Result<T> {
@@ -141,6 +147,17 @@ impl Source for PySource<'_> {
                 return Ok(None);
             }
             stored_from_py(&self.schema.inner, &found).map(Some)
+        })
+    }
+
+    fn rows_by_pk(&self, pks: &[Value]) -> listy_core::Result<Vec<Stored>> {
+        self.call_with(self.rows_loader, |py, loader| {
+            let pks = pks
+                .iter()
+                .map(|pk| value_to_py(py, pk, listy_core::codec::Kind::Int, self.schema.aware))
+                .collect::<PyResult<Vec<_>>>()?;
+            let found = loader.call1((PyList::new(py, pks)?,))?;
+            found.try_iter()?.map(|s| stored_from_py(&self.schema.inner, &s?)).collect()
         })
     }
 }
@@ -448,6 +465,30 @@ impl PyEngine {
         let source = PySource::settling(&loader, &row_loader, self.schema(py));
         let engine = self.engine.clone();
         let report = py.detach(|| engine.change(old.as_ref(), new.as_ref(), &source)).map_err(|e| source.error(e))?;
+        report_to_py(py, report)
+    }
+
+    /// Many row changes after their commit, in one pipelined batch: each
+    /// pair is `(old, new)` as for `change`. Settles through one
+    /// `rows_loader(pks)` call per round (the states of those still stored).
+    fn change_many<'py>(
+        &self,
+        py: Python<'py>,
+        pairs: &Bound<'py, PyAny>,
+        loader: Py<PyAny>,
+        rows_loader: Py<PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let schema = &self.schema(py).inner;
+        let mut changes = Vec::new();
+        for pair in pairs.try_iter()? {
+            let (old, new): (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>) = pair?.extract()?;
+            let old = old.map(|s| stored_from_py(schema, &s)).transpose()?;
+            let new = new.map(|s| stored_from_py(schema, &s)).transpose()?;
+            changes.push((old, new));
+        }
+        let source = PySource::settling_many(&loader, &rows_loader, self.schema(py));
+        let engine = self.engine.clone();
+        let report = py.detach(|| engine.change_many(&changes, &source)).map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 

@@ -16,8 +16,11 @@
 //! database holds another state now, writes that state as a change from
 //! what it wrote: whoever writes last has seen the database's last word. A
 //! row found gone is buried in the lists of the state written here (its
-//! delete may have read an older state and tombstoned other lists); a
-//! new row needs nothing (no earlier frame of it can land late). A
+//! delete may have read an older state and tombstoned other lists). An
+//! insert settles only when its row's primary-key list existed already:
+//! every change of an existing row creates that list when it is missing, so
+//! an insert whose frames land after a later change of its row finds it
+//! (and a model without a primary-key index settles every insert). A
 //! settle moves frames only, never counters: `incr`/`decr` commute, so the
 //! model-wide counters are right whatever order the writers' moves arrive.
 
@@ -57,7 +60,7 @@ impl Stored {
 /// How many times a settle writes a newer state before giving up (each
 /// round means yet another writer committed meanwhile; the last of them
 /// settles after us).
-const SETTLE_ROUNDS: usize = 8;
+pub(super) const SETTLE_ROUNDS: usize = 8;
 
 /// What one change does, before it is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +133,11 @@ impl Engine {
     pub fn change(&self, old: Option<&Stored>, new: Option<&Stored>, source: &dyn Source) -> Result<WriteReport> {
         let plan = Plan::of(old, new);
         let mut report = self.apply(plan, old, new, source, true)?;
-        if plan.settles(old, new) {
+        // An insert settles only when another write of the row may have
+        // landed first: its primary-key list existed already (a change of
+        // an existing row creates it when missing), or there is none to tell.
+        let raced_insert = old.is_none() && plan == Plan::Add && report.pk_list_found != Some(false);
+        if plan.settles(old, new) || raced_insert {
             if let Some(new) = new {
                 self.settle(new.clone(), source, &mut report)?;
             }
@@ -202,13 +209,13 @@ impl Engine {
 }
 
 /// `s` entering its lists (`counted`: the model-wide counters count it).
-fn arriving(s: &Stored, counted: bool) -> Option<Arriving<'_>> {
+pub(super) fn arriving(s: &Stored, counted: bool) -> Option<Arriving<'_>> {
     Some(Arriving { row: &s.row, day: s.day, counted })
 }
 
 /// `s` leaving its lists (`hard`: for good; `counted`: the model-wide
 /// counters counted it).
-fn leaving(s: &Stored, hard: bool, counted: bool) -> Leaving<'_> {
+pub(super) fn leaving(s: &Stored, hard: bool, counted: bool) -> Leaving<'_> {
     Leaving { row: &s.row, day: s.day, hard, counted }
 }
 

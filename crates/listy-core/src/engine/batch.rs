@@ -1,0 +1,273 @@
+//! `Engine::change_many`: many row changes of one model (an `update()`, a
+//! `bulk_create()`, a queryset delete) in one pipelined batch.
+//!
+//! Every change is planned exactly as [`Engine::change`] plans it, against
+//! one meta; then the ops are merged so that the batch costs one round trip
+//! (plus the follow-ups of keys found missing) whatever the number of rows:
+//! the frames bound for one list go out as one `prepend` (later frames in
+//! front, which is the order separate prepends would leave), and the moves
+//! of one model-wide counter as one `incr`/`decr` of their sum.
+//!
+//! A batch does not build the lists it finds missing (that would be one
+//! database read per list): their keys are deleted, as any write does when
+//! its prepend is not stored, and the next read builds them.
+//!
+//! **Settling** is the single change's, batched: once the frames landed,
+//! the changed rows that stay are read again with one
+//! [`Source::rows_by_pk`] call, and the rows another writer changed
+//! meanwhile are written as one more batch (lists only, never counters).
+
+use super::change::{arriving, leaving, SETTLE_ROUNDS};
+use super::{Arriving, Engine, Leaving, Meta, Missing, Plan, Stored, WriteReport};
+use crate::codec::Value;
+use crate::error::{Error, Result};
+use crate::fault::Fault;
+use crate::store::{Op, Reply};
+use std::collections::{HashMap, HashSet};
+
+/// One planned change: what leaves and what arrives (counted or not).
+struct Planned<'a> {
+    removed: Option<Leaving<'a>>,
+    added: Option<Arriving<'a>>,
+}
+
+impl Engine {
+    /// Applies many row changes (each `(old, new)` as for [`Engine::change`])
+    /// in one pipelined batch, then settles those that changed an existing
+    /// row with one [`Source::rows_by_pk`] read per settle round.
+    ///
+    /// Changes are applied in order; two changes of one row in one batch
+    /// land in that order (the later one wins, as with two calls).
+    pub fn change_many(
+        &self,
+        changes: &[(Option<Stored>, Option<Stored>)],
+        source: &dyn super::Source,
+    ) -> Result<WriteReport> {
+        let planned: Vec<Planned<'_>> =
+            changes.iter().filter_map(|(old, new)| planned(old.as_ref(), new.as_ref(), true)).collect();
+        let mut report = self.write_batch(&planned)?;
+        let mut written: Vec<Stored> = changes
+            .iter()
+            // every change that leaves the row listed or changed an existing
+            // one: inserts too (one read settles the whole batch), so that an
+            // insert's frames landing after a later change of the row are
+            // corrected
+            .filter(|(old, new)| {
+                let plan = Plan::of(old.as_ref(), new.as_ref());
+                new.is_some() && plan != Plan::Nothing
+            })
+            .filter_map(|(_, new)| new.clone())
+            .collect();
+        for _ in 0..SETTLE_ROUNDS {
+            if written.is_empty() {
+                break;
+            }
+            written = self.settle_round(written, source, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// Reads the rows written once more and writes the state of those the
+    /// database holds otherwise now; returns them (the next round's).
+    fn settle_round(
+        &self,
+        written: Vec<Stored>,
+        source: &dyn super::Source,
+        report: &mut WriteReport,
+    ) -> Result<Vec<Stored>> {
+        let pks: Vec<Value> = written.iter().filter_map(|s| s.row.first().cloned()).collect();
+        // `Value` holds floats (no `Hash`): key by its printed form
+        let current: HashMap<String, Stored> =
+            source.rows_by_pk(&pks)?.into_iter().filter_map(|s| s.row.first().map(pk_key).map(|pk| (pk, s))).collect();
+        let mut pairs: Vec<(Stored, Stored)> = Vec::new();
+        let mut gone: Vec<Stored> = Vec::new();
+        for w in written {
+            let Some(pk) = w.row.first() else { continue };
+            match current.get(&pk_key(pk)) {
+                // gone for good: its delete tombstoned the lists of the row
+                // as it read it; bury the state written here too
+                None if w.listed => gone.push(w),
+                None => {}
+                Some(now) if *now != w => pairs.push((w, now.clone())),
+                Some(_) => {}
+            }
+        }
+        let mut planned: Vec<Planned<'_>> =
+            pairs.iter().filter_map(|(w, n)| planned(Some(w), Some(n), false)).collect();
+        planned.extend(gone.iter().filter_map(planned_bury));
+        let more = self.write_batch(&planned)?;
+        report.failed_keys.extend(more.failed_keys);
+        report.faults.extend(more.faults);
+        Ok(pairs.into_iter().map(|(_, n)| n).collect())
+    }
+
+    /// Sends the merged ops of `changes` for the current meta (again for a
+    /// newer meta when it moved meanwhile, skipping keys already written).
+    fn write_batch(&self, changes: &[Planned<'_>]) -> Result<WriteReport> {
+        let mut report = WriteReport::default();
+        if changes.is_empty() {
+            return Ok(report);
+        }
+        let mut done: HashSet<String> = HashSet::new();
+        let mut guess = match self.cached_meta() {
+            Some(m) => m,
+            None => match self.current_meta() {
+                Ok(m) => m,
+                Err(e) => return Ok(self.batch_unreached(report, e, None, changes)),
+            },
+        };
+        for _ in 0..4 {
+            let ops: Vec<(Op, Option<Missing>)> =
+                self.plan_batch(&guess, changes)?.into_iter().filter(|(op, _)| !done.contains(op.key())).collect();
+            let mut batch = vec![Op::Get { key: self.meta_key() }];
+            batch.extend(ops.iter().map(|(op, _)| op.clone()));
+            let mut replies = self.store.execute(batch);
+            let meta_reply = replies.remove(0);
+            let mut repairs = Vec::new();
+            for ((op, target), reply) in ops.into_iter().zip(replies) {
+                let key = op.key().to_string();
+                done.insert(key.clone());
+                match (&op, reply) {
+                    (_, Err(e)) => {
+                        report.faults.push(Fault::from(&e));
+                        report.failed_keys.push(key);
+                    }
+                    (Op::Prepend { .. }, Ok(Reply::NotStored)) => match target {
+                        Some(Missing::Create(whole)) => repairs.push(Op::Add { key, value: whole }),
+                        // missing (not built by a batch) or too large: it
+                        // must not stay without these frames
+                        _ => repairs.push(Op::Delete { key }),
+                    },
+                    (Op::Add { value, .. }, Ok(Reply::NotStored)) => repairs
+                        .push(Op::Prepend { key, value: value[..value.len() - crate::codec::TRAILER_LEN].to_vec() }),
+                    (Op::Incr { .. } | Op::Decr { .. }, Ok(Reply::NonNumeric)) => repairs.push(Op::Delete { key }),
+                    _ => {}
+                }
+            }
+            self.follow_up(repairs, &mut report);
+            let meta = match meta_reply.and_then(|r| match r {
+                Reply::Value(item) => self.meta_from(item),
+                other => Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
+            }) {
+                Ok(meta) => meta,
+                Err(e) => return Ok(self.batch_unreached(report, e, Some(&guess), changes)),
+            };
+            if meta == guess {
+                break;
+            }
+            guess = meta;
+        }
+        Ok(report)
+    }
+
+    /// Every change's ops for `meta`, merged: one prepend per list (frames
+    /// in the order separate prepends would leave them), one counter op per
+    /// counter (the sum of the moves). Lists whose ops are not all plain
+    /// prepends (a one-row list stored whole, a pk list set) keep their ops
+    /// as they are, in order.
+    fn plan_batch(&self, meta: &Meta, changes: &[Planned<'_>]) -> Result<Vec<(Op, Option<Missing>)>> {
+        let mut order: Vec<String> = Vec::new();
+        let mut by_key: HashMap<String, Vec<(Op, Option<Missing>)>> = HashMap::new();
+        let mut counters: HashMap<String, i64> = HashMap::new();
+        let mut counter_order: Vec<String> = Vec::new();
+        for c in changes {
+            let removed: Vec<Leaving<'_>> = c.removed.into_iter().collect();
+            for (op, target) in self.plan(meta, &removed, c.added)? {
+                let delta = match &op {
+                    Op::Incr { delta, .. } => Some(*delta as i64),
+                    Op::Decr { delta, .. } => Some(-(*delta as i64)),
+                    _ => None,
+                };
+                if let Some(delta) = delta {
+                    let key = op.key().to_string();
+                    if !counters.contains_key(&key) {
+                        counter_order.push(key.clone());
+                    }
+                    *counters.entry(key).or_insert(0) += delta;
+                    continue;
+                }
+                let key = op.key().to_string();
+                by_key
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        order.push(key);
+                        Vec::new()
+                    })
+                    .push((op, target));
+            }
+        }
+        let mut out = Vec::with_capacity(order.len() + counter_order.len());
+        for key in order {
+            let ops = by_key.remove(&key).expect("planned key");
+            out.extend(merge_prepends(key, ops));
+        }
+        for key in counter_order {
+            match counters[&key] {
+                0 => {}
+                d if d > 0 => out.push((Op::Incr { key, delta: d as u64 }, None)),
+                d => out.push((Op::Decr { key, delta: d.unsigned_abs() }, None)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The report of a batch whose meta could not be read: every key it
+    /// would have touched (for the last meta known) needs repair.
+    fn batch_unreached(
+        &self,
+        mut report: WriteReport,
+        e: Error,
+        meta: Option<&Meta>,
+        changes: &[Planned<'_>],
+    ) -> WriteReport {
+        report.faults.push(Fault::from(&e));
+        if let Some(meta) = meta.cloned().or_else(|| self.cached_meta()) {
+            if let Ok(ops) = self.plan_batch(&meta, changes) {
+                report.failed_keys.extend(ops.into_iter().map(|(op, _)| op.key().to_string()));
+            }
+        }
+        report
+    }
+}
+
+/// A primary key as a map key.
+fn pk_key(pk: &Value) -> String {
+    format!("{pk:?}")
+}
+
+/// One change's leaving and arriving halves, or None when it does nothing.
+fn planned<'a>(old: Option<&'a Stored>, new: Option<&'a Stored>, counted: bool) -> Option<Planned<'a>> {
+    let (removed, added) = match (Plan::of(old, new), old, new) {
+        (Plan::Add, _, Some(n)) => (None, arriving(n, counted)),
+        (Plan::Remove { hard }, Some(o), _) => (Some(leaving(o, hard, counted)), None),
+        (Plan::Bury, Some(o), _) => (Some(leaving(o, true, false)), None),
+        (Plan::Move, Some(o), Some(n)) => (Some(leaving(o, false, counted)), arriving(n, counted)),
+        _ => return None,
+    };
+    Some(Planned { removed, added })
+}
+
+/// A row found gone by a settle: final tombstones in the lists of the state
+/// written, no counter move.
+fn planned_bury(written: &Stored) -> Option<Planned<'_>> {
+    Some(Planned { removed: Some(leaving(written, true, false)), added: None })
+}
+
+/// One list's ops in a batch: plain prepends become one (the last frame
+/// first); anything else stays as planned.
+fn merge_prepends(key: String, ops: Vec<(Op, Option<Missing>)>) -> Vec<(Op, Option<Missing>)> {
+    let plain = ops.len() > 1
+        && ops
+            .iter()
+            .all(|(op, target)| matches!(op, Op::Prepend { .. }) && !matches!(target, Some(Missing::Create(_))));
+    if !plain {
+        return ops;
+    }
+    let mut value = Vec::new();
+    for (op, _) in ops.iter().rev() {
+        if let Op::Prepend { value: frame, .. } = op {
+            value.extend_from_slice(frame);
+        }
+    }
+    vec![(Op::Prepend { key, value }, None)]
+}

@@ -1,0 +1,360 @@
+"""The batched write paths: ``QuerySet.update()``, ``bulk_update()``,
+``bulk_create()``, queryset and cascade deletes (Django's ``Collector``),
+many-to-many adds, and inlined copies following their related row.
+
+Each path works the same way, at O(1) extra statements per call whatever the
+number of rows: inside the write's transaction (one is opened when the
+caller runs in autocommit) it reads the affected rows' states once, locked
+(``SELECT ... FOR UPDATE`` where the backend has it), runs Django's write,
+reads the new states once, and after commit hands every ``(old, new)`` pair
+to each writer's ``Engine.change_many`` (one pipelined batch, one batched
+settle read). Python decides nothing about lists: the engine does.
+
+Above ``LISTY["BULK_REPAIR_THRESHOLD"]`` rows (or when the database does not
+say which rows a write touched: ``bulk_create(ignore_conflicts=True)``, or
+no primary keys returned) the model's lists are repaired wholesale instead:
+the generation bump of ``flush_all()`` (``Engine.flush``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial, reduce
+from operator import or_
+from typing import Any
+
+from django.db import models, transaction
+
+from listy import _native, origin, registry
+from listy.conf import listy_settings
+from listy.source import State, max_params
+from listy.writes import Op, Writes, in_listy_delete
+
+logger = logging.getLogger("listy")
+
+#: Old states by writer: ``{writer: {pk: state}}``.
+States = dict[Writes, dict[Any, State]]
+
+
+def client_of(model: type[models.Model]) -> Writes | None:
+    """The client whose ``writers()`` reach every enabled client of the
+    model (``Model.cache``, or another when that one is disabled), or None
+    when the model has no enabled ListCache."""
+    model = model._meta.concrete_model or model
+    client = registry.primary(model)
+    if isinstance(client, Writes) and not client.disable_cache:
+        return client
+    return next((c for c in registry.clients(model) if isinstance(c, Writes) and not c.disable_cache), None)
+
+
+def _read(writers: Sequence[Writes], rows: models.QuerySet | Iterable[Any], using: str, lock: bool) -> States:
+    """Each writer's states of ``rows`` (one statement per writer, usually one)."""
+    if not isinstance(rows, models.QuerySet):
+        rows = list(rows)
+    return {w: w.source.stored_states(rows, lock=lock, using=using) for w in writers}
+
+
+def _threshold() -> int:
+    return listy_settings().bulk_repair_threshold
+
+
+def flush_ops(writers: Iterable[Writes]) -> list[Op]:
+    """Cache work that repairs every list of the model at once."""
+    return [(w, w.engine.flush) for w in writers]
+
+
+def change_ops(olds: States, news: States | None) -> list[Op]:
+    """Cache work for many row changes: per writer, one ``change_many`` of
+    every ``(old, new)`` pair that touches lists (``news`` None: every row
+    of ``olds`` was deleted; a pk absent from the old states: inserted)."""
+    ops: list[Op] = []
+    for w, old in olds.items():
+        new = {} if news is None else news.get(w, {})
+        pairs = []
+        for pk in old.keys() | new.keys():
+            o, n = old.get(pk), new.get(pk)
+            if _native.change_plan(None if o is None else o[1], None if n is None else n[1]) != "nothing":
+                pairs.append((o, n))
+        if pairs:
+            source = w.source
+            ops.append((w, partial(w.engine.change_many, pairs, source.rows, source.states_by_pk)))
+    return ops
+
+
+def _schedule(client: Writes, using: str, ops: list[Op]) -> None:
+    client._after_commit(using, ops)
+
+
+# ---------------------------------------------------------------- update
+
+
+def update(qs: models.QuerySet, run: Callable[[models.QuerySet], int]) -> int:
+    """``qs.update(...)`` (``run(qs)`` runs Django's) with every changed row
+    reaching the lists: locked read, update of exactly the rows read, read
+    of their new states, ``change_many`` after commit."""
+    model = qs.model
+    client = client_of(model)
+    if client is None or origin.is_handled(model) or qs.query.is_sliced:
+        return run(qs)
+    using = qs.db
+    writers = client.writers()
+    with transaction.atomic(using=using, savepoint=False), origin.handled(model):
+        if not writers:
+            return run(qs)
+        olds = _read(writers, qs, using, lock=True)
+        pks = sorted(next(iter(olds.values())).keys())
+        if not pks:
+            return 0
+        # exactly the rows locked: a row committed meanwhile that now
+        # matches is left alone, as if this update ran first
+        n = run(qs.filter(pk__in=pks) if len(pks) <= max_params(using) else qs)
+        if len(pks) > _threshold():
+            _schedule(client, using, flush_ops(writers))
+        else:
+            _schedule(client, using, change_ops(olds, _read(writers, pks, using, lock=False)))
+        follow_inlined(model, pks, using)
+    return n
+
+
+def bulk_update(qs: models.QuerySet, objs: Sequence[models.Model], run: Callable[[], int]) -> int:
+    """``bulk_update()`` like ``update()``: one locked read of every row,
+    Django's batches of UPDATEs, one read of the new states."""
+    model = qs.model
+    client = client_of(model)
+    if client is None or origin.is_handled(model):
+        return run()
+    using = qs.db
+    writers = client.writers()
+    pks = sorted({o.pk for o in objs if o.pk is not None})
+    with transaction.atomic(using=using, savepoint=False), origin.handled(model):
+        if not writers or not pks:
+            return run()
+        olds = _read(writers, pks, using, lock=True)
+        n = run()
+        if len(pks) > _threshold():
+            _schedule(client, using, flush_ops(writers))
+        else:
+            _schedule(client, using, change_ops(olds, _read(writers, pks, using, lock=False)))
+        follow_inlined(model, pks, using)
+    return n
+
+
+# ---------------------------------------------------------------- bulk_create
+
+
+def bulk_create(
+    qs: models.QuerySet,
+    objs: Sequence[models.Model],
+    run: Callable[[], list[models.Model]],
+    *,
+    ignore_conflicts: bool,
+    update_conflicts: bool,
+    unique_fields: Sequence[str] | None,
+) -> list[models.Model]:
+    """``bulk_create()``: the rows inserted (or changed by an upsert) reach
+    every list. Where the database does not say which rows those are
+    (conflicts ignored, no primary keys returned) the model's lists are
+    repaired wholesale."""
+    model = qs.model
+    client = client_of(model)
+    if client is None or origin.is_handled(model):
+        return run()
+    using = qs.db
+    writers = client.writers()
+    objs = list(objs)
+    with transaction.atomic(using=using, savepoint=False), origin.handled(model):
+        if not writers or not objs:
+            return run()
+        olds: States = {w: {} for w in writers}
+        known = not ignore_conflicts and len(objs) <= _threshold()
+        if known and update_conflicts:
+            existing = _existing(qs, objs, unique_fields)
+            if existing is None:
+                known = False
+            else:
+                olds = _read(writers, existing, using, lock=True)
+        created = run()
+        pks = [o.pk for o in created]
+        if not known or any(pk is None for pk in pks):
+            _schedule(client, using, flush_ops(writers))
+        else:
+            _schedule(client, using, change_ops(olds, _read(writers, pks, using, lock=False)))
+    return created
+
+
+def _existing(qs: models.QuerySet, objs: Sequence[models.Model], unique_fields: Sequence[str] | None) -> models.QuerySet | None:
+    """The rows an upsert of ``objs`` may update: those matching any
+    object's ``unique_fields`` (None when they are not given)."""
+    if not unique_fields:
+        return None
+    opts = qs.model._meta
+    attnames = [opts.pk.attname if f == "pk" else opts.get_field(f).attname for f in unique_fields]
+    terms = [models.Q(**{a: getattr(o, a) for a in attnames}) for o in objs]
+    return qs.model._base_manager.using(qs.db).filter(reduce(or_, terms))
+
+
+# ---------------------------------------------------------------- deletes
+
+
+def collector_delete(collector: Any, run: Callable[[], tuple[int, dict[str, int]]]) -> tuple[int, dict[str, int]]:
+    """Django's ``Collector.delete()`` with every deleted row of a cached
+    model reaching the lists: one locked read of the states per model (its
+    collected instances) and per fast-deleted queryset, before the delete;
+    the tombstones after commit. Rows of cached models whose foreign key a
+    delete sets (``SET_NULL``, ``SET_DEFAULT``, ...) are read before and
+    after likewise."""
+    using = collector.using
+    sources: list[tuple[Writes, models.QuerySet | list[Any]]] = []
+    for model, instances in collector.data.items():
+        client = client_of(model)
+        if client is not None and not origin.is_handled(model):
+            pks = [o.pk for o in instances if o.pk is not None and not in_listy_delete(model._meta.concrete_model, o.pk)]
+            if pks:
+                sources.append((client, pks))
+    for qs in collector.fast_deletes:
+        client = client_of(qs.model)
+        if client is not None and not origin.is_handled(qs.model):
+            sources.append((client, qs))
+    updated: list[tuple[Writes, list[Any]]] = []
+    for (field, _value), lists in collector.field_updates.items():
+        client = client_of(field.model)
+        if client is None or origin.is_handled(field.model):
+            continue
+        pks: list[Any] = []
+        for instances in lists:
+            if isinstance(instances, models.QuerySet) and instances._result_cache is None:
+                pks.extend(instances.values_list("pk", flat=True))
+            else:
+                pks.extend(o.pk for o in instances)
+        updated.append((client, pks))
+    if not sources and not updated:
+        return run()
+    models_ = [c.model for c, _ in sources + updated]
+    with transaction.atomic(using=using, savepoint=False), origin.handled(*models_):
+        deleted = [(c, _read(c.writers(), rows, using, lock=True)) for c, rows in sources]
+        changed = [(c, pks, _read(c.writers(), pks, using, lock=True)) for c, pks in updated]
+        result = run()
+        for client, olds in deleted:
+            total = max((len(s) for s in olds.values()), default=0)
+            ops = flush_ops(olds) if total > _threshold() else change_ops(olds, None)
+            _schedule(client, using, ops)
+        for client, pks, olds in changed:
+            if len(pks) > _threshold():
+                _schedule(client, using, flush_ops(olds))
+            else:
+                _schedule(client, using, change_ops(olds, _read(list(olds), pks, using, lock=False)))
+    return result
+
+
+def raw_delete(qs: models.QuerySet, using: str, run: Callable[[], int]) -> int:
+    """``QuerySet._raw_delete()`` called directly: read, delete, tombstones."""
+    model = qs.model
+    client = client_of(model)
+    if client is None or origin.is_handled(model):
+        return run()
+    writers = client.writers()
+    with transaction.atomic(using=using, savepoint=False), origin.handled(model):
+        olds = _read(writers, qs, using, lock=True)
+        n = run()
+        total = max((len(s) for s in olds.values()), default=0)
+        _schedule(client, using, flush_ops(writers) if total > _threshold() else change_ops(olds, None))
+    return n
+
+
+# ---------------------------------------------------------------- many-to-many
+
+
+def m2m_added(through: type[models.Model], instance: models.Model, model: type[models.Model], pk_set: set[Any], reverse: bool, using: str) -> None:
+    """Rows a many-to-many ``add()`` inserted into a cached through table
+    whose default manager Listy does not follow (an auto-created one): one
+    read of the new rows, ``change_many`` after commit."""
+    client = client_of(through)
+    if client is None or not pk_set:
+        return
+    source_field, target_field = _m2m_fields(through, type(instance), model, reverse)
+    if source_field is None or target_field is None:
+        # which columns hold which side is unknown: repair wholesale
+        _schedule(client, using, flush_ops(client.writers()))
+        return
+    rows = through._base_manager.using(using).filter(
+        **{source_field: instance.pk, f"{target_field}__in": list(pk_set)}
+    )
+    writers = client.writers()
+    news = _read(writers, rows, using, lock=False)
+    olds: States = {w: {} for w in writers}
+    _schedule(client, using, change_ops(olds, news))
+
+
+def _m2m_fields(
+    through: type[models.Model], instance_model: type[models.Model], model: type[models.Model], reverse: bool
+) -> tuple[str | None, str | None]:
+    """The through model's field names pointing at the instance's side and
+    at the added objects' side."""
+    for m in (instance_model, model):
+        for f in m._meta.many_to_many:
+            if f.remote_field.through is through:
+                src, tgt = f.m2m_field_name(), f.m2m_reverse_field_name()
+                return (tgt, src) if reverse else (src, tgt)
+    return None, None
+
+
+# ---------------------------------------------------------------- inlined copies
+
+
+def inlined_referrers(model: type[models.Model]) -> list[tuple[Writes, str]]:
+    """``(client, fk attname)`` of every cached model whose records carry an
+    inlined copy of ``model``'s fields."""
+    out = []
+    concrete = model._meta.concrete_model
+    for other in registry.all_models():
+        client = client_of(other)
+        if client is None:
+            continue
+        seen = set()
+        for col in client.source.schema.columns:
+            fk = col.fk
+            if fk is not None and fk.related_model._meta.concrete_model is concrete and fk.attname not in seen:
+                seen.add(fk.attname)
+                out.append((client, fk.attname))
+    return out
+
+
+def follow_inlined(model: type[models.Model], pks: Sequence[Any], using: str) -> None:
+    """After commit, rewrites in place every record that carries an inlined
+    copy of the rows ``pks`` of ``model``: the referencing rows are read
+    once (per referencing model) and handed to ``change_many`` as changes
+    from themselves to themselves (update frames where they are). Above
+    ``LISTY["INLINED_FANOUT_THRESHOLD"]`` referencing rows their model's
+    lists are repaired wholesale."""
+    referrers = inlined_referrers(model)
+    if not referrers or not pks:
+        return
+    pks = list(pks)
+    for client, attname in referrers:
+        transaction.on_commit(partial(_refresh_copies, client, attname, pks, using), using=using)
+
+
+def _refresh_copies(client: Writes, attname: str, pks: list[Any], using: str) -> None:
+    limit = listy_settings().inlined_fanout_threshold
+    writers = client.writers()
+    qs = client.source.all_rows_queryset().using(using).filter(**{f"{attname}__in": pks})
+    news = _read(writers, qs[: limit + 1], using, lock=False)
+    if max((len(s) for s in news.values()), default=0) > limit:
+        ops = flush_ops(writers)
+    else:
+        ops = [op for w, states in news.items() for op in change_ops({w: states}, {w: states})]
+    for w, op in ops:
+        w._run_safely(op)
+
+
+__all__ = [
+    "bulk_create",
+    "bulk_update",
+    "client_of",
+    "collector_delete",
+    "follow_inlined",
+    "m2m_added",
+    "raw_delete",
+    "update",
+]
