@@ -202,6 +202,15 @@ class Engine:
     ) -> list[Records]:
         """Several lists in one batched round trip; misses are rebuilt."""
 
+    def get_cached(
+        self, requests: list[tuple[tuple[str, ...], tuple[Any, ...]]], loader: Loader
+    ) -> list[Records | None]:
+        """Lists served from the cache only, in one batched round trip:
+        complete ``Records`` (segments included) for a list found whole, None
+        for one that is missing, broken or being built elsewhere. Never takes
+        a lease, never calls ``loader`` (kept by the records only). Raises
+        ``CacheUnavailable`` when the store fails."""
+
     def change(
         self,
         old: RowState | None,

@@ -415,6 +415,34 @@ impl PyEngine {
             .collect()
     }
 
+    /// Lists served from the cache only, never built and never read from a
+    /// source: `Records` for a list found whole (segments included), None
+    /// for a miss. Store errors raise `CacheUnavailable`. `loader` is kept
+    /// by the records for a reader that asks again; a complete list never
+    /// calls it.
+    fn get_cached(
+        &self,
+        py: Python<'_>,
+        requests: Vec<(Vec<String>, Bound<'_, PyAny>)>,
+        loader: Py<PyAny>,
+    ) -> PyResult<Vec<Option<Records>>> {
+        let mut reqs = Vec::with_capacity(requests.len());
+        let mut objs = Vec::with_capacity(requests.len());
+        for (index, values) in requests {
+            let fields = self.index(index);
+            let (vals, o) = self.values(py, &fields, &values)?;
+            reqs.push((fields, vals));
+            objs.push(o);
+        }
+        let engine = self.engine.clone();
+        let found = py.detach(|| engine.get_cached(&reqs, true)).map_err(CoreError)?;
+        found
+            .into_iter()
+            .zip(reqs.into_iter().zip(&objs))
+            .map(|(f, ((fields, vals), o))| f.map(|f| self.records(py, &fields, vals, o, &loader, f)).transpose())
+            .collect()
+    }
+
     /// A row change after its commit: `old`/`new` are `(row, listed, day)`
     /// as stored before and after (None: absent). The engine decides every
     /// frame and counter move, then settles through `row_loader(pk)`.
