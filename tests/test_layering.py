@@ -38,7 +38,8 @@ LAYERS: list[list[str]] = [
     ["listy.source"],
     ["listy.repair"],  # talks to engines through the registry's protocol
     ["listy.declaration"],
-    ["listy.periods", "listy.records", "listy.writes"],
+    # mixins of the facade (``listy.aio``: the awaitable twins) and its lists
+    ["listy.periods", "listy.records", "listy.writes", "listy.aio"],
     ["listy.cache"],  # the facade
     ["listy.manager", "listy.signals", "listy.checks", "listy.panels"],
     ["listy.apps", "listy.management.commands.*", "listy"],

@@ -31,6 +31,7 @@ from listy.exceptions import (
     DecodeError,
     ListyError,
     NotCachableException,
+    SyncCallInEventLoop,
 )
 from listy.manager import CachingManager
 from listy.source import DjangoBackingStore
@@ -49,5 +50,6 @@ __all__ = [
     "ListCache",
     "ListyError",
     "NotCachableException",
+    "SyncCallInEventLoop",
     "__version__",
 ]
