@@ -418,7 +418,7 @@ def test_sync_calls_inside_a_running_loop_name_their_twin(graph: dict) -> None:
 def test_the_pool_is_made_again_in_a_forked_child(graph: dict) -> None:
     a = graph["users"][0]
     expected = pks(Follow.cache.get(follower=a))
-    run(Follow.cache.aget(follower=a))
+    run(Follow.cache.acount(follower=a))  # counts are read in the pool's threads
     assert aio._pool is not None
     read, write = os.pipe()
     with warnings.catch_warnings():  # Python 3.12+: fork() of a threaded process
@@ -429,7 +429,8 @@ def test_the_pool_is_made_again_in_a_forked_child(graph: dict) -> None:
             os.close(read)
             fresh = aio._pool is None
             got = asyncio.run(Follow.cache.aget(follower=a))
-            ok = fresh and pks(got) == expected and aio._pool is not None
+            n = asyncio.run(Follow.cache.acount(follower=a))
+            ok = fresh and pks(got) == expected and n == len(expected) and aio._pool is not None
             os.write(write, b"ok" if ok else b"bad")
         finally:
             os._exit(0)

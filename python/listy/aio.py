@@ -2,14 +2,18 @@
 
 Owns how an ``a…`` call runs next to an event loop:
 
-- **Reads** first try the cache alone, off the loop, in a worker thread of
-  this module's pool (the engine releases the GIL for its I/O): lists
-  through ``Engine.get_cached`` (never builds, never calls a loader), counts
-  under :func:`listy.source.cache_only` (any database read raises
-  ``NeedsDatabase`` instead of running). A hit therefore never touches the
-  database and never blocks the loop; a slow or stopped server costs that
-  worker thread at most the configured ``TIMEOUT`` (then the server is
-  marked dead and later calls fail fast).
+- **Reads** first try the cache alone. Lists go through
+  ``Engine.get_cached`` (never builds, never calls a loader): first on the
+  loop's own thread within ``ASYNC_INLINE_TIMEOUT`` (default 2 ms: pooled
+  connections only, each read bounded by what is left of it; a hit is one
+  round trip, cheaper than a thread hop), then, if that ran out, in a
+  worker thread of this module's pool with the full ``TIMEOUT``. Counts run
+  in a worker under :func:`listy.source.cache_only` (any database read
+  raises ``NeedsDatabase`` instead of running). A hit therefore never
+  touches the database and holds the loop at most about
+  ``ASYNC_INLINE_TIMEOUT``; a slow or stopped server costs a worker thread
+  at most the configured ``TIMEOUT`` (then the server is marked dead and
+  later calls fail fast).
 - **Misses, writes and rebuilds** run the sync call through Django's
   ``sync_to_async(thread_sensitive=True)``, as Django's async ORM does: the
   ORM runs in the thread that holds the request's connection, so
@@ -39,6 +43,7 @@ from django.db import models
 
 from listy import middleware
 from listy import repair as _repairs
+from listy.conf import listy_settings
 from listy.declaration import Declaration, Index
 from listy.exceptions import CacheUnavailable
 from listy.source import NeedsDatabase, cache_only
@@ -109,18 +114,30 @@ class AsyncCalls(Declaration):
             return False
         return _repairs.fresh(self._resolve().db_alias) and not self._use_db()
 
-    def _cached_lists(self, requests: list[tuple[Index, tuple[Any, ...]]]) -> list[Sequence[Any] | None]:
-        """In a worker thread: each list the cache holds whole, else None."""
+    def _cached_lists(
+        self, requests: list[tuple[Index, tuple[Any, ...]]], budget: float | None = None
+    ) -> list[Sequence[Any] | None] | None:
+        """Each list the cache holds whole, else None in its place. With
+        ``budget`` (on the loop's thread): None when the I/O would hold the
+        thread longer than that."""
         if not self._cache_may_serve():
             return [None] * len(requests)
         try:
-            return list(self._engine().get_cached(requests, self._resolve().source.rows))
+            found = self._engine().get_cached(requests, self._resolve().source.rows, budget)
         except CacheUnavailable as exc:
             self._unavailable(exc)
             return [None] * len(requests)
+        return None if found is None else list(found)
 
     async def _lists(self, requests: list[tuple[Index, tuple[Any, ...]]]) -> list[Sequence[Any]]:
-        found: list[Sequence[Any] | None] = await off_loop(self._cached_lists, requests)
+        # A hit is one round trip on a pooled connection: served on the
+        # loop's thread when it takes less than ASYNC_INLINE_TIMEOUT (a
+        # thread hop costs more than the round trip), else in a worker.
+        budget = listy_settings().async_inline_timeout
+        found = self._cached_lists(requests, budget) if budget else None
+        if found is None:
+            found = await off_loop(self._cached_lists, requests)
+        assert found is not None
         missing = [i for i, f in enumerate(found) if f is None]
         if missing:
             built = await in_orm_thread(self._build_lists)([requests[i] for i in missing])

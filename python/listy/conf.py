@@ -13,6 +13,11 @@ seconds, which bounds how long their known race can leave one off (see
 docs/architecture.md, "Known gaps"); ``None`` never (one COUNT per counter
 ever, until ``flush_all()``).
 
+``ASYNC_INLINE_TIMEOUT``: seconds an async read (``aget`` and the other
+list reads) may hold the event loop's thread to serve a hit on a pooled
+connection (about one round trip); past it, or with ``0``/``None``, the read
+is made in a worker thread instead (see ``listy.aio``).
+
 ``SERVERS`` absent, empty or ``["local"]`` selects the embedded in-process
 store. The environment variable ``LISTY_SERVERS`` (``"127.0.0.1:11211,..."``
 or ``"local"``) overrides ``SERVERS``; the demo and the test-suite use it.
@@ -45,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 0.5,
     "REPAIR_CHECK_INTERVAL": 1.0,
     "COUNTER_EPOCH": 3600,
+    "ASYNC_INLINE_TIMEOUT": 0.002,
 }
 
 
@@ -61,6 +67,8 @@ class ListySettings:
     """Seconds between two looks at the pending repairs (None: only after a fault)."""
     counter_epoch: float | None = 3600
     """Seconds a model-wide counter is kept before it is counted afresh (None: forever)."""
+    async_inline_timeout: float | None = 0.002
+    """Seconds an async read may hold the loop's thread (None: never)."""
 
     @property
     def is_local(self) -> bool:
@@ -112,6 +120,11 @@ def listy_settings() -> ListySettings:
     epoch = merged["COUNTER_EPOCH"]
     if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch <= 0):
         raise ConfigError(f"LISTY['COUNTER_EPOCH'] must be None or a number of seconds > 0, not {epoch!r}")
+    inline = merged["ASYNC_INLINE_TIMEOUT"]
+    if inline is not None and (isinstance(inline, bool) or not isinstance(inline, (int, float)) or inline < 0):
+        raise ConfigError(
+            f"LISTY['ASYNC_INLINE_TIMEOUT'] must be None or a number of seconds >= 0, not {inline!r}"
+        )
     return ListySettings(
         servers=servers,
         key_prefix=prefix,
@@ -119,6 +132,7 @@ def listy_settings() -> ListySettings:
         timeout=float(merged["TIMEOUT"]),
         repair_check_interval=interval,
         counter_epoch=None if epoch is None else float(epoch),
+        async_inline_timeout=float(inline) if inline else None,
     )
 
 
