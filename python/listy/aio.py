@@ -100,19 +100,21 @@ class AsyncCalls(Declaration):
     def _get(self, index: Index, values: tuple[Any, ...], complete: bool = False) -> Sequence[Any]:
         raise NotImplementedError
 
-    def _use_db(self) -> bool:
+    def _unavailable(self, exc: Exception) -> None:
         raise NotImplementedError
 
-    def _unavailable(self, exc: Exception) -> None:
+    def _pending_writes(self) -> bool:
         raise NotImplementedError
 
     # ------------------------------------------------------------ plumbing
     def _cache_may_serve(self) -> bool:
         """Whether the cache alone may answer, decided without a database
         read (a due repair pass reads its table: the sync path runs it)."""
-        if self.disable_cache:
+        # Not ``_use_db()``: its repair check may run a pass (a database
+        # read) once the last one is due, which ``fresh`` never does.
+        if self.disable_cache or self._pending_writes():
             return False
-        return _repairs.fresh(self._resolve().db_alias) and not self._use_db()
+        return _repairs.fresh(self._resolve().db_alias)
 
     def _cached_lists(
         self, requests: list[tuple[Index, tuple[Any, ...]]], budget: float | None = None
