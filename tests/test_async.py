@@ -438,3 +438,19 @@ def test_the_pool_is_made_again_in_a_forked_child(graph: dict) -> None:
     os.waitpid(pid, 0)
     assert os.read(read, 10) == b"ok"
     os.close(read)
+
+
+def test_a_due_repair_pass_runs_in_the_orm_thread(graph: dict, own_memcached: Memcached, sql: SQL) -> None:
+    """With a repair pass due at every read (it reads the PendingRepair
+    table), an async read leaves the pass to the ORM's thread instead of
+    reading the table on the loop (SynchronousOnlyOperation)."""
+    a = graph["users"][0]
+    with override_settings(LISTY={**FAST_SETTINGS, "REPAIR_CHECK_INTERVAL": 0.0}):
+        expected = pks(Follow.cache.get(follower=a))
+        sql.clear()
+        for _ in range(5):
+            assert pks(run(Follow.cache.aget(follower=a))) == expected
+            assert run(Follow.cache.acount(follower=a)) == len(expected)
+    reads = sql.reads()
+    assert reads and all("listy_pendingrepair" in q.lower() for _, q in reads), reads
+    assert {t for t, _ in reads} == {threading.main_thread().name}

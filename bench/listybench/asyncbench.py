@@ -75,6 +75,15 @@ def first20(seq: Any) -> int:
     return sum(1 for _ in seq[:20])
 
 
+def worker_only():  # type: ignore[no-untyped-def]
+    """Settings under which every async read goes through a worker thread
+    (``ASYNC_INLINE_TIMEOUT = 0``): the design the inline read replaced."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    return override_settings(LISTY={**settings.LISTY, "ASYNC_INLINE_TIMEOUT": 0})
+
+
 def per_call(followers: list[int], reps: int, rounds: int) -> dict[str, float]:
     """Median seconds per call (call + first 20 instances), one at a time."""
     from asgiref.sync import async_to_sync, sync_to_async
@@ -102,10 +111,12 @@ def per_call(followers: list[int], reps: int, rounds: int) -> dict[str, float]:
             first20(Follow.cache.get(follower_id=who))
         return (time.perf_counter() - t) / reps
 
-    out: dict[str, list[float]] = {"get": [], "aget": [], "sync_to_async(get)": []}
+    out: dict[str, list[float]] = {"get": [], "aget": [], "aget (worker thread)": [], "sync_to_async(get)": []}
     for _ in range(rounds):
         out["get"].append(s_loop())
         out["aget"].append(asyncio.run(a_loop()))
+        with worker_only():
+            out["aget (worker thread)"].append(asyncio.run(a_loop()))
         out["sync_to_async(get)"].append(async_to_sync(wrapped_loop)())
     return {k: statistics.median(v) for k, v in out.items()}
 
@@ -130,13 +141,15 @@ def concurrent(followers: list[int], rounds: int) -> dict[str, float]:
         list(pool.map(lambda f: first20(Follow.cache.get(follower_id=f)), targets))
         return time.perf_counter() - t
 
-    out: dict[str, list[float]] = {"aget x200 (one loop)": [], "get x200 (8 threads)": []}
+    out: dict[str, list[float]] = {"aget x200 (one loop)": [], "get x200 (8 threads)": [], "aget x200 (worker threads)": []}
     with ThreadPoolExecutor(THREADS) as pool:
         loop = asyncio.new_event_loop()
         try:
             for _ in range(rounds):
                 out["get x200 (8 threads)"].append(threaded(pool))
                 out["aget x200 (one loop)"].append(loop.run_until_complete(gathered()))
+                with worker_only():
+                    out["aget x200 (worker threads)"].append(loop.run_until_complete(gathered()))
         finally:
             loop.close()
     return {k: statistics.median(v) for k, v in out.items()}
@@ -224,11 +237,16 @@ def report(results: dict[str, Any]) -> str:
         f"| sync `get` hit | {calls['get'] * us:.1f} µs | 1.00x | |",
         f"| `aget` hit (inside a running loop) | {calls['aget'] * us:.1f} µs | "
         f"{calls['aget'] / calls['get']:.2f}x | at most 1.2x |",
+        f"| `aget` hit through a worker thread (`ASYNC_INLINE_TIMEOUT = 0`) | {calls['aget (worker thread)'] * us:.1f} µs | "
+        f"{calls['aget (worker thread)'] / calls['get']:.2f}x | |",
         f"| `sync_to_async(get)` hit (before the a-calls) | {calls['sync_to_async(get)'] * us:.1f} µs | "
         f"{calls['sync_to_async(get)'] / calls['get']:.2f}x | |",
         f"| {THREADS} threads, {CONCURRENT} sync `get` hits | {conc['get x200 (8 threads)'] * 1e3:.2f} ms | 1.00x | |",
         f"| one loop, {CONCURRENT} concurrent `aget` hits | {conc['aget x200 (one loop)'] * 1e3:.2f} ms | "
         f"{conc['aget x200 (one loop)'] / conc['get x200 (8 threads)']:.2f}x | at most 1x |",
+        f"| the same through worker threads (`ASYNC_INLINE_TIMEOUT = 0`) | "
+        f"{conc['aget x200 (worker threads)'] * 1e3:.2f} ms | "
+        f"{conc['aget x200 (worker threads)'] / conc['get x200 (8 threads)']:.2f}x | |",
         "",
         "Under uvicorn (one worker, 16 keep-alive clients in threads of the same machine):",
         "",
