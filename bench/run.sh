@@ -75,6 +75,11 @@ export BENCH_SQLITE_PATH="$OUT/bench.sqlite3"
 export DJANGO_SETTINGS_MODULE=benchproj.settings
 export PYTHONPATH="$HERE"
 unset LISTY_SERVERS
+if [ "${1:-}" = async ]; then  # bench/run.sh async [--rounds N]: the async rows only
+    shift
+    (cd "$HERE" && "$VENV/bin/python" -m listybench.asyncbench --out "$OUT" "$@")
+    exit 0
+fi
 if [ "${1:-}" = profile ]; then  # bench/run.sh profile [--what full|first20] [--seconds N]
     shift
     (cd "$HERE" && "$VENV/bin/python" -m listybench.profile --out "$OUT" "$@")
@@ -82,6 +87,9 @@ if [ "${1:-}" = profile ]; then  # bench/run.sh profile [--what full|first20] [-
 fi
 say "uptime before: $(uptime)"
 (cd "$HERE" && "$VENV/bin/python" -m listybench --out "$OUT" "$@")
+# The async rows (SPEC §5), appended to the report.
+(cd "$HERE" && "$VENV/bin/python" -m listybench.asyncbench --out "$OUT" $(case " $* " in *" --quick "*) echo --rounds 2 --reps 300 --seconds 1 ;; esac))
+{ echo; sed 's/^# /## /' "$OUT/async.md"; } >> "$OUT/results.md"
 say "uptime after: $(uptime)"
 
 # ---------------------------------------------------------------- docs

@@ -73,7 +73,10 @@ INSTALLED_APPS = [
     "listy",
     "tests.testapp",
 ]
-MIDDLEWARE: list[str] = []
+# The ASGI end-to-end test's server runs with the registry middleware.
+MIDDLEWARE: list[str] = (
+    ["listy.middleware.RequestContextCacheMiddleware"] if os.environ.get("LISTY_TEST_MIDDLEWARE") else []
+)
 ROOT_URLCONF = "tests.urls"
 TEMPLATES = [
     {

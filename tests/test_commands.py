@@ -147,11 +147,11 @@ def test_listy_inspect_shows_key_server_hexdump_and_frames(users):
     assert f"size:     {size} bytes" in lines
     assert any(line.startswith("trailer:  a whole list; format v2") for line in lines)
     assert "state:    cached, 2 live records of 5 frames" in lines
-    # the hex dump: offset | 16 bytes | ascii, the last bytes are the
-    # trailer's "LY" (split over two rows when the size is 1 mod 16)
+    # the hex dump: offset | 16 bytes | ascii, which ends with the trailer's "LY"
     rows = [line for line in lines if re.match(r"^  [0-9a-f]{8} \| ", line)]
     assert len(rows) == (size + 15) // 16
     assert re.match(r"^  00000000 \| a4( [0-9a-f]{2}){7}  [0-9a-f]{2}( [0-9a-f]{2}){7} \| .{16}$", rows[0])
+    # (the trailer may straddle two rows: the record sizes follow the pks' sizes)
     assert "".join(row.split(" | ", 2)[2] for row in rows).endswith("LY")
     frames = [line.split() for line in lines[lines.index("frames (newest first):") + 2 :]]
     kinds = [(f[2], int(f[3]) if len(f) > 3 and f[3].isdigit() else None, "live" in f) for f in frames]

@@ -31,7 +31,7 @@ PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 BLOCK = re.compile(r"^<!-- test -->[ \t]*\n```python[ \t]*\n(.*?)^```", re.S | re.M)
 
 #: Pages that must keep runnable samples (a lost marker fails here).
-MUST_RUN = {"getting-started.md", "concepts.md", "guarantees.md", "deployment.md", "migrating.md", "operations.md"}
+MUST_RUN = {"async.md", "getting-started.md", "concepts.md", "guarantees.md", "deployment.md", "migrating.md", "operations.md"}
 
 
 def runnable_blocks(path: Path) -> list[tuple[int, str]]:

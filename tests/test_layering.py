@@ -41,7 +41,8 @@ LAYERS: list[list[str]] = [
     ["listy.intents"],  # a dead writer's intent starts its model afresh
     ["listy.worker"],  # the background look: intents, repairs
     ["listy.declaration"],
-    ["listy.periods", "listy.records", "listy.writes"],
+    # mixins of the facade (``listy.aio``: the awaitable twins) and its lists
+    ["listy.periods", "listy.records", "listy.writes", "listy.aio"],
     ["listy.bulk"],  # the batched write paths, on top of writes
     ["listy.cache"],  # the facade
     ["listy.rawsql", "listy.manager", "listy.signals", "listy.checks", "listy.panels"],

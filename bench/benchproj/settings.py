@@ -55,4 +55,6 @@ LOGGING_CONFIG = None
 # to {"SERVERS": ["local"]} with override_settings (python/listy/conf.py
 # resets the store when LISTY changes).
 LISTY = {"SERVERS": [MEMCACHED], "KEY_PREFIX": "lb"}
+if os.environ.get("BENCH_ASYNC_INLINE_TIMEOUT"):  # listybench.asyncbench's knob
+    LISTY["ASYNC_INLINE_TIMEOUT"] = float(os.environ["BENCH_ASYNC_INLINE_TIMEOUT"])
 SILENCED_SYSTEM_CHECKS = ["listy.W001"]

@@ -31,6 +31,7 @@ from listy.exceptions import (
     DecodeError,
     ListyError,
     NotCachableException,
+    SyncCallInEventLoop,
 )
 from listy.manager import CachingManager
 from listy.origin import bypass
@@ -50,6 +51,7 @@ __all__ = [
     "ListCache",
     "ListyError",
     "NotCachableException",
+    "SyncCallInEventLoop",
     "__version__",
     "bypass",
 ]

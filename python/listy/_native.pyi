@@ -207,6 +207,21 @@ class Engine:
         (a stale instance's save re-creating a deleted row, fixtures, an
         explicit pk): the earlier row's final tombstones would hide it, so
         the model's lists start afresh (new generation), then it is added."""
+    def get_cached(
+        self,
+        requests: list[tuple[tuple[str, ...], tuple[Any, ...]]],
+        loader: Loader,
+        budget: float | None = None,
+    ) -> list[Records | None] | None:
+        """Lists served from the cache only, in one batched round trip:
+        complete ``Records`` (segments included) for a list found whole, None
+        for one that is missing, broken or being built elsewhere. Never takes
+        a lease, never calls ``loader`` (kept by the records only). Raises
+        ``CacheUnavailable`` when the store fails. With ``budget`` (seconds)
+        the call holds its thread at most about so long, on pooled
+        connections only; past it, the whole call returns None (try again
+        without a budget, off the thread that cannot wait)."""
+
     def change(
         self,
         old: RowState | None,

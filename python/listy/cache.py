@@ -20,6 +20,7 @@ from django.db import models
 from listy import middleware, worker
 from listy import recorder as _recorder
 from listy import repair as _repairs
+from listy.aio import AsyncCalls, default_key
 from listy.declaration import Index, _middleware_on_build
 from listy.exceptions import CacheUnavailable
 from listy.inspection import is_list
@@ -31,13 +32,7 @@ from listy.writes import SKIP_SIGNALS, Writes, in_listy_delete
 logger = logging.getLogger("listy")
 
 
-def _default_key(filters: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(
-        sorted((k, v.pk if isinstance(v, models.Model) else v) for k, v in filters.items())
-    )
-
-
-class ListCache(Writes, PeriodCounts):
+class ListCache(Writes, PeriodCounts, AsyncCalls):
     """The cached lists of one model.
 
     ``ListCache(Model, caches, **options)`` takes the same arguments as
@@ -66,12 +61,12 @@ class ListCache(Writes, PeriodCounts):
         worker.ensure_started()
         return not _repairs.ready(self, self._resolve().db_alias)
 
-    def _get(self, index: Index, values: tuple[Any, ...]) -> Sequence[Any]:
+    def _get(self, index: Index, values: tuple[Any, ...], complete: bool = False) -> Sequence[Any]:
         if self._use_db():
             return self._from_db(index, values)
         try:
             engine = self._engine()
-            records = engine.get(index, values, self._resolve().source.rows)
+            records = engine.get(index, values, self._resolve().source.rows, complete)
         except CacheUnavailable as exc:
             self._unavailable(exc)
             return self._from_db(index, values)
@@ -87,6 +82,7 @@ class ListCache(Writes, PeriodCounts):
         slicing work without building every instance. ``filters`` must match
         one configured index exactly, else ``NotCachableException``.
         """
+        self._sync_only("get")
         if _recorder.active() is not None:  # the debug-toolbar panel
             return _recorder.record(self, "get", filters, lambda: self.get(**filters))
         index, values = self._index_for(filters)
@@ -94,6 +90,10 @@ class ListCache(Writes, PeriodCounts):
 
     def get_one(self, pk: Any) -> models.Model | None:
         """The instance with primary key ``pk``, or None (needs a ``("pk",)`` index)."""
+        self._sync_only("get_one")
+        return self._get_one(pk)
+
+    def _get_one(self, pk: Any) -> models.Model | None:
         resolved = self._resolve()
         if resolved.pk_index is None:
             raise self._not_cachable("get_one() needs a ('pk',) index")
@@ -105,6 +105,7 @@ class ListCache(Writes, PeriodCounts):
 
     def get_first(self, **filters: Any) -> models.Model | None:
         """The first (newest) instance of the list, or None."""
+        self._sync_only("get_first")
         records = self.get(**filters)
         return records[0] if records else None
 
@@ -131,14 +132,16 @@ class ListCache(Writes, PeriodCounts):
         """``{key_func(f): list}`` for each filter dict, fetched in one
         batched round trip; missing lists are rebuilt from the database.
         ``key_func`` defaults to the sorted ``(name, value)`` pairs."""
+        self._sync_only("get_multi")
         filters = list(filters)
         if _recorder.active() is not None:  # the debug-toolbar panel
             return _recorder.record(self, "get_multi", {"filters": filters}, lambda: self.get_multi(filters, key_func))
-        key = key_func or _default_key
+        key = key_func or default_key
         return {key(f): r for f, r in zip(filters, self._get_many(filters))}
 
     def get_multi_list(self, filters: Iterable[Mapping[str, Any]]) -> list[Any]:
         """All instances of all the lists, in order, as one flat list."""
+        self._sync_only("get_multi_list")
         out: list[Any] = []
         for records in self._get_many(list(filters)):
             out.extend(records)
@@ -147,6 +150,7 @@ class ListCache(Writes, PeriodCounts):
     # ------------------------------------------------------------ counts
     def count(self, **filters: Any) -> int:
         """Number of live rows matching ``filters`` (none: the whole model)."""
+        self._sync_only("count")
         index, values = self._index_for(filters, allow_all=True)
         source = self._resolve().source
         if self._use_db():
@@ -172,6 +176,7 @@ class ListCache(Writes, PeriodCounts):
         with more fields whose other values the database's (or the cached
         list's) rows hold. With no filters, drops every list (``flush_all``)
         so that each is rebuilt on its next read."""
+        self._sync_only("rebuild")
         if self.disable_cache:
             return
         logger.debug("listy: rebuild %s %s", self.model._meta.label, filters or "(everything: a new generation)")
@@ -204,6 +209,7 @@ class ListCache(Writes, PeriodCounts):
     def flush_all(self) -> None:
         """Drops everything this model has cached, at once (new generation),
         for every client of the model in this process."""
+        self._sync_only("flush_all")
         logger.debug("listy: flush_all %s (a new generation)", self.model._meta.label)
         for client in self.writers():
             client.engine.flush()

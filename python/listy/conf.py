@@ -29,6 +29,11 @@ seconds, which bounds how long their known race can leave one off (see
 docs/architecture.md, "Known gaps"); ``None`` never (one COUNT per counter
 ever, until ``flush_all()``).
 
+``ASYNC_INLINE_TIMEOUT``: seconds an async read (``aget`` and the other
+list reads) may hold the event loop's thread to serve a hit on a pooled
+connection (about one round trip); past it, or with ``0``/``None``, the read
+is made in a worker thread instead (see ``listy.aio``).
+
 ``SERVERS`` absent, empty or ``["local"]`` selects the embedded in-process
 store. The environment variable ``LISTY_SERVERS`` (``"127.0.0.1:11211,..."``
 or ``"local"``) overrides ``SERVERS``; the demo and the test-suite use it.
@@ -64,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "COUNTER_EPOCH": 3600,
     "BULK_REPAIR_THRESHOLD": 10_000,
     "INLINED_FANOUT_THRESHOLD": 10_000,
+    "ASYNC_INLINE_TIMEOUT": 0.002,
 }
 
 
@@ -86,6 +92,8 @@ class ListySettings:
     """Rows above which one batched write repairs the model's lists wholesale."""
     inlined_fanout_threshold: int = 10_000
     """Referencing rows above which a related row's change repairs their lists wholesale."""
+    async_inline_timeout: float | None = 0.002
+    """Seconds an async read may hold the loop's thread (None: never)."""
 
     @property
     def is_local(self) -> bool:
@@ -146,6 +154,11 @@ def listy_settings() -> ListySettings:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"LISTY[{name!r}] must be a whole number of rows >= 0, not {value!r}")
         thresholds[name.lower()] = value
+    inline = merged["ASYNC_INLINE_TIMEOUT"]
+    if inline is not None and (isinstance(inline, bool) or not isinstance(inline, (int, float)) or inline < 0):
+        raise ConfigError(
+            f"LISTY['ASYNC_INLINE_TIMEOUT'] must be None or a number of seconds >= 0, not {inline!r}"
+        )
     return ListySettings(
         servers=servers,
         key_prefix=prefix,
@@ -155,6 +168,7 @@ def listy_settings() -> ListySettings:
         counter_epoch=None if epoch is None else float(epoch),
         intent_window=None if window is None else float(window),
         **thresholds,
+        async_inline_timeout=float(inline) if inline else None,
     )
 
 

@@ -16,6 +16,8 @@ order.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from django.db.models.base import ModelState
 from listy import _native, middleware, registry
 from listy import store as _store
 from listy.conf import listy_settings
-from listy.exceptions import ConfigError, NotCachableException
+from listy.exceptions import ConfigError, NotCachableException, SyncCallInEventLoop
 from listy.schema import ModelSchema, build_schema
 from listy.source import DjangoBackingStore
 
@@ -266,6 +268,22 @@ class Declaration:
         """(store, engine label): clients with one identity share their lists."""
         st = _store.get_store(self.address() if self.address is not None else None)
         return (id(st), self.engine_label)
+
+    # ------------------------------------------------------------ async
+    def _sync_only(self, call: str, twin: str | None = None) -> None:
+        """Refuses a synchronous call made inside a running event loop: it
+        would block the loop on cache I/O and, on a miss, run the ORM there.
+        Refused every time (not only on a miss), naming the awaitable twin;
+        ``DJANGO_ALLOW_ASYNC_UNSAFE`` lifts it, as it does Django's check."""
+        if asyncio._get_running_loop() is None or os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+            return
+        label = self.model._meta.label
+        twin = twin or f"await {self.model.__name__}.cache.a{call}(...)"
+        raise SyncCallInEventLoop(
+            f"{label}: {call}() called inside a running event loop, where it would block the loop "
+            f"and read the database on a miss; use {twin} (or wrap the sync code in "
+            "asgiref.sync.sync_to_async)"
+        )
 
     # ------------------------------------------------------------ filters
     def _describe_indexes(self) -> str:

@@ -10,6 +10,7 @@ the manager that is nothing but a primary-key equality filter
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -86,11 +87,13 @@ class ListyQuerySet(models.QuerySet):
 
     def _fetch_all(self) -> None:
         if self._result_cache is None:
-            found = _pk_only(self)
+            # Inside a running event loop the ORM raises Django's own
+            # SynchronousOnlyOperation below, every time.
+            found = None if asyncio._get_running_loop() is not None else _pk_only(self)
             if found is not None:
                 cache, pk = found
                 try:
-                    obj = cache.get_one(pk)
+                    obj = cache._get_one(pk)
                 except (ValueError, TypeError):
                     obj = None
                 if obj is not None:
@@ -199,28 +202,55 @@ class CachingManager(models.Manager):
         cache = self.model.__dict__.get("cache")
         return cache if isinstance(cache, ListCache) else None
 
+    def _pk_cache(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[ListCache, Any] | None:
+        """``(cache, pk)`` when ``get(*args, **kwargs)`` asks for one primary
+        key of this manager's model and the ``("pk",)`` list can answer."""
+        if (
+            args
+            or len(kwargs) != 1
+            or getattr(self, "_db", None) is not None
+            or hasattr(self, "core_filters")  # a related manager
+            or getattr(self, "_hints", None)
+        ):
+            return None
+        (name, value), = kwargs.items()
+        pk = self.model._meta.pk
+        if name not in _PK_LOOKUPS and name not in (pk.name, pk.attname, f"{pk.name}__exact"):
+            return None
+        cache = self._listy_cache()
+        if cache is None or cache.disable_cache or not cache._resolve().pk_index:
+            return None
+        return cache, value
+
     def get(self, *args: Any, **kwargs: Any) -> Any:
         """``QuerySet.get``; ``get(pk=...)`` (or the pk's own name) is served
         from the ``("pk",)`` list when there is one."""
-        if (
-            not args
-            and len(kwargs) == 1
-            and getattr(self, "_db", None) is None
-            and not hasattr(self, "core_filters")  # a related manager
-            and not getattr(self, "_hints", None)
-        ):
-            (name, value), = kwargs.items()
-            pk = self.model._meta.pk
-            if name in _PK_LOOKUPS or name in (pk.name, pk.attname, f"{pk.name}__exact"):
-                cache = self._listy_cache()
-                if cache is not None and not cache.disable_cache and cache._resolve().pk_index:
-                    try:
-                        found = cache.get_one(value)
-                    except (ValueError, TypeError):
-                        found = None
-                    if found is not None:
-                        return found
+        found = self._pk_cache(args, kwargs)
+        if found is not None:
+            cache, value = found
+            cache._sync_only("objects.get", f"await {self.model.__name__}.objects.aget(pk=...)")
+            try:
+                obj = cache._get_one(value)
+            except (ValueError, TypeError):
+                obj = None
+            if obj is not None:
+                return obj
         return super().get(*args, **kwargs)
+
+    async def aget(self, *args: Any, **kwargs: Any) -> Any:
+        """``QuerySet.aget``; ``aget(pk=...)`` is served from the ``("pk",)``
+        list by ``Model.cache.aget_one()`` (a hit reads the cache off the
+        loop and never the database)."""
+        found = self._pk_cache(args, kwargs)
+        if found is not None:
+            cache, value = found
+            try:
+                obj = await cache.aget_one(value)
+            except (ValueError, TypeError):
+                obj = None
+            if obj is not None:
+                return obj
+        return await super().aget(*args, **kwargs)  # type: ignore[misc]
 
 
 def pk_cache(model: type[models.Model]) -> ListCache | None:
@@ -246,7 +276,11 @@ class _CachedForwardMixin:
             value = getattr(instance, self.field.attname)
             found = middleware.lookup(rel_model, value)
             if found is None:
-                found = cache.get_one(value)
+                cache._sync_only(
+                    f"{type(instance).__name__}.{self.field.name}",
+                    f"await {rel_model.__name__}.cache.aget_one(pk) or select_related()",
+                )
+                found = cache._get_one(value)
             if found is not None:
                 return found
         return super().get_object(instance)  # type: ignore[misc]

@@ -24,6 +24,8 @@ from listy.source import date_of_day, day_number, instant_micros, local_midnight
 
 Period = Literal["day", "week", "month", "year"]
 
+_ADVERB = {"day": "daily", "week": "weekly", "month": "monthly", "year": "yearly"}
+
 
 def bucket_span(period: Period, day: int, zone: datetime.tzinfo | None) -> tuple[tuple[int, int], tuple[int, int]]:
     """The bucket of ``period`` holding ``day``: its local days ``[start, end)``
@@ -64,6 +66,7 @@ class PeriodCounts(Declaration):
         return rest, given[0]
 
     def _period_counts(self, period: Period, filters: Mapping[str, Any], many: bool) -> Any:
+        self._sync_only(f"{_ADVERB[period]}_count{'s' if many else ''}")
         rest, when = self._split_timestamp(filters)
         index, values = self._index_for(rest, allow_all=True)
         dates = list(when) if many else [when]

@@ -224,6 +224,22 @@ def ready(client: Client, alias: str) -> bool:
     return client.engine_label not in run_pass(alias)
 
 
+def fresh(alias: str) -> bool:
+    """True when :func:`ready` would answer True without running a pass
+    (no database read): the async calls read the cache off the loop only
+    then, and leave a pass to the worker or the sync path."""
+    state = _states.get(alias)
+    if state is not None and state[0] == _faults and state[2] == _store.epoch():
+        return True
+    if background:
+        if wake is not None:
+            wake()
+        return False
+    if state is None or state[2] != _store.epoch():
+        return state is None or state[0] == _faults
+    return False
+
+
 def _next_due(delay_from: float) -> float:
     """When the next periodic pass is due (``inf``: never). Off with
     ``REPAIR_CHECK_INTERVAL = None``, and with the embedded store (nothing
@@ -362,4 +378,4 @@ def pending(alias: str = "default") -> list[str]:
     return list(PendingRepair.objects.using(alias).order_by("key").values_list("key", flat=True))
 
 
-__all__ = ["meta_key", "note_fault", "note_read", "pending", "ready", "reset", "run_pass", "write_failed"]
+__all__ = ["fresh", "meta_key", "note_fault", "note_read", "pending", "ready", "reset", "run_pass", "write_failed"]

@@ -19,10 +19,12 @@ made while another zone is active is counted by the database (see
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import sqlite3
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -95,6 +97,34 @@ def _from_db(column: Column, value: Any) -> Any:
     return value
 
 
+_offline = threading.local()
+
+
+class NeedsDatabase(Exception):
+    """Raised by a read of :class:`DjangoBackingStore` made under
+    :func:`cache_only`: the call cannot be answered from the cache alone
+    (the async calls then run it again where the ORM may be used)."""
+
+
+@contextlib.contextmanager
+def cache_only() -> Iterator[None]:
+    """Within the block (in this thread), every database read of a
+    ``DjangoBackingStore`` raises :class:`NeedsDatabase` instead of running:
+    the async calls try the cache in a worker thread this way, so that a hit
+    never reaches the database."""
+    before = getattr(_offline, "on", False)
+    _offline.on = True
+    try:
+        yield
+    finally:
+        _offline.on = before
+
+
+def _check_online() -> None:
+    if getattr(_offline, "on", False):
+        raise NeedsDatabase("a database read under cache_only()")
+
+
 class DjangoBackingStore:
     """The rows and counts of one model's lists, read from the database.
 
@@ -155,6 +185,7 @@ class DjangoBackingStore:
 
     def rows(self, fields: Sequence[str], values: Sequence[Any]) -> list[Row]:
         """The live rows of one list, newest first, as tuples in schema order."""
+        _check_online()
         qs = self.live_queryset().filter(**dict(zip(fields, values)))
         return self._convert(qs.order_by("-pk").values_list(*self._paths))
 
@@ -172,6 +203,7 @@ class DjangoBackingStore:
         """Live rows of one list, optionally those whose timestamp's local
         date is in ``[start_day, end_day)``: local to ``tz``, by default the
         default time zone, which the cached counters use."""
+        _check_online()
         tz = tz or (timezone.get_default_timezone() if settings.USE_TZ else None)
         qs = self.live_queryset().filter(**dict(zip(fields, values)))
         if start_day is not None or end_day is not None:
@@ -188,6 +220,7 @@ class DjangoBackingStore:
         hold it, or None. ``lock``: read it ``FOR UPDATE`` (inside a
         transaction, where the database has row locks), so that no other
         writer changes it before this transaction ends."""
+        _check_online()
         extra = [f for f in (self.enabled_field, self.soft_delete_field) if f]
         qs = self.all_rows_queryset().filter(pk=pk)
         if lock:
@@ -278,6 +311,7 @@ class DjangoBackingStore:
     def index_values(self, fields: Sequence[str], filters: dict[str, Any] | None = None) -> list[Row]:
         """The distinct values of ``fields`` among live rows (the lists the
         database's rows make), optionally narrowed by ``filters``."""
+        _check_online()
         qs = self.live_queryset().filter(**(filters or {}))
         return [tuple(r) for r in qs.order_by().values_list(*fields).distinct()]
 

@@ -86,7 +86,8 @@ def _run() -> None:
         except Exception:  # noqa: BLE001 - the worker must outlive any one look
             logger.exception("listy: the background repair look failed; trying again")
         interval = listy_settings().repair_check_interval
-        _wakeup.wait(interval if interval is not None else 1.0)
+        # at most 100 looks a second, whatever the setting says
+        _wakeup.wait(max(interval if interval is not None else 1.0, 0.01))
         _wakeup.clear()
     connections.close_all()
 

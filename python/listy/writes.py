@@ -289,6 +289,7 @@ class Writes(Declaration):
         existed. Unknown fields raise Django's own error before anything is
         written.
         """
+        self._sync_only("add")
         if _recorder.active() is not None:  # the debug-toolbar panel
             return _recorder.record(self, "add", fields, lambda: self.add(**fields))
         resolved = self._resolve()
@@ -361,6 +362,7 @@ class Writes(Declaration):
         """Deletes (or soft-deletes) every matching row and removes it from
         every cached list once the transaction commits. True if anything was
         deleted."""
+        self._sync_only("delete")
         if _recorder.active() is not None:  # the debug-toolbar panel
             return _recorder.record(self, "delete", filters, lambda: self.delete(**filters))
         resolved = self._resolve()

@@ -546,6 +546,14 @@ impl Connection {
         })
     }
 
+    /// Bounds each later read and write by `timeout` instead of the one
+    /// given to [`connect`](Self::connect) (the pool narrows it for a call
+    /// made within a budget, see [`crate::pool::within_budget`]).
+    pub fn set_io_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let timeout = timeout.max(Duration::from_micros(1));
+        self.stream.set_timeouts(timeout).map_err(|e| Error::unavailable(&self.server, &e))
+    }
+
     /// The server this connection talks to, as given to [`connect`](Self::connect).
     pub fn server(&self) -> &str {
         &self.server

@@ -716,6 +716,40 @@ impl Engine {
         Ok(out)
     }
 
+    /// Lists served from the cache only, in one batched round trip: a list
+    /// found whole (its segments too when `complete`) is `Some`, and counts
+    /// as a hit; one missing, broken, being built elsewhere or with a
+    /// segment gone is `None`, and nothing is built, leased or read from a
+    /// source (the caller asks `get_multi` for those). The async calls use
+    /// it so that a hit never reaches the database.
+    pub fn get_cached(&self, requests: &[(Vec<String>, Vec<Value>)], complete: bool) -> Result<Vec<Option<Fetched>>> {
+        let specs = requests.iter().map(|(f, _)| self.spec(f)).collect::<Result<Vec<_>>>()?;
+        let (meta, replies) = self.with_meta(|meta| {
+            Ok(requests
+                .iter()
+                .zip(&specs)
+                .map(|((f, v), s)| Op::Get { key: self.list_key(s.layout.fingerprint(), meta.generation, f, v) })
+                .collect())
+        })?;
+        let mut out = Vec::with_capacity(requests.len());
+        for (((fields, values), spec), reply) in requests.iter().zip(&specs).zip(replies) {
+            let key = self.list_key(spec.layout.fingerprint(), meta.generation, fields, values);
+            let item = match reply? {
+                Reply::Value(item) => item,
+                other => return Err(Error::protocol(&self.store.server_for(&key), format!("{other:?}"))),
+            };
+            let found = match self.classify(spec, item) {
+                Found::List(item) => self.hit(spec, &key, &item, complete)?,
+                _ => None,
+            };
+            if found.is_some() {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+            }
+            out.push(found);
+        }
+        Ok(out)
+    }
+
     /// The rest of a list read head-only: its segments, or (when they are
     /// gone or the head changed) the whole list read again.
     pub fn complete_list(
@@ -1544,7 +1578,15 @@ impl Engine {
             if lease_of(&item.value).map(|(t, _)| t) != Some(token) {
                 continue;
             }
-            let n = source.count(&[], &[], range)?;
+            let n = match source.count(&[], &[], range) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Release the lease: readers count in the database at
+                    // once instead of waiting for a counter that will not come.
+                    let _ = self.store.one(Op::Delete { key: key.to_string() });
+                    return Err(e);
+                }
+            };
             self.hook(HookPoint::BeforeCounterStore, key);
             if self.store.one(Op::Cas { key: key.to_string(), value: counter_value(n), cas: item.cas })?
                 == Reply::Stored

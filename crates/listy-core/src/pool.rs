@@ -10,8 +10,13 @@
 //! - dead-server backoff: a server that refused a connection or timed out is
 //!   skipped (its ops fail fast with `Unavailable`) until `retry_dead_after`
 //!   has passed. Its keys are *never* rehashed to another server: Listy must
-//!   not read a key from a server that did not receive its writes.
+//!   not read a key from a server that did not receive its writes;
+//! - budgets ([`within_budget`]): a call that may hold its thread only so
+//!   long (an async read on the event loop's thread) uses pooled
+//!   connections only, each read and write bounded by what is left, and
+//!   gives up without marking the server dead when the budget runs out.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -159,6 +164,39 @@ fn valid_host(host: &str, bracketed: bool) -> bool {
     !host.is_empty() && host.chars().all(allowed)
 }
 
+thread_local! {
+    /// The deadline of the budgeted call running on this thread, if any.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Set when the budgeted call on this thread ran out of time.
+    static EXCEEDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with a time budget for the memcached I/O it does on this thread:
+/// only pooled connections are used (opening one could take the whole
+/// connect timeout), each read and write is bounded by the time left, and
+/// an op that runs out of it fails with `Unavailable` without marking its
+/// server dead. Returns `f`'s result and whether the budget ran out (then
+/// the caller tries again without one, elsewhere). A budget does not nest:
+/// an inner call replaces the outer deadline until it returns.
+pub fn within_budget<T>(budget: Duration, f: impl FnOnce() -> T) -> (T, bool) {
+    let before = DEADLINE.with(|d| d.replace(Some(Instant::now() + budget)));
+    let exceeded_before = EXCEEDED.with(|e| e.replace(false));
+    let out = f();
+    DEADLINE.with(|d| d.set(before));
+    let exceeded = EXCEEDED.with(|e| e.replace(exceeded_before));
+    (out, exceeded)
+}
+
+/// The time left of this thread's budget (`None`: no budget).
+fn budget_left() -> Option<Duration> {
+    DEADLINE.with(Cell::get).map(|deadline| deadline.saturating_duration_since(Instant::now()))
+}
+
+fn over_budget(server: &Server) -> Error {
+    EXCEEDED.with(|e| e.set(true));
+    Error::Unavailable { server: server.address.clone(), reason: "over the time budget of the call".into() }
+}
+
 /// When a server is skipped, and why.
 struct Dead {
     until: Instant,
@@ -230,6 +268,9 @@ impl MemcachedPool {
     /// reply (the server restarted or dropped an idle connection: nothing of
     /// the request ran).
     fn on_server<T>(&self, server: &Server, mut f: impl FnMut(&mut Connection) -> T) -> Result<T> {
+        if let Some(left) = budget_left() {
+            return self.on_server_within(server, left, f);
+        }
         let (mut conn, reused) = self.checkout(server)?;
         let mut out = f(&mut conn);
         if reused && conn.failure() == Some(Failure::Broken { before_reply: true }) {
@@ -237,6 +278,41 @@ impl MemcachedPool {
             out = f(&mut conn);
         }
         self.checkin(server, conn);
+        Ok(out)
+    }
+
+    /// `on_server` within a budget with `left` of it remaining: a pooled
+    /// connection only, reads and writes bounded by `left`, no retry, and a
+    /// timeout that only drops the connection (the server may be fine: the
+    /// budget was short).
+    fn on_server_within<T>(&self, server: &Server, left: Duration, f: impl FnOnce(&mut Connection) -> T) -> Result<T> {
+        if let Some(reason) = dead_reason(server) {
+            return Err(Error::Unavailable { server: server.address.clone(), reason });
+        }
+        let pid = current_pid();
+        let pooled = loop {
+            match lock(&server.idle).pop() {
+                Some((owner, conn)) if owner == pid => break Some(conn),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        let Some(mut conn) = pooled.filter(|_| !left.is_zero()) else {
+            return Err(over_budget(server));
+        };
+        let bound = left.min(self.cfg.timeout);
+        if conn.set_io_timeout(bound).is_err() {
+            return Err(over_budget(server));
+        }
+        let out = f(&mut conn);
+        match conn.failure() {
+            None if conn.set_io_timeout(self.cfg.timeout).is_ok() => self.checkin(server, conn),
+            None => {}
+            Some(Failure::TimedOut) if bound < self.cfg.timeout => {
+                over_budget(server);
+            }
+            Some(_) => self.checkin(server, conn),
+        }
         Ok(out)
     }
 

@@ -556,3 +556,27 @@ fn server_closing_midway_is_unavailable() {
     assert!(results[1..].iter().all(|r| matches!(r, Err(e) if e.is_unavailable())), "{results:?}");
     assert_eq!(conn.failure(), Some(Failure::Broken { before_reply: false }));
 }
+
+#[test]
+fn a_budget_bounds_a_call_on_a_frozen_server_without_marking_it_dead() {
+    use listy_core::pool::within_budget;
+    let mc = Memcached::start();
+    let p = pool(&[mc.addr()]);
+    // No pooled connection yet: a budgeted call does not open one.
+    let (results, exceeded) = within_budget(Duration::from_millis(50), || p.execute(vec![get("k")]));
+    assert!(exceeded && results[0].is_err());
+    assert_eq!(ok(p.execute(vec![set("k", b"v")])), vec![Reply::Stored]); // opens and pools one
+    let (results, exceeded) = within_budget(Duration::from_millis(50), || p.execute(vec![get("k")]));
+    assert!(!exceeded);
+    assert!(matches!(&results[0], Ok(Reply::Value(Some(item))) if item.value == b"v"));
+    mc.pause();
+    let started = Instant::now();
+    let (results, exceeded) = within_budget(Duration::from_millis(5), || p.execute(vec![get("k")]));
+    let took = started.elapsed();
+    assert!(exceeded && results[0].is_err());
+    assert!(took < TIMEOUT, "bounded by the budget ({took:?}), not the timeout ({TIMEOUT:?})");
+    assert!(!p.is_marked_dead(&mc.addr()), "a short budget says nothing about the server");
+    mc.resume();
+    // The timed-out connection was dropped: the next call opens a fresh one.
+    assert!(matches!(&p.execute(vec![get("k")])[0], Ok(Reply::Value(Some(item))) if item.value == b"v"));
+}

@@ -914,3 +914,64 @@ fn a_model_wide_counter_off_after_a_race_is_right_again_next_epoch() {
         store.flush_all().unwrap();
     });
 }
+
+/// A source that fails every call, as the async calls' cache-only attempt does.
+struct Refusing;
+
+impl Source for Refusing {
+    fn rows(&self, _: &[String], _: &[Value]) -> listy_core::Result<Vec<Row>> {
+        Err(listy_core::error::SourceError::unsupported("cache only").into())
+    }
+
+    fn count(&self, _: &[String], _: &[Value], _: Option<(i32, i32)>) -> listy_core::Result<u64> {
+        Err(listy_core::error::SourceError::unsupported("cache only").into())
+    }
+
+    fn row(&self, _: &Value) -> listy_core::Result<Option<Stored>> {
+        Err(listy_core::error::SourceError::unsupported("cache only").into())
+    }
+}
+
+#[test]
+fn get_cached_serves_whole_lists_and_never_builds() {
+    on_every_store(|store| {
+        let db = Db::default();
+        let e = small_parts_engine(&store);
+        for i in 1..=40 {
+            db.insert(follow(i, 1, 100 + i));
+        }
+        let follower = idx(&["follower_id"]);
+        let request = |v: i64| (follower.clone(), vec![Value::Int(v)]);
+        // A miss: None, and nothing stored (no lease, no list).
+        let found = e.get_cached(&[request(1), request(2)], true).unwrap();
+        assert!(found.iter().all(Option::is_none));
+        assert!(e.raw(&follower, &[Value::Int(1)]).unwrap().1.is_none(), "a cache-only read stores nothing");
+        assert_eq!(db.queries.load(Ordering::SeqCst), 0);
+        // Built by a read: a hit, complete (segments fetched), the same list.
+        let (built, _) = list(&e, &db, &["follower_id"], &[1]);
+        let hits = e.hits();
+        let found = e.get_cached(&[request(1), request(2)], true).unwrap();
+        let fetched = found[0].as_ref().expect("a hit");
+        assert!(fetched.complete && fetched.hit && fetched.parts.len() > 1, "a list in segments, read whole");
+        assert_eq!(pks_of(&e, &follower, fetched), built);
+        assert!(found[1].is_none());
+        assert_eq!(e.hits(), hits + 1);
+        store.flush_all().unwrap();
+    });
+}
+
+#[test]
+fn a_counter_build_that_fails_releases_its_lease() {
+    on_every_store(|store| {
+        let db = Db::default();
+        let e = engine(&store, all_indexes());
+        db.insert(follow(1, 1, 2));
+        assert!(e.count(&[], &[], &Refusing).is_err());
+        // The next reader builds the counter at once (no lease left to wait on).
+        assert_eq!(e.count(&[], &[], &db).unwrap(), 1);
+        let queries = db.queries.load(Ordering::SeqCst);
+        assert_eq!(e.count(&[], &[], &db).unwrap(), 1);
+        assert_eq!(db.queries.load(Ordering::SeqCst), queries, "the counter was stored");
+        store.flush_all().unwrap();
+    });
+}

@@ -448,6 +448,48 @@ impl PyEngine {
         report_to_py(py, report)
     }
 
+    /// Lists served from the cache only, never built and never read from a
+    /// source: `Records` for a list found whole (segments included), None
+    /// for a miss. Store errors raise `CacheUnavailable`. `loader` is kept
+    /// by the records for a reader that asks again; a complete list never
+    /// calls it. With `budget` (seconds), the I/O may hold this thread only
+    /// so long (`listy_core::pool::within_budget`): when it runs out the
+    /// whole call returns None, to be made again without a budget.
+    #[pyo3(signature = (requests, loader, budget = None))]
+    fn get_cached(
+        &self,
+        py: Python<'_>,
+        requests: Vec<(Vec<String>, Bound<'_, PyAny>)>,
+        loader: Py<PyAny>,
+        budget: Option<f64>,
+    ) -> PyResult<Option<Vec<Option<Records>>>> {
+        let mut reqs = Vec::with_capacity(requests.len());
+        let mut objs = Vec::with_capacity(requests.len());
+        for (index, values) in requests {
+            let fields = self.index(index);
+            let (vals, o) = self.values(py, &fields, &values)?;
+            reqs.push((fields, vals));
+            objs.push(o);
+        }
+        let engine = self.engine.clone();
+        let budget = budget.filter(|b| b.is_finite() && *b >= 0.0).map(Duration::from_secs_f64);
+        let found = py.detach(|| match budget {
+            None => (engine.get_cached(&reqs, true), false),
+            Some(budget) => listy_core::pool::within_budget(budget, || engine.get_cached(&reqs, true)),
+        });
+        let found = match found {
+            (Ok(found), _) => found,
+            (Err(_), true) => return Ok(None),
+            (Err(e), false) => return Err(CoreError(e).into()),
+        };
+        found
+            .into_iter()
+            .zip(reqs.into_iter().zip(&objs))
+            .map(|(f, ((fields, vals), o))| f.map(|f| self.records(py, &fields, vals, o, &loader, f)).transpose())
+            .collect::<PyResult<Vec<_>>>()
+            .map(Some)
+    }
+
     /// A row change after its commit: `old`/`new` are `(row, listed, day)`
     /// as stored before and after (None: absent). The engine decides every
     /// frame and counter move, then settles through `row_loader(pk)`.
