@@ -20,6 +20,35 @@ work on ``Mark`` (soft deletes, an enabled flag, indexes ``(entry, color)``,
     database's own deadlocks and lock timeouts, ``db:...``) or not
     (``listy:<op>:<exception>``): the test asserts there are none of those.
 
+``python tests/contention_worker.py kill POINT WRITE ENTRY_ID PK[,PK]``
+    One write of ``Mark`` inside ``transaction.atomic()`` (WRITE: ``add`` a
+    new row (name ``e``), ``revive`` (add() of a soft-deleted row PK), ``move``
+    (``save(update_fields=["color"])`` of PK), ``soft_delete``
+    (``Mark.cache.delete(pk=PK)``), ``hard_delete`` (``instance.delete()``),
+    ``delete_two`` (``Mark.cache.delete()`` of the two rows PK,PK)), and the
+    process dies with ``os._exit(0)`` at POINT:
+
+    - ``before_commit``: after the write's SQL, before COMMIT;
+    - ``after_commit``: after COMMIT, before any cache work (an
+      ``on_commit`` hook registered before the write runs before Listy's);
+    - ``after_frames``: once the change's frames were sent, at its settle
+      read (``DjangoBackingStore.stored_state``, the engine's row loader):
+      for ``delete_two``, after the first row's frames, before the
+      second's (the engine sends one row's frames in one pipelined batch:
+      that is the finest "between two lists" the binding exposes);
+    - ``under_lease``: no write; a read of the ``(entry, color 1)`` list,
+      which is not cached, dies in the database read the engine makes
+      holding the build lease (``DjangoBackingStore.rows``: just after
+      ``HookPoint::LeaseTaken``; the binding exposes no hook).
+
+    Prints ``{"survived": true}`` if the point was not reached (a change
+    that does not settle has no ``after_frames`` point).
+
+``python tests/contention_worker.py churn SEED ENTRY_ID``
+    Adds and soft-deletes rows of one ``(entry, color)`` list and reads it
+    in a loop, forever (the list grows dead frames, and reads compact it):
+    the compaction kill test SIGKILLs it at random moments.
+
 ``python tests/contention_worker.py evict STOPFILE ENTRY_ID,ENTRY_ID,...``
     Deletes random list keys of ``Mark`` (every index) from memcached until
     STOPFILE exists. Prints one JSON line: keys deleted.
@@ -208,11 +237,84 @@ def evict(stopfile: str, entries: list[int]) -> None:
     print(json.dumps({"deleted": deleted}))
 
 
+def die() -> None:
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def kill(point: str, write: str, entry: int, pks: list[int]) -> None:
+    """One write (or read) that dies at ``point`` (see the module doc)."""
+    from listy.source import DjangoBackingStore
+
+    armed = False
+    if point == "after_frames":
+        settle_read = DjangoBackingStore.stored_state
+
+        def stored_state(self: DjangoBackingStore, pk: Any) -> Any:
+            if armed:
+                die()
+            return settle_read(self, pk)
+
+        DjangoBackingStore.stored_state = stored_state  # type: ignore[method-assign]
+    if point == "under_lease":
+        DjangoBackingStore.rows = lambda self, fields, values: die()  # type: ignore[assignment,method-assign]
+        Mark.cache.get(entry_id=entry, color=1)
+        print(json.dumps({"survived": True}))
+        return
+
+    def arm() -> None:
+        nonlocal armed
+        if point == "after_commit":
+            die()
+        armed = True
+
+    with transaction.atomic():
+        transaction.on_commit(arm)  # before Listy's own hook: runs first
+        if write == "add":
+            obj = Mark.cache.add(entry_id=entry, name="e", color=1)
+            assert obj is not None
+            print(json.dumps({"pk": obj.pk}), flush=True)
+        elif write == "revive":
+            assert Mark.cache.add(**Mark._base_manager.filter(pk=pks[0]).values("entry_id", "name", "color")[0])
+        elif write == "move":
+            obj = Mark._base_manager.get(pk=pks[0])
+            obj.color = 2
+            obj.save(update_fields=["color"])
+        elif write == "soft_delete":
+            assert Mark.cache.delete(pk=pks[0])
+        elif write == "hard_delete":
+            Mark._base_manager.get(pk=pks[0]).delete()
+        elif write == "delete_two":
+            assert Mark.cache.delete(pk__in=pks)
+        else:
+            raise SystemExit(f"unknown write {write!r}")
+        if point == "before_commit":
+            die()
+    print(json.dumps({"survived": True}))
+
+
+def churn(seed: int, entry: int) -> None:
+    """Adds, soft-deletes and reads one list forever (killed by the test)."""
+    rng = random.Random(seed)
+    print(json.dumps({"started": True}), flush=True)
+    while True:
+        name = rng.choice(NAMES)
+        if rng.random() < 0.5:
+            Mark.cache.add(entry_id=entry, name=name, color=1)
+        else:
+            Mark.cache.delete(entry_id=entry, name=name, color=1)
+        Mark.cache.get(entry_id=entry, color=1)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "stress":
         result = Stress(int(sys.argv[2]), [int(x) for x in sys.argv[4].split(",")]).run(int(sys.argv[3]))
         print(json.dumps(result))
+    elif mode == "kill":
+        kill(sys.argv[2], sys.argv[3], int(sys.argv[4]), [int(x) for x in sys.argv[5].split(",") if x])
+    elif mode == "churn":
+        churn(int(sys.argv[2]), int(sys.argv[3]))
     elif mode == "evict":
         evict(sys.argv[2], [int(x) for x in sys.argv[3].split(",")])
     else:
