@@ -191,8 +191,15 @@ class Stress:
                 Mark.cache.count()
 
     def run(self, n_ops: int) -> dict[str, Any]:
-        names = [n for n, _ in self.OPS]
-        weights = [w for _, w in self.OPS]
+        # LISTY_CONTENTION_MIX=add,move,...: only these writes (reads stay),
+        # to narrow a divergence down to the kinds of operation it needs
+        mix = os.environ.get("LISTY_CONTENTION_MIX")
+        ops = self.OPS
+        if mix:
+            allowed = set(mix.split(",")) | {"refresh", "get_entry", "get_name", "get_one", "count"}
+            ops = [(n, w) for n, w in ops if n in allowed]
+        names = [n for n, _ in ops]
+        weights = [w for _, w in ops]
         writes = {"add", "cache_delete", "move", "flip_deleted", "flip_enabled", "hard_delete", "stale_save"}
         for _ in range(n_ops):
             op = self.rng.choices(names, weights)[0]

@@ -10,7 +10,8 @@ Django would not have raised.
 Key space: 3 entries x 4 names x 3 colors. ``LISTY_CONTENTION_PROCS``
 processes (default 6) x ``LISTY_CONTENTION_OPS`` operations (default 120;
 the issue's figure is 600), ``LISTY_CONTENTION_SEED`` the first worker's
-seed. PostgreSQL and MariaDB with memcached only. On a divergence the test
+seed, ``LISTY_CONTENTION_MIX=add,cache_delete,move,...`` keeps only some
+kinds of write (to narrow a divergence down). PostgreSQL and MariaDB with memcached only. On a divergence the test
 prints a report: which list, which primary keys are extra or missing, the
 row's final state in the database, and the cached record if it differs.
 """
@@ -228,6 +229,7 @@ def test_contended_rows_end_with_every_list_equal_to_the_database(  # type: igno
     found, again, checked, queued = check_after_quiescence(entries, known, diverged)
     summary = (
         f"contention {DB}+memcached{' with evictions' if evictions else ''}: {PROCS} processes x {OPS} operations"
+        f"{' mix ' + os.environ['LISTY_CONTENTION_MIX'] if os.environ.get('LISTY_CONTENTION_MIX') else ''}"
         f" in {elapsed:.1f}s; seeds {SEED}..{SEED + PROCS - 1}; {kinds}"
         f"{f'; {evicted} keys evicted' if evictions else ''}; keys queued for repair {queued}; checked {checked};"
         f" divergences {len(found)} (second look {len(again)}) by kind {diverged};"
