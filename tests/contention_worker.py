@@ -13,6 +13,8 @@ work on ``Mark`` (soft deletes, an enabled flag, indexes ``(entry, color)``,
     meanwhile under its old primary key), and reads; a third of the writes
     inside ``transaction.atomic()``. Prints one JSON line: operations per
     kind, errors per class, primary keys seen, and up to 5 tracebacks.
+    ``LISTY_CONTENTION_MIX=add,move,...`` keeps only the writes named
+    (reads stay).
 
     Errors are classed as Django would have raised them without Listy
     (``django:...``: ``save(update_fields=...)`` of a row that is gone, a
