@@ -46,10 +46,12 @@ work on ``Mark`` (soft deletes, an enabled flag, indexes ``(entry, color)``,
     Prints ``{"survived": true}`` if the point was not reached (a change
     that does not settle has no ``after_frames`` point).
 
-``python tests/contention_worker.py churn SEED ENTRY_ID``
-    Adds and soft-deletes rows of one ``(entry, color)`` list and reads it
-    in a loop, forever (the list grows dead frames, and reads compact it):
-    the compaction kill test SIGKILLs it at random moments.
+``python tests/contention_worker.py compact ENTRY_ID``
+    Prints ``{"ready": true}``, waits for a line on stdin, then reads the
+    ``(entry, color 1)`` list in a loop, forever: the test gave the list
+    dead frames, so the first read compacts it; the test SIGKILLs the
+    process a random few milliseconds after the line (a reader only: a
+    writer killed mid-write is ``kill``'s business).
 
 ``python tests/contention_worker.py evict STOPFILE ENTRY_ID,ENTRY_ID,...``
     Deletes random list keys of ``Mark`` (every index) from memcached until
@@ -302,16 +304,12 @@ def kill(point: str, write: str, entry: int, pks: list[int]) -> None:
     print(json.dumps({"survived": True}))
 
 
-def churn(seed: int, entry: int) -> None:
-    """Adds, soft-deletes and reads one list forever (killed by the test)."""
-    rng = random.Random(seed)
-    print(json.dumps({"started": True}), flush=True)
+def compact(entry: int) -> None:
+    """Reads one list forever once told to (killed by the test)."""
+    Mark.cache.count()  # connections made, engine built: the read is all that is left
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
     while True:
-        name = rng.choice(NAMES)
-        if rng.random() < 0.5:
-            Mark.cache.add(entry_id=entry, name=name, color=1)
-        else:
-            Mark.cache.delete(entry_id=entry, name=name, color=1)
         Mark.cache.get(entry_id=entry, color=1)
 
 
@@ -322,8 +320,8 @@ if __name__ == "__main__":
         print(json.dumps(result))
     elif mode == "kill":
         kill(sys.argv[2], sys.argv[3], int(sys.argv[4]), [int(x) for x in sys.argv[5].split(",") if x])
-    elif mode == "churn":
-        churn(int(sys.argv[2]), int(sys.argv[3]))
+    elif mode == "compact":
+        compact(int(sys.argv[2]))
     elif mode == "evict":
         evict(sys.argv[2], [int(x) for x in sys.argv[3].split(",")])
     else:

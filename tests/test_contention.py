@@ -162,11 +162,13 @@ def divergences(
     return out, checked
 
 
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+def spawn(args: list[str], env: dict[str, str], stdin: bool = False) -> subprocess.Popen[str]:
+    """A worker of ``tests/contention_worker.py`` (``stdin``: a pipe to it)."""
     return subprocess.Popen(
         [sys.executable, str(WORKER), *args],
         env=env,
         cwd=ROOT,
+        stdin=subprocess.PIPE if stdin else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
