@@ -284,6 +284,7 @@ def test_listy_check_every_model_and_usage(users):
         "testapp.Entry",
         "testapp.Follow",
         "testapp.Friend",
+        "testapp.Mark",
         "testapp.Sample",
         "testapp.Team_members",
         "total",

@@ -114,3 +114,26 @@ class Team(models.Model):
 
 TeamMembers = Team.members.through
 TeamMembers.cache = listy.ListCache(TeamMembers, [("team",), ("user",)])
+
+
+class Mark(models.Model):
+    """The contention model of ``tests/test_contention.py`` (issue 16): soft
+    deletes, an enabled flag and three indexes, so that a change of color
+    moves a row between ``(entry, color)`` and ``(name, color)`` lists, and
+    a flag flip takes it out of (or puts it back into) all of them. No
+    unique constraint: ``add()`` answers its no-op check with a SELECT and
+    revives a soft-deleted or disabled row."""
+
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="marks")
+    name = models.CharField(max_length=20)
+    color = models.IntegerField()
+    created = models.DateTimeField(default=timezone.now)
+    deleted = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+
+    objects = listy.CachingManager(
+        [("pk",), ("entry", "color"), ("name", "color")],
+        soft_delete_field="deleted",
+        enabled_field="enabled",
+        timestamp_field="created",
+    )
