@@ -261,10 +261,10 @@ def kill(point: str, write: str, entry: int, pks: list[int]) -> None:
     if point == "after_frames":
         settle_read = DjangoBackingStore.stored_state
 
-        def stored_state(self: DjangoBackingStore, pk: Any) -> Any:
+        def stored_state(self: DjangoBackingStore, pk: Any, **kwargs: Any) -> Any:
             if armed:
                 die()
-            return settle_read(self, pk)
+            return settle_read(self, pk, **kwargs)
 
         DjangoBackingStore.stored_state = stored_state  # type: ignore[method-assign]
     if point == "under_lease":

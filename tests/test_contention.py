@@ -208,14 +208,6 @@ def check_after_quiescence(
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "issue 16: diverges in every run today (root causes: the named cases of"
-        " crates/listy-core/tests/interleavings.rs and tests/test_stale_writes.py);"
-        " remove this mark once the fixes land"
-    ),
-)
 @pytest.mark.parametrize("evictions", [False, True], ids=["no-evictions", "evictions"])
 def test_contended_rows_end_with_every_list_equal_to_the_database(  # type: ignore[no-untyped-def]
     memcached_server, transactional_db, capsys, evictions

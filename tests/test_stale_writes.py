@@ -5,8 +5,8 @@
 ``add()`` reviving a row that a concurrent delete removed between its
 SELECT and its UPDATE. They run on every database and store.
 
-Each is marked ``xfail(strict=True)`` with its root cause while issue 16 is
-open: once fixed, the strict mark fails the test, and the mark goes.
+Each failed before issue 16's fixes; the root causes are in the closing
+note and docs/guarantees.md.
 """
 
 from __future__ import annotations
@@ -36,14 +36,6 @@ def db(entry: Entry, color: int) -> list[int]:
     return sorted(Mark._base_manager.filter(entry=entry, color=color, deleted=False, enabled=True).values_list("pk", flat=True))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 16: a hard delete tombstones the lists of the instance in memory "
-        "(signals.on_post_delete -> writes.plan_delete(instance) -> state_of(instance)), "
-        "not of the row as stored: on_pre_delete reads only the flags under its lock"
-    ),
-)
 def test_a_stale_instance_deleted_after_a_move_leaves_no_list_holding_it(entry):  # type: ignore[no-untyped-def]
     obj = Mark.cache.add(entry_id=entry.pk, name="a", color=1)
     stale = Mark._base_manager.get(pk=obj.pk)  # fetched by one request...
@@ -58,14 +50,6 @@ def test_a_stale_instance_deleted_after_a_move_leaves_no_list_holding_it(entry):
     assert Mark.cache.count(entry_id=entry.pk, color=2) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 16: the delete's final tombstone hides every later record of the pk "
-        "(engine.rs frames: pk list set to a final tombstone; change.rs apply: "
-        "Remove{hard}/Bury), and the re-creation is planned as a plain Add"
-    ),
-)
 def test_a_row_recreated_by_a_stale_save_is_listed_again(entry):  # type: ignore[no-untyped-def]
     obj = Mark.cache.add(entry_id=entry.pk, name="a", color=1)
     pk = obj.pk
@@ -79,14 +63,6 @@ def test_a_row_recreated_by_a_stale_save_is_listed_again(entry):  # type: ignore
     assert Mark.cache.count() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 16: add() picks the soft-deleted row with an unlocked SELECT, then "
-        "save(update_fields=...) of a row deleted meanwhile raises Django's "
-        "'did not affect any rows' (writes.py add(): the candidates loop, existing.save)"
-    ),
-)
 def test_add_reviving_a_row_deleted_meanwhile_does_not_raise(entry):  # type: ignore[no-untyped-def]
     obj = Mark.cache.add(entry_id=entry.pk, name="a", color=1)
     assert Mark.cache.delete(pk=obj.pk)  # soft-deleted: add() will revive it

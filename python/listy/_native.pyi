@@ -129,6 +129,9 @@ class WriteReport(TypedDict):
     """What happened, for the log (one message per fault)."""
     fault_kinds: list[FaultKind]
     """The kind of each fault, in the same order: decide on these."""
+    pk_list_found: bool | None
+    """For an insert: whether its row's primary-key list existed already
+    (the engine then settled it); None when none was written."""
     may_leave_stale_keys: bool
     """Some fault may have left keys without this write (unreachable or
     protocol): they need repair even when ``failed_keys`` is empty."""
@@ -202,6 +205,12 @@ class Engine:
     ) -> list[Records]:
         """Several lists in one batched round trip; misses are rebuilt."""
 
+    def settle_many(
+        self, states: list[RowState], loader: Loader, rows_loader: Callable[[list[Any]], list[RowState]]
+    ) -> WriteReport:
+        """Settles rows written earlier in one batch: reads them again with
+        ``rows_loader(pks)`` and writes the state of those the database holds
+        otherwise now (frames only; rows gone are buried)."""
     def recreate(self, new: RowState, loader: Loader, row_loader: Callable[[Any], RowState | None]) -> WriteReport:
         """A row inserted under a primary key that may have been used before
         (a stale instance's save re-creating a deleted row, fixtures, an

@@ -3,6 +3,8 @@
 Every ``LISTY["REPAIR_CHECK_INTERVAL"]`` seconds (and at once when a read
 or a write meets a cache fault) a daemon thread of each process:
 
+0. settles the inserts this process wrote since its last look (one read
+   per model), in case a later change of the row landed first;
 1. deletes the write intents whose cache work this process ran
    (``listy.intents``; one statement);
 2. looks at the intents left by writers that died between COMMIT and their
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Any
 
 from django.db import connections
 
@@ -34,6 +37,8 @@ from listy.conf import listy_settings
 logger = logging.getLogger("listy")
 
 _lock = threading.Lock()
+#: Inserts to settle at the next look: id(client) → (client, states written).
+_verify: dict[int, tuple[Any, list[Any]]] = {}
 _thread: threading.Thread | None = None
 _pid: int | None = None
 _wakeup = threading.Event()
@@ -92,6 +97,34 @@ def _run() -> None:
     connections.close_all()
 
 
+def verify_later(client: Any, state: Any) -> None:
+    """Settles an insert at the next look, with one read per client for all
+    of them: an insert whose frames landed after a later change of its row
+    would list it as it was (the engine settles an insert at once only when
+    it can tell that a later change landed first)."""
+    if not repair.background:
+        return
+    with _lock:
+        _verify.setdefault(id(client), (client, []))[1].append(state)
+
+
+def settle_inserts() -> int:
+    """Settles the inserts queued by ``verify_later`` (one read per
+    client). Returns how many."""
+    with _lock:
+        todo = list(_verify.values())
+        _verify.clear()
+    done = 0
+    for client, states in todo:
+        source = client.source
+        try:
+            client.engine.settle_many(states, source.rows, source.states_by_pk)
+        except Exception as exc:  # noqa: BLE001 - the look goes on; the rows are logged
+            logger.warning("listy: could not settle %d inserts of %s: %s", len(states), client, exc)
+        done += len(states)
+    return done
+
+
 def aliases() -> list[str]:
     """The database aliases of every cached model."""
     found = set()
@@ -104,6 +137,7 @@ def aliases() -> list[str]:
 def tick() -> None:
     """One look, on every alias: done intents deleted, dead writers'
     intents resolved, the repair pass. Callable directly (tests, commands)."""
+    settle_inserts()
     window = listy_settings().intent_window
     for alias in aliases():
         if intents.enabled():
@@ -113,4 +147,4 @@ def tick() -> None:
         repair.run_pass(alias)
 
 
-__all__ = ["aliases", "ensure_started", "stop", "tick"]
+__all__ = ["aliases", "ensure_started", "settle_inserts", "stop", "tick", "verify_later"]

@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from functools import partial
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connections, models, transaction
+from django.db import IntegrityError, connections, models, transaction
 from django.utils import timezone
 
 from listy import _native, intents, origin, registry, worker
@@ -257,6 +257,8 @@ class Writes(Declaration):
             engine = client.engine
             if recreated and old is None and new is not None:
                 ops.append((client, partial(engine.recreate, new, source.rows, source.stored_state)))
+            elif old is None and new is not None:
+                ops.append((client, partial(_insert, client, new)))
             else:
                 ops.append((client, partial(engine.change, old, new, source.rows, source.stored_state)))
         return ops
@@ -342,19 +344,17 @@ class Writes(Declaration):
         if self.enabled_field:
             setattr(existing, self.enabled_field, True)
             changed.append(self.enabled_field)
-        setattr(existing, SKIP_SIGNALS, True)
-        try:
-            if connections[using].features.has_select_for_update:
-                existing.save(update_fields=changed, using=using)  # locked: it is there
-            else:
-                with transaction.atomic(using=using):  # a savepoint: add() goes on
-                    existing.save(update_fields=changed, using=using)
-        except DatabaseError:
-            if model._base_manager.db_manager(using).filter(pk=existing.pk).exists():
-                raise
+        # An UPDATE of those fields by primary key: it reports how many rows
+        # it changed, where save(update_fields=...) raises (and spoils the
+        # transaction) when the row went meanwhile (no row locks: SQLite).
+        with origin.handled(model):  # planned here, not raw SQL
+            updated = (
+                model._base_manager.db_manager(using)
+                .filter(pk=existing.pk)
+                .update(**{name: getattr(existing, name) for name in changed})
+            )
+        if not updated:
             return False
-        finally:
-            existing.__dict__.pop(SKIP_SIGNALS, None)
         self._after_commit(using, self.plan_change(before, existing))
         return True
 
@@ -412,6 +412,18 @@ class Writes(Declaration):
                     _deleting.reset(token)
             self._after_commit(using, ops)
         return True
+
+
+def _insert(client: Writes, new: State) -> Any:
+    """An insert's cache work. The engine settles it at once when it can
+    tell that a later change of the row landed first; else the background
+    worker settles it at its next look, with its neighbours, in one read
+    (in case an eviction hid that from the engine)."""
+    source = client.source
+    report = client.engine.change(None, new, source.rows, source.stored_state)
+    if report.get("pk_list_found") is False:
+        worker.verify_later(client, new)
+    return report
 
 
 def in_listy_delete(model: type[models.Model], pk: Any) -> bool:

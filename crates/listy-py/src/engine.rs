@@ -267,6 +267,7 @@ fn report_to_py(py: Python<'_>, report: WriteReport) -> PyResult<Bound<'_, PyDic
     d.set_item("fault_kinds", report.faults.iter().map(|f| f.kind.name()).collect::<Vec<_>>())?;
     d.set_item("faults", report.faults.into_iter().map(|f| f.message).collect::<Vec<_>>())?;
     d.set_item("may_leave_stale_keys", stale)?;
+    d.set_item("pk_list_found", report.pk_list_found)?;
     Ok(d)
 }
 
@@ -531,6 +532,24 @@ impl PyEngine {
         let source = PySource::settling_many(&loader, &rows_loader, self.schema(py));
         let engine = self.engine.clone();
         let report = py.detach(|| engine.change_many(&changes, &source)).map_err(|e| source.error(e))?;
+        report_to_py(py, report)
+    }
+
+    /// Settles rows written earlier, in one batch (`Engine::settle_many`):
+    /// `states` are `(row, listed, day)` as written; `rows_loader(pks)`
+    /// returns the states of those still stored.
+    fn settle_many<'py>(
+        &self,
+        py: Python<'py>,
+        states: &Bound<'py, PyAny>,
+        loader: Py<PyAny>,
+        rows_loader: Py<PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let schema = &self.schema(py).inner;
+        let written = states.try_iter()?.map(|s| stored_from_py(schema, &s?)).collect::<PyResult<Vec<Stored>>>()?;
+        let source = PySource::settling_many(&loader, &rows_loader, self.schema(py));
+        let engine = self.engine.clone();
+        let report = py.detach(|| engine.settle_many(written, &source)).map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 

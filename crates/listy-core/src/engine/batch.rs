@@ -64,7 +64,57 @@ impl Engine {
             }
             written = self.settle_round(written, source, &mut report)?;
         }
+        self.check_none_recreated(changes, source, &mut report)?;
         Ok(report)
+    }
+
+    /// Settles rows written earlier (by [`Engine::change`] or
+    /// [`Engine::change_many`]): reads them once more with one
+    /// [`Source::rows_by_pk`] read per round and writes the state of those
+    /// the database holds otherwise now (frames only, no counter move;
+    /// rows found gone are buried). For a caller that checks inserts later,
+    /// in a batch, instead of one read per insert (Listy's background worker).
+    pub fn settle_many(&self, written: Vec<Stored>, source: &dyn super::Source) -> Result<WriteReport> {
+        let mut report = WriteReport::default();
+        let mut written = written;
+        for _ in 0..SETTLE_ROUNDS {
+            if written.is_empty() {
+                break;
+            }
+            written = self.settle_round(written, source, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// After deletes for good landed: rows inserted again under their
+    /// primary key meanwhile (whose frames landed first) are re-created in
+    /// the cache, with one read for the batch (see `Engine::change`).
+    fn check_none_recreated(
+        &self,
+        changes: &[(Option<Stored>, Option<Stored>)],
+        source: &dyn super::Source,
+        report: &mut WriteReport,
+    ) -> Result<()> {
+        let deleted: Vec<Value> = changes
+            .iter()
+            .filter(|(old, new)| {
+                matches!(Plan::of(old.as_ref(), new.as_ref()), Plan::Remove { hard: true } | Plan::Bury)
+            })
+            .filter_map(|(old, _)| old.as_ref().and_then(|o| o.row.first().cloned()))
+            .collect();
+        if deleted.is_empty() {
+            return Ok(());
+        }
+        let back = source.rows_by_pk(&deleted)?;
+        if back.is_empty() {
+            return Ok(());
+        }
+        self.flush()?;
+        let adds: Vec<(Option<Stored>, Option<Stored>)> = back.into_iter().map(|b| (None, Some(b))).collect();
+        let more = self.change_many(&adds, source)?;
+        report.failed_keys.extend(more.failed_keys);
+        report.faults.extend(more.faults);
+        Ok(())
     }
 
     /// Reads the rows written once more and writes the state of those the

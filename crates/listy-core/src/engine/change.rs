@@ -21,6 +21,10 @@
 //! every change of an existing row creates that list when it is missing, so
 //! an insert whose frames land after a later change of its row finds it
 //! (and a model without a primary-key index settles every insert). A
+//! delete for good reads the row once after its frames landed: a row
+//! inserted again under its primary key meanwhile, whose frames landed
+//! first, would stay hidden by the delete's final tombstones, so it is
+//! re-created in the cache (a new generation, then the row). A
 //! settle moves frames only, never counters: `incr`/`decr` commute, so the
 //! model-wide counters are right whatever order the writers' moves arrive.
 
@@ -142,6 +146,9 @@ impl Engine {
                 self.settle(new.clone(), source, &mut report)?;
             }
         }
+        if let (Some(gone), None, Plan::Remove { hard: true } | Plan::Bury) = (old, new, plan) {
+            self.check_not_recreated(gone, source, &mut report)?;
+        }
         Ok(report)
     }
 
@@ -153,7 +160,25 @@ impl Engine {
     /// rebuilt from the database on its next read), then the row is added.
     pub fn recreate(&self, new: &Stored, source: &dyn Source) -> Result<WriteReport> {
         self.flush()?;
-        self.change(None, Some(new), source)
+        let mut report = self.apply(Plan::of(None, Some(new)), None, Some(new), source, true)?;
+        // In the new generation nothing tells whether a later change of the
+        // row landed first: always settle.
+        self.settle(new.clone(), source, &mut report)?;
+        Ok(report)
+    }
+
+    /// After a delete for good landed: if the row is back (inserted again
+    /// under its primary key, by a writer whose frames landed before this
+    /// delete's), this delete's final tombstones would hide it for good;
+    /// the row is re-created in the cache ([`Engine::recreate`]).
+    fn check_not_recreated(&self, gone: &Stored, source: &dyn Source, report: &mut WriteReport) -> Result<()> {
+        let Some(pk) = gone.pk() else { return Ok(()) };
+        if let Some(back) = source.row(pk)? {
+            let more = self.recreate(&back, source)?;
+            report.failed_keys.extend(more.failed_keys);
+            report.faults.extend(more.faults);
+        }
+        Ok(())
     }
 
     /// Sends the frames of one planned change, and its counter moves when
