@@ -315,3 +315,43 @@ fn a_change_that_touches_no_list_sends_nothing() {
         assert_converged(&e, &db, &[1, 2, 3, 5]);
     });
 }
+
+/// A change stream's transaction: every kind of change to several rows,
+/// one row changed twice, handed over in one `change_many` batch without
+/// settles or builds, converges like the changes one by one would.
+#[test]
+fn change_many_applies_a_transaction_in_one_batch() {
+    use listy_core::engine::ChangeOptions;
+    on_every_store(|store| {
+        let (e, db) = seeded(&store);
+        let changes = vec![
+            db.write(4, Some(thing(4, 2, 1, 1, false))), // insert
+            db.write(1, Some(thing(1, 0, 1, 3, false))), // color 1 -> 3
+            db.write(1, Some(thing(1, 3, 2, 3, false))), // owner 1 -> 2, day 0 -> 3
+            db.write(2, Some(thing(2, 1, 1, 2, true))),  // soft delete
+            db.write(3, None),                           // delete
+            db.write(5, Some(thing(5, 0, 2, 2, true))),  // an unlisted insert: nothing
+        ];
+        let options = ChangeOptions { counted: true, build_missing: false, settle: false };
+        let report = e.change_many(&changes, &db, options).unwrap();
+        assert!(report.faults.is_empty(), "{:?}", report.faults);
+        assert_eq!(db.row_reads.load(Ordering::SeqCst), 0, "no settle read");
+        assert_converged(&e, &db, &[1, 2, 3, 4, 5]);
+    });
+}
+
+/// Without counter moves the frames still land and the counters stay as
+/// they were (another writer owns the moves).
+#[test]
+fn change_without_counter_moves() {
+    use listy_core::engine::ChangeOptions;
+    on_every_store(|store| {
+        let (e, db) = seeded(&store);
+        let before = e.count(&[], &[], &db).unwrap();
+        let (old, new) = db.write(4, Some(thing(4, 2, 1, 1, false)));
+        let options = ChangeOptions { counted: false, ..ChangeOptions::default() };
+        e.change_with(old.as_ref(), new.as_ref(), &db, options).unwrap();
+        assert_eq!(cached_pks(&e, &db, &idx(&["owner_id"]), &[Value::Int(1)]), vec![4, 2, 1]);
+        assert_eq!(e.count(&[], &[], &db).unwrap(), before, "counter not moved");
+    });
+}

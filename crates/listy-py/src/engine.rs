@@ -8,7 +8,7 @@ use crate::records::{Builder, Records, Related};
 use crate::store::PyStore;
 use listy_core::calendar::Period;
 use listy_core::codec::{describe, Row, Value};
-use listy_core::engine::{Bucket, Engine, Fetched, Source, Stored, WriteReport};
+use listy_core::engine::{Bucket, ChangeOptions, Engine, Fetched, Source, Stored, WriteReport};
 use listy_core::error::{SourceError, SourceErrorKind};
 use listy_core::reader::{Completion, List};
 use listy_core::Error;
@@ -418,6 +418,9 @@ impl PyEngine {
     /// A row change after its commit: `old`/`new` are `(row, listed, day)`
     /// as stored before and after (None: absent). The engine decides every
     /// frame and counter move, then settles through `row_loader(pk)`.
+    /// `counted=False`: the model-wide counters are moved by another writer
+    /// (the change stream, when `listy_sync` runs).
+    #[pyo3(signature = (old, new, loader, row_loader, *, counted = true))]
     fn change<'py>(
         &self,
         py: Python<'py>,
@@ -425,13 +428,40 @@ impl PyEngine {
         new: Option<Bound<'py, PyAny>>,
         loader: Py<PyAny>,
         row_loader: Py<PyAny>,
+        counted: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let schema = &self.schema(py).inner;
         let old = old.map(|s| stored_from_py(schema, &s)).transpose()?;
         let new = new.map(|s| stored_from_py(schema, &s)).transpose()?;
         let source = PySource::settling(&loader, &row_loader, self.schema(py));
         let engine = self.engine.clone();
-        let report = py.detach(|| engine.change(old.as_ref(), new.as_ref(), &source)).map_err(|e| source.error(e))?;
+        let options = ChangeOptions { counted, ..ChangeOptions::default() };
+        let report = py
+            .detach(|| engine.change_with(old.as_ref(), new.as_ref(), &source, options))
+            .map_err(|e| source.error(e))?;
+        report_to_py(py, report)
+    }
+
+    /// Row changes read from the database's change stream, in commit
+    /// order: `changes` is a list of `(old, new)` pairs as for `change`.
+    /// Sent in one pipelined batch, without a settle (later states come
+    /// as later changes) and without building lists that are not cached
+    /// (no database read at all); model-wide counters move when `counted`.
+    #[pyo3(signature = (changes, *, counted = true))]
+    fn change_many<'py>(
+        &self,
+        py: Python<'py>,
+        changes: Vec<(Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>)>,
+        counted: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let schema = &self.schema(py).inner;
+        let stored = |s: Option<Bound<'py, PyAny>>| s.map(|s| stored_from_py(schema, &s)).transpose();
+        let changes =
+            changes.into_iter().map(|(old, new)| Ok((stored(old)?, stored(new)?))).collect::<PyResult<Vec<_>>>()?;
+        let source = PySource::new(None, self.schema(py));
+        let engine = self.engine.clone();
+        let options = ChangeOptions { counted, build_missing: false, settle: false };
+        let report = py.detach(|| engine.change_many(&changes, &source, options)).map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 

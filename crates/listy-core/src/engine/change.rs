@@ -20,7 +20,7 @@
 //! settle moves frames only, never counters: `incr`/`decr` commute, so the
 //! model-wide counters are right whatever order the writers' moves arrive.
 
-use super::{Arriving, Engine, Leaving, NoSource, Source, WriteReport};
+use super::{Arriving, Engine, Leaving, NoSource, Source, Step, WriteReport};
 use crate::codec::{Row, Value};
 use crate::error::Result;
 
@@ -50,6 +50,33 @@ impl Stored {
 
     fn pk(&self) -> Option<&Value> {
         self.row.first()
+    }
+}
+
+/// How a change is applied. [`Engine::change`] uses the default (all on):
+/// what a writer that just committed the change wants. A follower of the
+/// database's change stream (`listy_sync`) applies changes it reads in
+/// commit order, after the fact, and turns some off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeOptions {
+    /// Move the model-wide counters. Off for a writer whose counter moves
+    /// another writer makes (with `listy_sync` running, the stream moves
+    /// them, once per committed change).
+    pub counted: bool,
+    /// Build from the source the lists a new row arrives in that are not
+    /// cached (so the next read is a hit). Off: they stay missing and the
+    /// next read builds them, which costs a follower no database read.
+    pub build_missing: bool,
+    /// Read the row again once the frames landed and write the database's
+    /// state if it moved on ([`Engine::change`]'s settle). A follower that
+    /// applies every committed change in commit order needs none: a later
+    /// state reaches it as a later change.
+    pub settle: bool,
+}
+
+impl Default for ChangeOptions {
+    fn default() -> Self {
+        ChangeOptions { counted: true, build_missing: true, settle: true }
     }
 }
 
@@ -127,11 +154,50 @@ impl Engine {
     /// after the write committed. The settle read goes to
     /// `source.row(pk)`; building a missing list to `source.rows`.
     pub fn change(&self, old: Option<&Stored>, new: Option<&Stored>, source: &dyn Source) -> Result<WriteReport> {
+        self.change_with(old, new, source, ChangeOptions::default())
+    }
+
+    /// [`Engine::change`] with the given options.
+    pub fn change_with(
+        &self,
+        old: Option<&Stored>,
+        new: Option<&Stored>,
+        source: &dyn Source,
+        options: ChangeOptions,
+    ) -> Result<WriteReport> {
         let plan = Plan::of(old, new);
-        let mut report = self.apply(plan, old, new, source, true)?;
-        if plan.settles(old, new) {
+        let mut report = self.apply(plan, old, new, source, options.counted, options.build_missing)?;
+        if options.settle && plan.settles(old, new) {
             if let Some(new) = new {
                 self.settle(new.clone(), source, &mut report)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Several row changes `(old, new)` in order, their frames and counter
+    /// moves sent in one pipelined batch (a change stream's transaction):
+    /// the same as calling [`Engine::change_with`] on each in turn, in one
+    /// round trip instead of one per change. Changes of one row keep their
+    /// order (ops on one key reach its server in batch order).
+    pub fn change_many(
+        &self,
+        changes: &[(Option<Stored>, Option<Stored>)],
+        source: &dyn Source,
+        options: ChangeOptions,
+    ) -> Result<WriteReport> {
+        let steps: Vec<Step<'_>> = changes
+            .iter()
+            .filter_map(|(old, new)| step(Plan::of(old.as_ref(), new.as_ref()), old.as_ref(), new.as_ref(), options))
+            .collect();
+        let mut report = if steps.is_empty() { WriteReport::default() } else { self.write_steps(&steps, source)? };
+        if options.settle {
+            for (old, new) in changes {
+                if Plan::of(old.as_ref(), new.as_ref()).settles(old.as_ref(), new.as_ref()) {
+                    if let Some(new) = new {
+                        self.settle(new.clone(), source, &mut report)?;
+                    }
+                }
             }
         }
         Ok(report)
@@ -147,15 +213,14 @@ impl Engine {
         new: Option<&Stored>,
         source: &dyn Source,
         counted: bool,
+        build: bool,
     ) -> Result<WriteReport> {
-        match (plan, old, new) {
-            (Plan::Add, _, Some(n)) => self.write(&[], arriving(n, counted), source, true),
-            (Plan::Remove { hard }, Some(o), _) => self.write(&[leaving(o, hard, counted)], None, &NoSource, false),
-            (Plan::Bury, Some(o), _) => self.write(&[leaving(o, true, false)], None, &NoSource, false),
-            (Plan::Move, Some(o), Some(n)) => {
-                self.write(&[leaving(o, false, counted)], arriving(n, counted), source, false)
-            }
-            _ => Ok(WriteReport::default()),
+        let options = ChangeOptions { counted, build_missing: build, settle: false };
+        match step(plan, old, new, options) {
+            // only an arriving row reads the source (to build a missing list)
+            Some(s) if s.added.is_some() => self.write_steps(&[s], source),
+            Some(s) => self.write_steps(&[s], &NoSource),
+            None => Ok(WriteReport::default()),
         }
     }
 
@@ -171,13 +236,27 @@ impl Engine {
                 return Ok(());
             }
             let plan = Plan::of(Some(&written), Some(&current));
-            let more = self.apply(plan, Some(&written), Some(&current), source, false)?;
+            let more = self.apply(plan, Some(&written), Some(&current), source, false, false)?;
             report.failed_keys.extend(more.failed_keys);
             report.faults.extend(more.faults);
             written = current;
         }
         Ok(())
     }
+}
+
+/// The write step of one planned change (None: it writes nothing), as
+/// [`Engine::change_with`]'s `apply` would send it.
+fn step<'a>(plan: Plan, old: Option<&'a Stored>, new: Option<&'a Stored>, options: ChangeOptions) -> Option<Step<'a>> {
+    let counted = options.counted;
+    let (removed, added, build) = match (plan, old, new) {
+        (Plan::Add, _, Some(n)) => (vec![], arriving(n, counted), options.build_missing),
+        (Plan::Remove { hard }, Some(o), _) => (vec![leaving(o, hard, counted)], None, false),
+        (Plan::Bury, Some(o), _) => (vec![leaving(o, true, false)], None, false),
+        (Plan::Move, Some(o), Some(n)) => (vec![leaving(o, false, counted)], arriving(n, counted), false),
+        _ => return None,
+    };
+    Some(Step { removed, added, build })
 }
 
 /// `s` entering its lists (`counted`: the model-wide counters count it).
