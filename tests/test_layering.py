@@ -40,7 +40,7 @@ LAYERS: list[list[str]] = [
     ["listy.declaration"],
     ["listy.periods", "listy.records", "listy.writes"],
     ["listy.cache"],  # the facade
-    ["listy.manager", "listy.signals", "listy.checks", "listy.panels"],
+    ["listy.manager", "listy.signals", "listy.checks", "listy.panels", "listy.sync"],
     ["listy.apps", "listy.management.commands.*", "listy"],
 ]
 

@@ -13,6 +13,11 @@ seconds, which bounds how long their known race can leave one off (see
 docs/architecture.md, "Known gaps"); ``None`` never (one COUNT per counter
 ever, until ``flush_all()``).
 
+``SYNC``: ``manage.py listy_sync`` follows this deployment's PostgreSQL
+change stream (``True``, or a dict with any of ``DATABASE`` (alias, default
+``"default"``), ``SLOT`` and ``PUBLICATION`` (names, default ``"listy"``));
+see docs/deployment.md. ``None`` or ``False`` (the default): no sync.
+
 ``SERVERS`` absent, empty or ``["local"]`` selects the embedded in-process
 store. The environment variable ``LISTY_SERVERS`` (``"127.0.0.1:11211,..."``
 or ``"local"``) overrides ``SERVERS``; the demo and the test-suite use it.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +51,23 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 0.5,
     "REPAIR_CHECK_INTERVAL": 1.0,
     "COUNTER_EPOCH": 3600,
+    "SYNC": None,
 }
+
+#: The keys of a ``SYNC`` dict and their defaults.
+SYNC_DEFAULTS: dict[str, str] = {"DATABASE": "default", "SLOT": "listy", "PUBLICATION": "listy"}
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Where ``listy_sync`` reads the change stream (``LISTY["SYNC"]``)."""
+
+    database: str
+    """The database alias whose change stream is followed."""
+    slot: str
+    """The logical replication slot's name."""
+    publication: str
+    """The publication's name."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,8 @@ class ListySettings:
     """Seconds between two looks at the pending repairs (None: only after a fault)."""
     counter_epoch: float | None = 3600
     """Seconds a model-wide counter is kept before it is counted afresh (None: forever)."""
+    sync: SyncSettings | None = None
+    """The change stream ``listy_sync`` follows (None: not configured)."""
 
     @property
     def is_local(self) -> bool:
@@ -81,6 +105,31 @@ def _parse_servers(value: Any) -> tuple[str, ...]:
     if LOCAL in servers:
         raise ConfigError("LISTY['SERVERS']: 'local' cannot be mixed with memcached servers")
     return servers
+
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _parse_sync(value: Any) -> SyncSettings | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"LISTY['SYNC'] must be None, True or a dict, not {value!r}")
+    unknown = set(value) - set(SYNC_DEFAULTS)
+    if unknown:
+        raise ConfigError(
+            f"unknown LISTY['SYNC'] keys: {', '.join(sorted(unknown))} (known: {', '.join(SYNC_DEFAULTS)})"
+        )
+    merged = {**SYNC_DEFAULTS, **value}
+    for key in ("SLOT", "PUBLICATION"):
+        if not isinstance(merged[key], str) or not _NAME.match(merged[key]):
+            raise ConfigError(
+                f"LISTY['SYNC']['{key}'] must be a lower-case PostgreSQL name "
+                f"(letters, digits, _; at most 63), not {merged[key]!r}"
+            )
+    return SyncSettings(database=str(merged["DATABASE"]), slot=merged["SLOT"], publication=merged["PUBLICATION"])
 
 
 @functools.cache
@@ -119,6 +168,7 @@ def listy_settings() -> ListySettings:
         timeout=float(merged["TIMEOUT"]),
         repair_check_interval=interval,
         counter_epoch=None if epoch is None else float(epoch),
+        sync=_parse_sync(merged["SYNC"]),
     )
 
 

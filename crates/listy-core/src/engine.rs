@@ -212,6 +212,9 @@ struct Step<'a> {
     removed: Vec<Leaving<'a>>,
     added: Option<Arriving<'a>>,
     build: bool,
+    /// Days whose model-wide counters are deleted (recounted on the next
+    /// read) instead of moved.
+    recount: Vec<Option<i32>>,
 }
 
 /// What a write does when its frame finds no list to prepend to.
@@ -1074,7 +1077,7 @@ impl Engine {
         source: &dyn Source,
         build_missing: bool,
     ) -> Result<WriteReport> {
-        self.write_steps(&[Step { removed: removed.to_vec(), added, build: build_missing }], source)
+        self.write_steps(&[Step { removed: removed.to_vec(), added, build: build_missing, recount: vec![] }], source)
     }
 
     /// The frames and counter moves of several row changes, in order, in
@@ -1209,7 +1212,12 @@ impl Engine {
     #[allow(clippy::type_complexity)]
     fn plan_steps(&self, meta: &Meta, steps: &[Step<'_>]) -> Result<Vec<(Op, Option<Missing>)>> {
         let mut ops = Vec::new();
+        let mut recount: Vec<String> = Vec::new();
+        let epoch = self.counter_epoch();
         for step in steps {
+            for &day in &step.recount {
+                recount.extend(self.model_counter_keys(meta.generation, epoch, day));
+            }
             let planned = self.plan(meta, &step.removed, step.added)?;
             if step.build {
                 ops.extend(planned);
@@ -1220,6 +1228,9 @@ impl Engine {
                 }));
             }
         }
+        recount.sort();
+        recount.dedup();
+        ops.extend(recount.into_iter().map(|key| (Op::Delete { key }, None)));
         Ok(ops)
     }
 

@@ -332,7 +332,7 @@ fn change_many_applies_a_transaction_in_one_batch() {
             db.write(3, None),                           // delete
             db.write(5, Some(thing(5, 0, 2, 2, true))),  // an unlisted insert: nothing
         ];
-        let options = ChangeOptions { counted: true, build_missing: false, settle: false };
+        let options = ChangeOptions { counted: true, recount: false, build_missing: false, settle: false };
         let report = e.change_many(&changes, &db, options).unwrap();
         assert!(report.faults.is_empty(), "{:?}", report.faults);
         assert_eq!(db.row_reads.load(Ordering::SeqCst), 0, "no settle read");
@@ -353,5 +353,29 @@ fn change_without_counter_moves() {
         e.change_with(old.as_ref(), new.as_ref(), &db, options).unwrap();
         assert_eq!(cached_pks(&e, &db, &idx(&["owner_id"]), &[Value::Int(1)]), vec![4, 2, 1]);
         assert_eq!(e.count(&[], &[], &db).unwrap(), before, "counter not moved");
+    });
+}
+
+/// A follower's batch (`ChangeOptions::follower`) deletes the counters its
+/// changes touch instead of moving them: applying it twice, or after the
+/// writer already counted it, leaves every counter right.
+#[test]
+fn a_follower_batch_recounts_and_is_idempotent() {
+    use listy_core::engine::ChangeOptions;
+    on_every_store(|store| {
+        let (e, db) = seeded(&store);
+        // the writer applied its own change (counters moved) ...
+        let first = db.write(4, Some(thing(4, 2, 1, 1, false)));
+        e.change(first.0.as_ref(), first.1.as_ref(), &db).unwrap();
+        let second = db.write(2, Some(thing(2, 3, 1, 2, false))); // day 1 -> 3
+        let third = db.write(3, None);
+        let changes = vec![first, second, third];
+        // ... the follower sees it again, with changes nobody counted, twice
+        for _ in 0..2 {
+            let report = e.change_many(&changes, &db, ChangeOptions::follower()).unwrap();
+            assert!(report.faults.is_empty(), "{:?}", report.faults);
+            assert_converged(&e, &db, &[1, 2, 3, 4]);
+        }
+        assert_eq!(db.row_reads.load(Ordering::SeqCst), 0, "no settle read");
     });
 }

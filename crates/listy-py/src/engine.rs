@@ -151,6 +151,9 @@ fn stored_from_py(schema: &listy_core::codec::Schema, state: &Bound<'_, PyAny>) 
     Ok(Stored { row: row_from_py(schema, &row)?, listed, day })
 }
 
+/// `(old, new)`: a row change as Python hands it over (None: absent).
+type StatePair<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>);
+
 /// FK attname → (FK field name, related model, attname the FK value fills).
 type RelatedSpec = HashMap<String, (String, Py<PyType>, String)>;
 
@@ -418,9 +421,6 @@ impl PyEngine {
     /// A row change after its commit: `old`/`new` are `(row, listed, day)`
     /// as stored before and after (None: absent). The engine decides every
     /// frame and counter move, then settles through `row_loader(pk)`.
-    /// `counted=False`: the model-wide counters are moved by another writer
-    /// (the change stream, when `listy_sync` runs).
-    #[pyo3(signature = (old, new, loader, row_loader, *, counted = true))]
     fn change<'py>(
         &self,
         py: Python<'py>,
@@ -428,40 +428,32 @@ impl PyEngine {
         new: Option<Bound<'py, PyAny>>,
         loader: Py<PyAny>,
         row_loader: Py<PyAny>,
-        counted: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let schema = &self.schema(py).inner;
         let old = old.map(|s| stored_from_py(schema, &s)).transpose()?;
         let new = new.map(|s| stored_from_py(schema, &s)).transpose()?;
         let source = PySource::settling(&loader, &row_loader, self.schema(py));
         let engine = self.engine.clone();
-        let options = ChangeOptions { counted, ..ChangeOptions::default() };
-        let report = py
-            .detach(|| engine.change_with(old.as_ref(), new.as_ref(), &source, options))
-            .map_err(|e| source.error(e))?;
+        let report = py.detach(|| engine.change(old.as_ref(), new.as_ref(), &source)).map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 
     /// Row changes read from the database's change stream, in commit
     /// order: `changes` is a list of `(old, new)` pairs as for `change`.
-    /// Sent in one pipelined batch, without a settle (later states come
-    /// as later changes) and without building lists that are not cached
-    /// (no database read at all); model-wide counters move when `counted`.
-    #[pyo3(signature = (changes, *, counted = true))]
-    fn change_many<'py>(
-        &self,
-        py: Python<'py>,
-        changes: Vec<(Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>)>,
-        counted: bool,
-    ) -> PyResult<Bound<'py, PyDict>> {
+    /// Applied as a follower of the stream does (`ChangeOptions::follower`):
+    /// one pipelined batch, no settle, no build of lists not cached, and
+    /// the model-wide counters they touch deleted (recounted on the next
+    /// read) rather than moved.
+    fn change_many<'py>(&self, py: Python<'py>, changes: Vec<StatePair<'py>>) -> PyResult<Bound<'py, PyDict>> {
         let schema = &self.schema(py).inner;
         let stored = |s: Option<Bound<'py, PyAny>>| s.map(|s| stored_from_py(schema, &s)).transpose();
         let changes =
             changes.into_iter().map(|(old, new)| Ok((stored(old)?, stored(new)?))).collect::<PyResult<Vec<_>>>()?;
         let source = PySource::new(None, self.schema(py));
         let engine = self.engine.clone();
-        let options = ChangeOptions { counted, build_missing: false, settle: false };
-        let report = py.detach(|| engine.change_many(&changes, &source, options)).map_err(|e| source.error(e))?;
+        let report = py
+            .detach(|| engine.change_many(&changes, &source, ChangeOptions::follower()))
+            .map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 

@@ -25,6 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(engine::bucket_start, m)?)?;
     m.add_function(wrap_pyfunction!(engine::change_plan, m)?)?;
     m.add_function(wrap_pyfunction!(pgoutput::decode_pgoutput, m)?)?;
+    m.add_function(wrap_pyfunction!(pgoutput::format_lsn, m)?)?;
     protocol::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

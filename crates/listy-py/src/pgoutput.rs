@@ -117,3 +117,9 @@ pub fn decode_pgoutput<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py,
     };
     PyTuple::new(py, items)
 }
+
+/// A pg_lsn in PostgreSQL's text form (`16/B374D848`).
+#[pyfunction]
+pub fn format_lsn(lsn: u64) -> String {
+    listy_core::pgoutput::format_lsn(lsn)
+}

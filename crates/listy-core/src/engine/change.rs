@@ -59,10 +59,14 @@ impl Stored {
 /// commit order, after the fact, and turns some off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeOptions {
-    /// Move the model-wide counters. Off for a writer whose counter moves
-    /// another writer makes (with `listy_sync` running, the stream moves
-    /// them, once per committed change).
+    /// Move the model-wide counters (`incr`/`decr`).
     pub counted: bool,
+    /// Delete the model-wide counters the change touches instead of moving
+    /// them (set `counted` off): the next read counts them afresh under its
+    /// lease, which a delete landing meanwhile breaks. Idempotent, unlike a
+    /// move: for a follower that may see a change another writer already
+    /// counted, or see it twice.
+    pub recount: bool,
     /// Build from the source the lists a new row arrives in that are not
     /// cached (so the next read is a hit). Off: they stay missing and the
     /// next read builds them, which costs a follower no database read.
@@ -76,7 +80,18 @@ pub struct ChangeOptions {
 
 impl Default for ChangeOptions {
     fn default() -> Self {
-        ChangeOptions { counted: true, build_missing: true, settle: true }
+        ChangeOptions { counted: true, recount: false, build_missing: true, settle: true }
+    }
+}
+
+impl ChangeOptions {
+    /// How a follower of the database's change stream applies the changes
+    /// it reads in commit order, some of them already applied by the
+    /// process that wrote them: frames only (idempotent per primary key),
+    /// counters it touches deleted, no settle (a later state comes as a
+    /// later change), no list built (no database read).
+    pub fn follower() -> ChangeOptions {
+        ChangeOptions { counted: false, recount: true, build_missing: false, settle: false }
     }
 }
 
@@ -215,7 +230,7 @@ impl Engine {
         counted: bool,
         build: bool,
     ) -> Result<WriteReport> {
-        let options = ChangeOptions { counted, build_missing: build, settle: false };
+        let options = ChangeOptions { counted, recount: false, build_missing: build, settle: false };
         match step(plan, old, new, options) {
             // only an arriving row reads the source (to build a missing list)
             Some(s) if s.added.is_some() => self.write_steps(&[s], source),
@@ -256,7 +271,17 @@ fn step<'a>(plan: Plan, old: Option<&'a Stored>, new: Option<&'a Stored>, option
         (Plan::Move, Some(o), Some(n)) => (vec![leaving(o, false, counted)], arriving(n, counted), false),
         _ => return None,
     };
-    Some(Step { removed, added, build })
+    // The counter buckets a counted change would move: the new row's when
+    // it arrives, the old one's when it leaves, both when a move changes
+    // its day (a move within one day moves nothing).
+    let recount = match (options.recount, plan, old, new) {
+        (false, ..) => vec![],
+        (true, Plan::Add, _, Some(n)) => vec![n.day],
+        (true, Plan::Remove { .. }, Some(o), _) => vec![o.day],
+        (true, Plan::Move, Some(o), Some(n)) if o.day != n.day => vec![o.day, n.day],
+        _ => vec![],
+    };
+    Some(Step { removed, added, build, recount })
 }
 
 /// `s` entering its lists (`counted`: the model-wide counters count it).
