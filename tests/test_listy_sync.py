@@ -496,3 +496,90 @@ def _fast() -> dict[str, Any]:
     from tests.conftest import FAST_SETTINGS
 
     return {**FAST_SETTINGS, "COUNTER_EPOCH": None}
+
+
+@pytest.mark.timeout(600)
+def test_stress_with_outside_writers_and_the_sync_process(sync, memcached_server, outside, capsys):
+    """The stress test's Django processes (tests/workers.py), a writer
+    outside Django (inserts, updates that move rows, deletes) and a running
+    listy_sync, all at once: afterwards every list and count equals the
+    database."""
+    import json
+    import random
+
+    from django.contrib.auth.models import User
+
+    from listy import repair
+    from tests.test_stress import divergences, worker_env
+
+    if memcached_server is None:
+        pytest.skip("processes share lists through memcached only (LISTY_TEST_STORE=memcached)")
+    users = [User.objects.create(username=f"stress{i}") for i in range(6)]
+    ids = [u.pk for u in users]
+    env = worker_env(memcached_server)
+    follower = start_follower(process_env(memcached_server.address), sync["name"])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "workers.py"), "stress", str(seed), "200", ",".join(map(str, ids))],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(3)
+    ]
+    rng = random.Random(7)
+    outside_ops = {"insert": 0, "move": 0, "delete": 0}
+
+    def write_outside(n: int, pause: float) -> None:
+        for _ in range(n):
+            op = rng.choices(list(outside_ops), [5, 3, 2])[0]
+            if op == "insert":
+                outside.run(
+                    "INSERT INTO testapp_follow (created, follower_id, followee_id) VALUES (now(), %s, %s)",
+                    [rng.choice(ids), rng.choice(ids)],
+                )
+            elif op == "move":
+                outside.run(
+                    "UPDATE testapp_follow SET follower_id = %s WHERE id = "
+                    "(SELECT id FROM testapp_follow ORDER BY random() LIMIT 1)",
+                    [rng.choice(ids)],
+                )
+            else:
+                outside.run(
+                    "DELETE FROM testapp_follow WHERE id = (SELECT id FROM testapp_follow ORDER BY random() LIMIT 1)"
+                )
+            outside_ops[op] += 1
+            time.sleep(pause)
+
+    try:
+        # outside writes all along the workers' run ...
+        while any(p.poll() is None for p in procs):
+            write_outside(10, 0.01)
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, f"worker failed ({p.returncode}):\n{out}\n{err}"
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        # ... and after it, on lists the workers left cached (read them all)
+        divergences(users, set())
+        write_outside(100, 0.0)
+        time.sleep(1.0)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        stop_follower(follower)
+    once()  # whatever the follower had not reached when it stopped: nothing is lost
+    assert repair.run_pass("default") == frozenset()
+    known = {pk for r in results for pk in r["created"]}
+    found, checked = divergences(users, known)
+    again, _ = divergences(users, known)
+    with capsys.disabled():
+        print(
+            f"\nstress with listy_sync: 3 processes x 200 ops, outside {outside_ops}; checked {checked}; "
+            f"divergences {len(found)} (second look {len(again)})"
+        )
+    assert not found and not again, "\n".join([*found, "second look:", *again])
