@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.apps import apps as global_apps
 from django.db import DatabaseError, connections, models
 
 from listy import _native, registry
@@ -111,7 +112,9 @@ def cached_models(alias: str) -> dict[str, type[models.Model]]:
     writes go to ``alias``."""
     out: dict[str, type[models.Model]] = {}
     for model in registry.all_models():
-        if model._meta.proxy or not model._meta.managed and not model._meta.db_table:
+        # models of the project's app registry only (not a test's isolated
+        # apps), one table each (a proxy shares its concrete model's)
+        if model._meta.apps is not global_apps or model._meta.proxy:
             continue
         client = _primary(model)
         if client is not None and client.db_alias == alias:
@@ -172,7 +175,11 @@ def setup(conf: SyncSettings, out: Callable[[str], None] = logger.info) -> None:
     tables, the logical replication slot. Idempotent."""
     alias = conf.database
     check_wal_level(alias)
-    tables = sorted(cached_models(alias))
+    existing = set(_connection(alias).introspection.table_names())
+    tables = sorted(t for t in cached_models(alias) if t in existing)
+    missing = sorted(set(cached_models(alias)) - existing)
+    if missing:
+        out(f"not followed (no such table: run migrate, then --setup again): {', '.join(missing)}")
     if not tables:
         raise SyncError(f"listy_sync --setup: no model with a ListCache writes to database {alias!r}")
     for table in tables:
