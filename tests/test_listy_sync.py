@@ -583,3 +583,37 @@ def test_stress_with_outside_writers_and_the_sync_process(sync, memcached_server
             f"divergences {len(found)} (second look {len(again)})"
         )
     assert not found and not again, "\n".join([*found, "second look:", *again])
+
+
+def test_every_field_kind_and_inlined_fields_from_outside(sync, users, outside, django_assert_num_queries):
+    """The text values of the stream become what a SELECT returns, for
+    every kind the codec knows; inlined foreign-key fields are read from
+    the related row."""
+    import decimal
+    import json
+    import uuid
+
+    from tests.testapp.models import Comment, Entry, Sample
+
+    me = users[0]
+    entry = Entry.objects.create(author=me, title="the entry")
+    list(Sample.cache.get(owner=me))
+    list(Comment.cache.get(entry=entry))
+    outside.run(
+        "INSERT INTO testapp_sample (owner_id, flag, ratio, name, blob, at, day, tm, amount, uid, data, count) "
+        "VALUES (%s, true, 0.1, 'é ☃', %s, '2024-03-04 23:30:00.25+01', '2024-03-05', '12:34:56.5', 12.5, %s, %s, -7),"
+        " (%s, false, -1e300, '', '', now(), NULL, NULL, NULL, NULL, NULL, NULL)",
+        [me.pk, b"\x00\xff\\x", uuid.UUID(int=5), json.dumps({"a": [1, None, "x"]}), me.pk],
+    )
+    outside.run(
+        "INSERT INTO testapp_comment (entry_id, user_id, text, created) VALUES (%s, %s, 'hi', now())", [entry.pk, me.pk]
+    )
+    once()
+    fields = [f.attname for f in Sample._meta.concrete_fields]
+    with django_assert_num_queries(0):
+        cached = [tuple(getattr(s, f) for f in fields) for s in Sample.cache.get(owner=me)]
+        comments = [(c.pk, c.text, c.entry.title) for c in Comment.cache.get(entry=entry)]
+    db = [tuple(getattr(s, f) for f in fields) for s in Sample.objects.filter(owner=me).order_by("-pk")]
+    assert cached == db
+    assert cached[1][fields.index("amount")] == decimal.Decimal("12.50")
+    assert comments == [(c.pk, "hi", "the entry") for c in Comment.objects.filter(entry=entry)]

@@ -55,6 +55,7 @@ from listy.conf import SyncSettings, listy_settings
 from listy.exceptions import CacheUnavailable, ListyError
 from listy.schema import PLACEHOLDER, Column
 from listy.source import DjangoBackingStore, State
+from listy.source import _from_db  # a value as the source's rows hold it
 from listy.writes import Writes
 
 logger = logging.getLogger("listy")
@@ -330,12 +331,6 @@ def _relation(message: tuple[Any, ...], tables: dict[str, type[models.Model]], l
                 flags.append((attname, position[f.column], loaders.for_column(type_of[f.column], f)))
         writers.append(_Writer(w, source, cols, flags))
     return _Relation(model, writers)
-
-
-def _from_db(col: Column, value: Any) -> Any:
-    if value is not None and col.kind == "bytes" and not isinstance(value, bytes):
-        return bytes(value)
-    return value
 
 
 class _Related:
