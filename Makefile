@@ -67,7 +67,7 @@ bench: ## run the side-by-side benchmark (bench/run.sh; builds its own bench/.ve
 clean: ## remove build outputs and the example database
 	rm -rf target $(VENV) example/db.sqlite3 .pytest_cache
 
-FUZZ_TARGETS ?= decode_list list_roundtrip reply_parser
+FUZZ_TARGETS ?= decode_list list_roundtrip reply_parser pgoutput
 FUZZ_TIME ?= 600
 .PHONY: fuzz
 fuzz: ## run each cargo-fuzz target in fuzz/ for FUZZ_TIME seconds, one job (stable via RUSTC_BOOTSTRAP=1)

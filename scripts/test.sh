@@ -24,6 +24,14 @@ if [ "$(id -u)" = 0 ]; then
   if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && command -v pg_ctlcluster >/dev/null; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
   fi
+  # listy_sync's tests (tests/test_listy_sync.py) need a logical change
+  # stream: wal_level = logical takes a restart, done once on a fresh machine.
+  if command -v psql >/dev/null && command -v pg_ctlcluster >/dev/null \
+      && [ "$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW wal_level' 2>/dev/null)" = replica ]; then
+    psql -h 127.0.0.1 -U postgres -c "ALTER SYSTEM SET wal_level = logical"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main restart
+    for _ in $(seq 30); do (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && break; sleep 1; done
+  fi
   if ! (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null && [ -x /usr/sbin/mariadbd ]; then
     start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
     for _ in $(seq 30); do (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null && break; sleep 1; done

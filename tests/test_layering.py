@@ -45,7 +45,7 @@ LAYERS: list[list[str]] = [
     ["listy.periods", "listy.records", "listy.writes", "listy.aio"],
     ["listy.bulk"],  # the batched write paths, on top of writes
     ["listy.cache"],  # the facade
-    ["listy.rawsql", "listy.manager", "listy.signals", "listy.checks", "listy.panels"],
+    ["listy.rawsql", "listy.manager", "listy.signals", "listy.checks", "listy.panels", "listy.sync"],
     ["listy.apps", "listy.management.commands.*", "listy"],
 ]
 

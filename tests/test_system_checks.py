@@ -79,3 +79,27 @@ def test_w001_embedded_store_without_debug(monkeypatch):
     finally:
         monkeypatch.undo()
         reset_listy()
+
+
+@pytest.mark.django_db
+def test_w002_sync_configured_on_a_database_that_cannot_carry_it(settings):
+    """``LISTY["SYNC"]`` set: a database other than PostgreSQL, or one with
+    ``wal_level`` other than ``logical``, gets W002; no SYNC, no check."""
+    import os
+
+    from django.db import connection
+
+    from listy.checks import check_sync
+
+    assert check_sync(databases=["default"]) == []
+    settings.LISTY = {**settings.LISTY, "SYNC": True}
+    messages = check_sync(databases=["default"])
+    if connection.vendor != "postgresql":
+        assert ids(messages) == ["listy.W002"]
+        assert f"is {connection.vendor}" in messages[0].msg
+        return
+    with connection.cursor() as cur:
+        cur.execute("SHOW wal_level")
+        level = cur.fetchone()[0]
+    assert ids(messages) == ([] if level == "logical" else ["listy.W002"]), os.environ.get("LISTY_TEST_DB")
+    assert check_sync(databases=["other"]) == []  # not this check's database

@@ -11,10 +11,13 @@
 //!   copies must never panic the reader.
 //! - [`reply_parser`]: the memcached reply parser fed whole and in random
 //!   splits must agree, never panic and never claim more bytes than given.
+//! - [`pgoutput`]: PostgreSQL's logical decoding messages (`listy_sync`):
+//!   never panic, re-encode to what decodes the same, prefixes refused.
 
 pub mod check;
 pub mod decode_list;
 pub mod list_roundtrip;
+pub mod pgoutput;
 pub mod reply_parser;
 
 /// Inputs and checks that reach bugs already reported (README.md,

@@ -258,6 +258,12 @@ class Engine:
         found missing are left to the next read. Changes of existing rows
         are settled with one ``rows_loader(pks)`` call per round (the
         states of the rows still stored, in any order)."""
+    def follow_changes(self, changes: list[tuple[RowState | None, RowState | None]]) -> WriteReport:
+        """Row changes read from the database's change stream, in commit
+        order, applied as its follower does: one pipelined batch of frames
+        (idempotent per primary key), the model-wide counters they touch
+        deleted (recounted on the next read) instead of moved, no settle, no
+        list built."""
     def rebuild(self, index: tuple[str, ...], values: tuple[Any, ...], loader: Loader) -> None: ...
     def flush(self) -> None:
         """Drops every list and counter of this model at once (new generation)."""
@@ -293,6 +299,20 @@ class Engine:
         "complete": a valid head, "segments": how many segments it names, "error"}."""
     def registered_indexes(self) -> list[tuple[str, ...]]:
         """The union of every client's indexes kept in the cache."""
+
+def decode_pgoutput(data: bytes) -> tuple[Any, ...]:
+    """One pgoutput message (protocol 1) as a tuple, its type first:
+    ``("B", final_lsn, commit_time, xid)``, ``("C", commit_lsn, end_lsn,
+    commit_time)``, ``("O", lsn, name)``, ``("R", oid, namespace, name,
+    replica_identity, [(column, type_oid, typmod, is_key), ...])``, ``("Y",
+    oid, namespace, name)``, ``("I"|"U"|"D", oid, old, new)`` with ``old`` =
+    ``(image "K"|"O", values)`` or None and values ``bytes`` (text form),
+    None (NULL) or ``...`` (unchanged TOAST), ``("T", options, [oid, ...])``,
+    ``("M", transactional, lsn, prefix, content)``. ValueError names the
+    offset of a message it cannot decode."""
+
+def format_lsn(lsn: int) -> str:
+    """A pg_lsn in PostgreSQL's text form (``16/B374D848``)."""
 
 def change_plan(old_listed: bool | None, new_listed: bool | None) -> Literal["nothing", "add", "remove", "delete", "bury", "move"]:
     """What ``Engine.change`` does for a row that lists held (or not) before

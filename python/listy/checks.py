@@ -5,6 +5,10 @@
 - ``listy.E003``: a field of the model has a type Listy cannot cache.
 - ``listy.W001``: the embedded in-process store is in use while DEBUG is False
   (it is not shared between processes: lists diverge across workers).
+- ``listy.W002``: ``LISTY["SYNC"]`` is set but its database cannot carry a
+  logical change stream (``wal_level`` is not ``logical``, or it is not
+  PostgreSQL). A database check: ``manage.py check --database default``
+  and ``migrate`` run it.
 """
 
 from __future__ import annotations
@@ -84,5 +88,43 @@ def check_store(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> li
             "are not seen by another.",
             hint="Set LISTY = {'SERVERS': ['host:11211', ...]} (memcached).",
             id="listy.W001",
+        )
+    ]
+
+
+@register(Tags.database)
+def check_sync(app_configs: list[AppConfig] | None = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W002 when ``listy_sync`` is configured but cannot follow its database."""
+    from django.db import DatabaseError, connections
+
+    try:
+        conf = listy_settings().sync
+    except ListyError:
+        return []  # E004 reports the settings
+    if conf is None or (databases is not None and conf.database not in databases):
+        return []
+    conn = connections[conf.database]
+    if conn.vendor != "postgresql":
+        problem = f"database {conf.database!r} is {conn.vendor}, and listy_sync follows PostgreSQL only"
+        hint = "Remove LISTY['SYNC'] (repair outside writes with rebuild() or listy_check --fix)."
+    else:
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW wal_level")
+                level = cur.fetchone()[0]
+        except DatabaseError as exc:
+            return [Warning(f"Listy: could not read wal_level of {conf.database!r}: {exc}", id="listy.W002")]
+        if level == "logical":
+            return []
+        problem = f"wal_level of database {conf.database!r} is {level!r}, not 'logical'"
+        hint = (
+            "ALTER SYSTEM SET wal_level = logical and restart PostgreSQL (RDS/Aurora: "
+            "rds.logical_replication = 1; Cloud SQL: cloudsql.logical_decoding = on); see docs/deployment.md."
+        )
+    return [
+        Warning(
+            f"Listy: LISTY['SYNC'] is set but {problem}: outside writes will leave lists stale.",
+            hint=hint,
+            id="listy.W002",
         )
     ]

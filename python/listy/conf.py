@@ -33,6 +33,10 @@ ever, until ``flush_all()``).
 list reads) may hold the event loop's thread to serve a hit on a pooled
 connection (about one round trip); past it, or with ``0``/``None``, the read
 is made in a worker thread instead (see ``listy.aio``).
+``SYNC``: ``manage.py listy_sync`` follows this deployment's PostgreSQL
+change stream (``True``, or a dict with any of ``DATABASE`` (alias, default
+``"default"``), ``SLOT`` and ``PUBLICATION`` (names, default ``"listy"``));
+see docs/deployment.md. ``None`` or ``False`` (the default): no sync.
 
 ``SERVERS`` absent, empty or ``["local"]`` selects the embedded in-process
 store. The environment variable ``LISTY_SERVERS`` (``"127.0.0.1:11211,..."``
@@ -47,6 +51,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +75,23 @@ DEFAULTS: dict[str, Any] = {
     "BULK_REPAIR_THRESHOLD": 10_000,
     "INLINED_FANOUT_THRESHOLD": 10_000,
     "ASYNC_INLINE_TIMEOUT": 0.002,
+    "SYNC": None,
 }
+
+#: The keys of a ``SYNC`` dict and their defaults.
+SYNC_DEFAULTS: dict[str, str] = {"DATABASE": "default", "SLOT": "listy", "PUBLICATION": "listy"}
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Where ``listy_sync`` reads the change stream (``LISTY["SYNC"]``)."""
+
+    database: str
+    """The database alias whose change stream is followed."""
+    slot: str
+    """The logical replication slot's name."""
+    publication: str
+    """The publication's name."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,8 @@ class ListySettings:
     """Referencing rows above which a related row's change repairs their lists wholesale."""
     async_inline_timeout: float | None = 0.002
     """Seconds an async read may hold the loop's thread (None: never)."""
+    sync: SyncSettings | None = None
+    """The change stream ``listy_sync`` follows (None: not configured)."""
 
     @property
     def is_local(self) -> bool:
@@ -114,6 +137,31 @@ def _parse_servers(value: Any) -> tuple[str, ...]:
     if LOCAL in servers:
         raise ConfigError("LISTY['SERVERS']: 'local' cannot be mixed with memcached servers")
     return servers
+
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _parse_sync(value: Any) -> SyncSettings | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"LISTY['SYNC'] must be None, True or a dict, not {value!r}")
+    unknown = set(value) - set(SYNC_DEFAULTS)
+    if unknown:
+        raise ConfigError(
+            f"unknown LISTY['SYNC'] keys: {', '.join(sorted(unknown))} (known: {', '.join(SYNC_DEFAULTS)})"
+        )
+    merged = {**SYNC_DEFAULTS, **value}
+    for key in ("SLOT", "PUBLICATION"):
+        if not isinstance(merged[key], str) or not _NAME.match(merged[key]):
+            raise ConfigError(
+                f"LISTY['SYNC']['{key}'] must be a lower-case PostgreSQL name "
+                f"(letters, digits, _; at most 63), not {merged[key]!r}"
+            )
+    return SyncSettings(database=str(merged["DATABASE"]), slot=merged["SLOT"], publication=merged["PUBLICATION"])
 
 
 @functools.cache
@@ -169,6 +217,7 @@ def listy_settings() -> ListySettings:
         intent_window=None if window is None else float(window),
         **thresholds,
         async_inline_timeout=float(inline) if inline else None,
+        sync=_parse_sync(merged["SYNC"]),
     )
 
 

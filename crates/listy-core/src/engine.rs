@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod batch;
 mod change;
-pub use change::{Plan, Stored};
+pub use change::{ChangeOptions, Plan, Stored};
 
 /// Where the engine gets rows and counts on a miss (the Django side).
 pub trait Source {
@@ -220,6 +220,17 @@ struct Arriving<'a> {
     /// Whether the model-wide counters count it now (a settle moves lists
     /// only: counter moves commute, so each change's arrive in any order).
     counted: bool,
+}
+
+/// One row change of a write: the states it leaves and the one it arrives
+/// in, and whether lists it arrives in that are not cached get built.
+struct Step<'a> {
+    removed: Vec<Leaving<'a>>,
+    added: Option<Arriving<'a>>,
+    build: bool,
+    /// Days whose model-wide counters are deleted (recounted on the next
+    /// read) instead of moved.
+    recount: Vec<Option<i32>>,
 }
 
 /// What a write does when its frame finds no list to prepend to.
@@ -1116,6 +1127,13 @@ impl Engine {
         source: &dyn Source,
         build_missing: bool,
     ) -> Result<WriteReport> {
+        self.write_steps(&[Step { removed: removed.to_vec(), added, build: build_missing, recount: vec![] }], source)
+    }
+
+    /// The frames and counter moves of several row changes, in order, in
+    /// one pipelined batch (ops on one key reach its server in batch order).
+    fn write_steps(&self, steps: &[Step<'_>], source: &dyn Source) -> Result<WriteReport> {
+        let build_missing = steps.iter().any(|s| s.build);
         let mut report = WriteReport::default();
         // Keys already written: a retry for a newer meta must not bump a
         // counter twice.
@@ -1126,7 +1144,7 @@ impl Engine {
             Some(m) => m,
             None => match self.current_meta() {
                 Ok(m) => m,
-                Err(e) => return Ok(self.unreached(report, e, None, removed, added)),
+                Err(e) => return Ok(self.unreached(report, e, None, steps)),
             },
         };
         for _ in 0..4 {
@@ -1135,11 +1153,11 @@ impl Engine {
                 // yet, so the next read is a hit: they must be registered first.
                 guess = match self.register_all(&own) {
                     Ok(m) => m,
-                    Err(e) => return Ok(self.unreached(report, e, Some(&guess), removed, added)),
+                    Err(e) => return Ok(self.unreached(report, e, Some(&guess), steps)),
                 };
             }
             let planned: Vec<_> =
-                self.plan(&guess, removed, added)?.into_iter().filter(|(op, _)| !done.contains(op.key())).collect();
+                self.plan_steps(&guess, steps)?.into_iter().filter(|(op, _)| !done.contains(op.key())).collect();
             let mut batch = vec![Op::Get { key: self.meta_key() }];
             batch.extend(planned.iter().map(|(op, _)| op.clone()));
             let mut replies = self.store.execute(batch);
@@ -1187,7 +1205,7 @@ impl Engine {
                 other => Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
             }) {
                 Ok(meta) => meta,
-                Err(e) => return Ok(self.unreached(report, e, Some(&guess), removed, added)),
+                Err(e) => return Ok(self.unreached(report, e, Some(&guess), steps)),
             };
             if meta == guess {
                 break;
@@ -1236,21 +1254,41 @@ impl Engine {
 
     /// The report of a write whose meta could not be read: every key the
     /// write would have touched (for the last meta known) needs repair.
-    fn unreached(
-        &self,
-        mut report: WriteReport,
-        e: Error,
-        meta: Option<&Meta>,
-        removed: &[Leaving<'_>],
-        added: Option<Arriving<'_>>,
-    ) -> WriteReport {
+    fn unreached(&self, mut report: WriteReport, e: Error, meta: Option<&Meta>, steps: &[Step<'_>]) -> WriteReport {
         report.faults.push(Fault::from(&e));
         if let Some(meta) = meta.cloned().or_else(|| self.cached_meta()) {
-            if let Ok(planned) = self.plan(&meta, removed, added) {
+            if let Ok(planned) = self.plan_steps(&meta, steps) {
                 report.failed_keys.extend(planned.into_iter().map(|(op, _)| op.key().to_string()));
             }
         }
         report
+    }
+
+    /// The ops of several writes, in order: a step that builds no missing
+    /// list leaves its prepends without a build target.
+    #[allow(clippy::type_complexity)]
+    fn plan_steps(&self, meta: &Meta, steps: &[Step<'_>]) -> Result<Vec<(Op, Option<Missing>)>> {
+        let mut ops = Vec::new();
+        let mut recount: Vec<String> = Vec::new();
+        let epoch = self.counter_epoch();
+        for step in steps {
+            for &day in &step.recount {
+                recount.extend(self.model_counter_keys(meta.generation, epoch, day));
+            }
+            let planned = self.plan(meta, &step.removed, step.added)?;
+            if step.build {
+                ops.extend(planned);
+            } else {
+                ops.extend(planned.into_iter().map(|(op, m)| match m {
+                    Some(Missing::Build(..)) => (op, None),
+                    m => (op, m),
+                }));
+            }
+        }
+        recount.sort();
+        recount.dedup();
+        ops.extend(recount.into_iter().map(|key| (Op::Delete { key }, None)));
+        Ok(ops)
     }
 
     /// The ops of one write for the registry in `meta`: each with the list

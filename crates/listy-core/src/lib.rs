@@ -11,6 +11,7 @@
 //! - [`store`]: the [`Store`] trait; [`local`] (embedded) and [`pool`] (memcached).
 //! - [`client`], [`ketama`]: the memcached text protocol and server selection.
 //! - [`reader`]: the lazy head-first [`reader::List`] a program iterates.
+//! - [`pgoutput`]: PostgreSQL's logical decoding messages (`listy_sync`).
 //! - [`fault`]: why a read bypassed the cache or a write fell short, by kind.
 //! - [`error`]: the crate's one [`Error`], with the typed [`SourceError`].
 
@@ -26,6 +27,7 @@ pub mod fault;
 pub mod ketama;
 pub mod keys;
 pub mod local;
+pub mod pgoutput;
 pub mod pool;
 pub mod reader;
 pub mod store;

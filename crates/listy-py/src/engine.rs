@@ -8,7 +8,7 @@ use crate::records::{Builder, Records, Related};
 use crate::store::PyStore;
 use listy_core::calendar::Period;
 use listy_core::codec::{describe, Row, Value};
-use listy_core::engine::{Bucket, Engine, Fetched, Source, Stored, WriteReport};
+use listy_core::engine::{Bucket, ChangeOptions, Engine, Fetched, Source, Stored, WriteReport};
 use listy_core::error::{SourceError, SourceErrorKind};
 use listy_core::reader::{Completion, List};
 use listy_core::Error;
@@ -167,6 +167,9 @@ fn stored_from_py(schema: &listy_core::codec::Schema, state: &Bound<'_, PyAny>) 
     let (row, listed, day): (Bound<'_, PyAny>, bool, Option<i32>) = state.extract()?;
     Ok(Stored { row: row_from_py(schema, &row)?, listed, day })
 }
+
+/// `(old, new)`: a row change as Python hands it over (None: absent).
+type StatePair<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>);
 
 /// FK attname → (FK field name, related model, attname the FK value fills).
 type RelatedSpec = HashMap<String, (String, Py<PyType>, String)>;
@@ -550,6 +553,25 @@ impl PyEngine {
         let source = PySource::settling_many(&loader, &rows_loader, self.schema(py));
         let engine = self.engine.clone();
         let report = py.detach(|| engine.settle_many(written, &source)).map_err(|e| source.error(e))?;
+        report_to_py(py, report)
+    }
+
+    /// Row changes read from the database's change stream, in commit
+    /// order: `changes` is a list of `(old, new)` pairs as for `change`.
+    /// Applied as a follower of the stream does (`ChangeOptions::follower`):
+    /// one pipelined batch, no settle, no build of lists not cached, and
+    /// the model-wide counters they touch deleted (recounted on the next
+    /// read) rather than moved.
+    fn follow_changes<'py>(&self, py: Python<'py>, changes: Vec<StatePair<'py>>) -> PyResult<Bound<'py, PyDict>> {
+        let schema = &self.schema(py).inner;
+        let stored = |s: Option<Bound<'py, PyAny>>| s.map(|s| stored_from_py(schema, &s)).transpose();
+        let changes =
+            changes.into_iter().map(|(old, new)| Ok((stored(old)?, stored(new)?))).collect::<PyResult<Vec<_>>>()?;
+        let source = PySource::new(None, self.schema(py));
+        let engine = self.engine.clone();
+        let report = py
+            .detach(|| engine.change_sequence(&changes, &source, ChangeOptions::follower()))
+            .map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 

@@ -7,6 +7,7 @@ mod convert;
 mod datetime_capi;
 mod engine;
 mod errors;
+mod pgoutput;
 mod protocol;
 mod records;
 mod store;
@@ -23,6 +24,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<records::RecordsIter>()?;
     m.add_function(wrap_pyfunction!(engine::bucket_start, m)?)?;
     m.add_function(wrap_pyfunction!(engine::change_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(pgoutput::decode_pgoutput, m)?)?;
+    m.add_function(wrap_pyfunction!(pgoutput::format_lsn, m)?)?;
     protocol::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

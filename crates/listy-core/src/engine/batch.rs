@@ -14,7 +14,7 @@
 //!
 //! **Settling** is the single change's, batched: once the frames landed,
 //! the changed rows that stay are read again with one
-//! [`Source::rows_by_pk`] call, and the rows another writer changed
+//! [`super::Source::rows_by_pk`] call, and the rows another writer changed
 //! meanwhile are written as one more batch (lists only, never counters).
 
 use super::change::{arriving, leaving, SETTLE_ROUNDS};
@@ -34,7 +34,7 @@ struct Planned<'a> {
 impl Engine {
     /// Applies many row changes (each `(old, new)` as for [`Engine::change`])
     /// in one pipelined batch, then settles those that changed an existing
-    /// row with one [`Source::rows_by_pk`] read per settle round.
+    /// row with one [`super::Source::rows_by_pk`] read per settle round.
     ///
     /// Changes are applied in order; two changes of one row in one batch
     /// land in that order (the later one wins, as with two calls).
@@ -70,7 +70,7 @@ impl Engine {
 
     /// Settles rows written earlier (by [`Engine::change`] or
     /// [`Engine::change_many`]): reads them once more with one
-    /// [`Source::rows_by_pk`] read per round and writes the state of those
+    /// [`super::Source::rows_by_pk`] read per round and writes the state of those
     /// the database holds otherwise now (frames only, no counter move;
     /// rows found gone are buried). For a caller that checks inserts later,
     /// in a batch, instead of one read per insert (Listy's background worker).

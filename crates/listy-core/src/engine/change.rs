@@ -28,7 +28,7 @@
 //! settle moves frames only, never counters: `incr`/`decr` commute, so the
 //! model-wide counters are right whatever order the writers' moves arrive.
 
-use super::{Arriving, Engine, Leaving, NoSource, Source, WriteReport};
+use super::{Arriving, Engine, Leaving, NoSource, Source, Step, WriteReport};
 use crate::codec::{Row, Value};
 use crate::error::Result;
 
@@ -58,6 +58,48 @@ impl Stored {
 
     fn pk(&self) -> Option<&Value> {
         self.row.first()
+    }
+}
+
+/// How a change is applied. [`Engine::change`] uses the default (all on):
+/// what a writer that just committed the change wants. A follower of the
+/// database's change stream (`listy_sync`) applies changes it reads in
+/// commit order, after the fact, and turns some off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeOptions {
+    /// Move the model-wide counters (`incr`/`decr`).
+    pub counted: bool,
+    /// Delete the model-wide counters the change touches instead of moving
+    /// them (set `counted` off): the next read counts them afresh under its
+    /// lease, which a delete landing meanwhile breaks. Idempotent, unlike a
+    /// move: for a follower that may see a change another writer already
+    /// counted, or see it twice.
+    pub recount: bool,
+    /// Build from the source the lists a new row arrives in that are not
+    /// cached (so the next read is a hit). Off: they stay missing and the
+    /// next read builds them, which costs a follower no database read.
+    pub build_missing: bool,
+    /// Read the row again once the frames landed and write the database's
+    /// state if it moved on ([`Engine::change`]'s settle). A follower that
+    /// applies every committed change in commit order needs none: a later
+    /// state reaches it as a later change.
+    pub settle: bool,
+}
+
+impl Default for ChangeOptions {
+    fn default() -> Self {
+        ChangeOptions { counted: true, recount: false, build_missing: true, settle: true }
+    }
+}
+
+impl ChangeOptions {
+    /// How a follower of the database's change stream applies the changes
+    /// it reads in commit order, some of them already applied by the
+    /// process that wrote them: frames only (idempotent per primary key),
+    /// counters it touches deleted, no settle (a later state comes as a
+    /// later change), no list built (no database read).
+    pub fn follower() -> ChangeOptions {
+        ChangeOptions { counted: false, recount: true, build_missing: false, settle: false }
     }
 }
 
@@ -135,18 +177,29 @@ impl Engine {
     /// after the write committed. The settle read goes to
     /// `source.row(pk)`; building a missing list to `source.rows`.
     pub fn change(&self, old: Option<&Stored>, new: Option<&Stored>, source: &dyn Source) -> Result<WriteReport> {
+        self.change_with(old, new, source, ChangeOptions::default())
+    }
+
+    /// [`Engine::change`] with the given options.
+    pub fn change_with(
+        &self,
+        old: Option<&Stored>,
+        new: Option<&Stored>,
+        source: &dyn Source,
+        options: ChangeOptions,
+    ) -> Result<WriteReport> {
         let plan = Plan::of(old, new);
-        let mut report = self.apply(plan, old, new, source, true)?;
+        let mut report = self.apply(plan, old, new, source, options.counted, options.build_missing)?;
         // An insert settles only when another write of the row may have
         // landed first: its primary-key list existed already (a change of
         // an existing row creates it when missing), or there is none to tell.
         let raced_insert = old.is_none() && plan == Plan::Add && report.pk_list_found != Some(false);
-        if plan.settles(old, new) || raced_insert {
+        if options.settle && (plan.settles(old, new) || raced_insert) {
             if let Some(new) = new {
                 self.settle(new.clone(), source, &mut report)?;
             }
         }
-        if let (Some(gone), None, Plan::Remove { hard: true } | Plan::Bury) = (old, new, plan) {
+        if let (true, Some(gone), None, Plan::Remove { hard: true } | Plan::Bury) = (options.settle, old, new, plan) {
             self.check_not_recreated(gone, source, &mut report)?;
         }
         Ok(report)
@@ -160,7 +213,7 @@ impl Engine {
     /// rebuilt from the database on its next read), then the row is added.
     pub fn recreate(&self, new: &Stored, source: &dyn Source) -> Result<WriteReport> {
         self.flush()?;
-        let mut report = self.apply(Plan::of(None, Some(new)), None, Some(new), source, true)?;
+        let mut report = self.apply(Plan::of(None, Some(new)), None, Some(new), source, true, true)?;
         // In the new generation nothing tells whether a later change of the
         // row landed first: always settle.
         self.settle(new.clone(), source, &mut report)?;
@@ -181,6 +234,35 @@ impl Engine {
         Ok(())
     }
 
+    /// Several row changes `(old, new)` in order, with `options`, their frames
+    /// and counter moves sent in one pipelined batch (a change stream's
+    /// transaction):
+    /// the same as calling [`Engine::change_with`] on each in turn, in one
+    /// round trip instead of one per change. Changes of one row keep their
+    /// order (ops on one key reach its server in batch order).
+    pub fn change_sequence(
+        &self,
+        changes: &[(Option<Stored>, Option<Stored>)],
+        source: &dyn Source,
+        options: ChangeOptions,
+    ) -> Result<WriteReport> {
+        let steps: Vec<Step<'_>> = changes
+            .iter()
+            .filter_map(|(old, new)| step(Plan::of(old.as_ref(), new.as_ref()), old.as_ref(), new.as_ref(), options))
+            .collect();
+        let mut report = if steps.is_empty() { WriteReport::default() } else { self.write_steps(&steps, source)? };
+        if options.settle {
+            for (old, new) in changes {
+                if Plan::of(old.as_ref(), new.as_ref()).settles(old.as_ref(), new.as_ref()) {
+                    if let Some(new) = new {
+                        self.settle(new.clone(), source, &mut report)?;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
     /// Sends the frames of one planned change, and its counter moves when
     /// `counted` (a settle moves lists only: counter moves commute, so each
     /// writer's own moves are right in any order).
@@ -191,15 +273,14 @@ impl Engine {
         new: Option<&Stored>,
         source: &dyn Source,
         counted: bool,
+        build: bool,
     ) -> Result<WriteReport> {
-        match (plan, old, new) {
-            (Plan::Add, _, Some(n)) => self.write(&[], arriving(n, counted), source, true),
-            (Plan::Remove { hard }, Some(o), _) => self.write(&[leaving(o, hard, counted)], None, &NoSource, false),
-            (Plan::Bury, Some(o), _) => self.write(&[leaving(o, true, false)], None, &NoSource, false),
-            (Plan::Move, Some(o), Some(n)) => {
-                self.write(&[leaving(o, false, counted)], arriving(n, counted), source, false)
-            }
-            _ => Ok(WriteReport::default()),
+        let options = ChangeOptions { counted, recount: false, build_missing: build, settle: false };
+        match step(plan, old, new, options) {
+            // only an arriving row reads the source (to build a missing list)
+            Some(s) if s.added.is_some() => self.write_steps(&[s], source),
+            Some(s) => self.write_steps(&[s], &NoSource),
+            None => Ok(WriteReport::default()),
         }
     }
 
@@ -214,7 +295,7 @@ impl Engine {
                 // written here too, in case the two differ (the delete read
                 // a stale row): no list may keep a deleted row.
                 if written.listed {
-                    let more = self.apply(Plan::Bury, Some(&written), None, source, false)?;
+                    let more = self.apply(Plan::Bury, Some(&written), None, source, false, false)?;
                     report.failed_keys.extend(more.failed_keys);
                     report.faults.extend(more.faults);
                 }
@@ -224,13 +305,37 @@ impl Engine {
                 return Ok(());
             }
             let plan = Plan::of(Some(&written), Some(&current));
-            let more = self.apply(plan, Some(&written), Some(&current), source, false)?;
+            let more = self.apply(plan, Some(&written), Some(&current), source, false, false)?;
             report.failed_keys.extend(more.failed_keys);
             report.faults.extend(more.faults);
             written = current;
         }
         Ok(())
     }
+}
+
+/// The write step of one planned change (None: it writes nothing), as
+/// [`Engine::change_with`]'s `apply` would send it.
+fn step<'a>(plan: Plan, old: Option<&'a Stored>, new: Option<&'a Stored>, options: ChangeOptions) -> Option<Step<'a>> {
+    let counted = options.counted;
+    let (removed, added, build) = match (plan, old, new) {
+        (Plan::Add, _, Some(n)) => (vec![], arriving(n, counted), options.build_missing),
+        (Plan::Remove { hard }, Some(o), _) => (vec![leaving(o, hard, counted)], None, false),
+        (Plan::Bury, Some(o), _) => (vec![leaving(o, true, false)], None, false),
+        (Plan::Move, Some(o), Some(n)) => (vec![leaving(o, false, counted)], arriving(n, counted), false),
+        _ => return None,
+    };
+    // The counter buckets a counted change would move: the new row's when
+    // it arrives, the old one's when it leaves, both when a move changes
+    // its day (a move within one day moves nothing).
+    let recount = match (options.recount, plan, old, new) {
+        (false, ..) => vec![],
+        (true, Plan::Add, _, Some(n)) => vec![n.day],
+        (true, Plan::Remove { .. }, Some(o), _) => vec![o.day],
+        (true, Plan::Move, Some(o), Some(n)) if o.day != n.day => vec![o.day, n.day],
+        _ => vec![],
+    };
+    Some(Step { removed, added, build, recount })
 }
 
 /// `s` entering its lists (`counted`: the model-wide counters count it).

@@ -1,6 +1,8 @@
 """``manage.py listy_stats [app.Model ...]``: the store in use, per-server
 memcached statistics (items, bytes, evictions, get hits/misses and the hit
-ratio), and this process's hit/miss counts per model.
+ratio), this process's hit/miss counts per model, and with ``LISTY["SYNC"]``
+set the change stream follower's lag (WAL not yet acknowledged, WAL the slot
+retains) and throughput (``listy_sync``).
 
 Through twemproxy (which does not forward ``stats``) the server part says so
 and the command still exits 0. Exit code 2 on a usage error.
@@ -91,3 +93,25 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{model._meta.label}: indexes {indexes}; hits {client.hits}, misses {client.misses} (this process)"
             )
+        self._sync()
+
+    def _sync(self) -> None:
+        """The change stream's slot and follower, when ``LISTY["SYNC"]`` is set."""
+        from django.db import DatabaseError
+
+        from listy.management.commands.listy_sync import format_status
+        from listy.sync import SyncError, status
+
+        conf = listy_settings().sync
+        if conf is None:
+            return
+        try:
+            found = status(conf)
+        except (DatabaseError, SyncError) as exc:
+            self.stdout.write(self.style.WARNING(f"sync: slot status unavailable: {exc}"))
+            return
+        if found is None:
+            self.stdout.write(self.style.WARNING(f"sync: no slot {conf.slot!r}: run `manage.py listy_sync --setup`"))
+            return
+        for line in format_status(found):
+            self.stdout.write(line)
