@@ -41,7 +41,7 @@ LAYERS: list[list[str]] = [
     ["listy.periods", "listy.records", "listy.writes"],
     ["listy.cache"],  # the facade
     ["listy.manager", "listy.signals", "listy.checks", "listy.panels"],
-    ["listy.apps", "listy.management.commands.*", "listy"],
+    ["listy.apps", "listy.management.commands.*", "listy", "listy.testing"],
 ]
 
 

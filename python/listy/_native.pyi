@@ -8,6 +8,9 @@ rows (``Loader``) and counts (``CountLoader``) on a miss.
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, TypedDict, overload
 
+__version__: str
+"""Cargo's package version, compiled in (``listy.__version__`` is this)."""
+
 # ---------------------------------------------------------------- exceptions
 class ListyError(Exception):
     """Root of every Listy exception."""
@@ -28,7 +31,7 @@ class ConfigError(ListyError):
 class Store:
     """A memcached pool or the embedded in-process store."""
 
-    kind: str
+    kind: Literal["local", "memcached"]
     batches: int
     """Batches sent by this process (one pipelined round trip per server each)."""
 
@@ -43,7 +46,6 @@ class Store:
         max_item_size: int = 1048576,
     ) -> Store:
         """A pool over ``servers`` ("host:port", "host:port weight", "/socket")."""
-    kind: Literal["local", "memcached"]
     def flush_all(self) -> None: ...
     def get_raw(self, key: str) -> bytes | None: ...
     def set_raw(self, key: str, value: bytes) -> None: ...
@@ -102,6 +104,7 @@ class Records(Sequence[Any]):
     def pks(self) -> list[int]: ...
     def index(self, value: Any) -> int: ...
     def count(self, value: Any) -> int: ...
+    def __contains__(self, value: object) -> bool: ...
 
 # A loader returns the live rows of one list, newest first, each a tuple in
 # schema order. Arguments: the index's field names and their values.

@@ -12,7 +12,7 @@
 //!   has passed. Its keys are *never* rehashed to another server: Listy must
 //!   not read a key from a server that did not receive its writes.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -168,7 +168,7 @@ struct Dead {
 struct Server {
     address: String,
     /// Idle connections, each tagged with the pid of the process that opened it.
-    idle: Mutex<Vec<(i32, Connection)>>,
+    idle: Mutex<Vec<(u32, Connection)>>,
     dead: Mutex<Option<Dead>>,
 }
 
@@ -178,7 +178,7 @@ pub struct MemcachedPool {
     servers: Vec<Server>,
     ring: Ring,
     /// The process the pooled connections belong to.
-    pid: AtomicI32,
+    pid: AtomicU32,
 }
 
 impl std::fmt::Debug for MemcachedPool {
@@ -206,7 +206,7 @@ impl MemcachedPool {
             .into_iter()
             .map(|s| Server { address: s.address, idle: Mutex::new(Vec::new()), dead: Mutex::new(None) })
             .collect();
-        Ok(MemcachedPool { cfg, servers, ring, pid: AtomicI32::new(current_pid()) })
+        Ok(MemcachedPool { cfg, servers, ring, pid: AtomicU32::new(current_pid()) })
     }
 
     /// The configuration the pool was built from.
@@ -378,9 +378,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn current_pid() -> i32 {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    unsafe { libc::getpid() }
+fn current_pid() -> u32 {
+    // `getpid` on Unix (asked afresh each time, so a fork is noticed), the
+    // process id on Windows (no fork there).
+    std::process::id()
 }
 
 /// The same error again, for each op of a batch that failed as a whole.
