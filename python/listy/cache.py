@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar, Unpack, cast
 
 from django.db import models
 
 from listy import middleware
 from listy import recorder as _recorder
 from listy import repair as _repairs
-from listy.declaration import Index, _middleware_on_build
+from listy.conf import listy_settings
+from listy.declaration import Index, Options, _middleware_on_build
 from listy.exceptions import CacheUnavailable
 from listy.inspection import is_list
 from listy.periods import PeriodCounts
@@ -37,13 +38,22 @@ def _default_key(filters: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     )
 
 
-class ListCache(Writes, PeriodCounts):
+M = TypeVar("M", bound=models.Model)
+
+
+class ListCache(Writes, PeriodCounts, Generic[M]):
     """The cached lists of one model.
 
     ``ListCache(Model, caches, **options)`` takes the same arguments as
     :class:`listy.CachingManager`; every client of one model keeps the others'
-    lists right.
+    lists right. Generic in the model: ``ListCache(User, [("pk",)])`` is a
+    ``ListCache[User]`` whose ``get()`` is a ``Sequence[User]``.
     """
+
+    model: type[M]
+
+    def __init__(self, model: type[M], caches: Iterable[Sequence[str]], **options: Unpack[Options]) -> None:
+        super().__init__(model, caches, **options)
 
     # ------------------------------------------------------------ reads
     def _from_db(self, index: Index, values: tuple[Any, ...], key: str = "") -> FallbackRecords:
@@ -58,28 +68,29 @@ class ListCache(Writes, PeriodCounts):
         logger.warning("listy: cache unavailable for %s, using the database: %s", self.model._meta.label, exc)
 
     def _use_db(self) -> bool:
-        """Reads go to the database: cache disabled, uncommitted Listy writes
-        in this transaction, or keys a failed write left (here or in another
+        """Reads go to the database: cache disabled (this client, or all of
+        Listy by ``LISTY["ENABLED"] = False``), uncommitted Listy writes in
+        this transaction, or keys a failed write left (here or in another
         process) that are not repaired yet (``listy.repair``)."""
-        if self.disable_cache or self._pending_writes():
+        if self.disable_cache or not listy_settings().enabled or self._pending_writes():
             return True
         return not _repairs.ready(self, self._resolve().db_alias)
 
-    def _get(self, index: Index, values: tuple[Any, ...]) -> Sequence[Any]:
+    def _get(self, index: Index, values: tuple[Any, ...]) -> Sequence[M]:
         if self._use_db():
-            return self._from_db(index, values)
+            return cast("Sequence[M]", self._from_db(index, values))
         try:
             engine = self._engine()
             records = engine.get(index, values, self._resolve().source.rows)
         except CacheUnavailable as exc:
             self._unavailable(exc)
-            return self._from_db(index, values)
+            return cast("Sequence[M]", self._from_db(index, values))
         if not records.from_cache:
             _repairs.note_read(records)
             logger.debug("listy: miss %s %s: read from the database (%d bytes stored)", self.model._meta.label, records.key, records.size)
-        return records
+        return cast("Sequence[M]", records)
 
-    def get(self, **filters: Any) -> Sequence[Any]:
+    def get(self, **filters: Any) -> Sequence[M]:
         """The list of live instances matching ``filters``, newest first.
 
         A lazy, read-only sequence: ``len()``, ``bool()``, indexing and
@@ -91,7 +102,7 @@ class ListCache(Writes, PeriodCounts):
         index, values = self._index_for(filters)
         return self._get(index, values)
 
-    def get_one(self, pk: Any) -> models.Model | None:
+    def get_one(self, pk: Any) -> M | None:
         """The instance with primary key ``pk``, or None (needs a ``("pk",)`` index)."""
         resolved = self._resolve()
         if resolved.pk_index is None:
@@ -99,34 +110,34 @@ class ListCache(Writes, PeriodCounts):
         pk = self._coerce("pk", self.model._meta.pk, pk)
         found = middleware.lookup(self.model, pk)
         if found is not None:
-            return found
+            return cast(M, found)
         return next(iter(self._get(resolved.pk_index, (pk,))), None)
 
-    def get_first(self, **filters: Any) -> models.Model | None:
+    def get_first(self, **filters: Any) -> M | None:
         """The first (newest) instance of the list, or None."""
         records = self.get(**filters)
         return records[0] if records else None
 
-    def _get_many(self, filters: list[Mapping[str, Any]]) -> list[Sequence[Any]]:
+    def _get_many(self, filters: list[Mapping[str, Any]]) -> list[Sequence[M]]:
         requests = [self._index_for(f) for f in filters]
         if self._use_db():
-            return [self._from_db(i, v) for i, v in requests]
+            return [cast("Sequence[M]", self._from_db(i, v)) for i, v in requests]
         try:
             found = list(self._engine().get_multi(requests, self._resolve().source.rows))
         except CacheUnavailable as exc:
             self._unavailable(exc)
-            return [self._from_db(i, v) for i, v in requests]
+            return [cast("Sequence[M]", self._from_db(i, v)) for i, v in requests]
         for records in found:
             if not records.from_cache:
                 _repairs.note_read(records)
                 logger.debug("listy: miss %s %s: read from the database (%d bytes stored)", self.model._meta.label, records.key, records.size)
-        return found
+        return cast("list[Sequence[M]]", found)
 
     def get_multi(
         self,
         filters: Iterable[Mapping[str, Any]],
         key_func: Callable[[Mapping[str, Any]], Any] | None = None,
-    ) -> dict[Any, Sequence[Any]]:
+    ) -> dict[Any, Sequence[M]]:
         """``{key_func(f): list}`` for each filter dict, fetched in one
         batched round trip; missing lists are rebuilt from the database.
         ``key_func`` defaults to the sorted ``(name, value)`` pairs."""
@@ -136,9 +147,9 @@ class ListCache(Writes, PeriodCounts):
         key = key_func or _default_key
         return {key(f): r for f, r in zip(filters, self._get_many(filters))}
 
-    def get_multi_list(self, filters: Iterable[Mapping[str, Any]]) -> list[Any]:
+    def get_multi_list(self, filters: Iterable[Mapping[str, Any]]) -> list[M]:
         """All instances of all the lists, in order, as one flat list."""
-        out: list[Any] = []
+        out: list[M] = []
         for records in self._get_many(list(filters)):
             out.extend(records)
         return out
@@ -258,12 +269,6 @@ class ListCache(Writes, PeriodCounts):
         live = state[2].misses if state is not None and state[2] is not None else 0
         return self._stats[1] + live
 
-    def reset_local_stats(self) -> None:
-        """Sets ``hits`` and ``misses`` back to zero."""
-        self._stats = [0, 0]
-        state = self._state
-        if state is not None and state[2] is not None:
-            state[2].reset_stats()
 
 
 __all__ = ["SKIP_SIGNALS", "CoherencyReport", "FallbackRecords", "ListCache", "in_listy_delete"]

@@ -1,7 +1,20 @@
 """Listy's settings: ``settings.LISTY``, every key optional.
 
 ``LISTY = {"SERVERS": [...], "KEY_PREFIX": "", "CONNECT_TIMEOUT": 0.25, "TIMEOUT": 0.5,
-"REPAIR_CHECK_INTERVAL": 1.0, "COUNTER_EPOCH": 3600}``
+"REPAIR_CHECK_INTERVAL": 1.0, "COUNTER_EPOCH": 3600, "ENABLED": True,
+"OUTAGE_LOG_INTERVAL": 60}``
+
+``ENABLED``: the incident switch. False sends every read to the database and
+makes writes leave the cache alone; lists written while it was off are never
+served once it is on again (turning it on moves every model to a new
+generation, see ``listy.switch``).
+
+``CONNECT_TIMEOUT``/``TIMEOUT``: seconds (> 0) for a TCP connect to
+memcached and for each later read or write on it.
+
+``OUTAGE_LOG_INTERVAL``: seconds between two WARNING lines about one
+unreachable memcached server (others go to DEBUG); a line says when it
+answers again. ``0`` logs every fault.
 
 ``REPAIR_CHECK_INTERVAL``: at most this many seconds between two looks of a
 process at the table of keys that failed writes left to repair (see
@@ -45,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 0.5,
     "REPAIR_CHECK_INTERVAL": 1.0,
     "COUNTER_EPOCH": 3600,
+    "ENABLED": True,
+    "OUTAGE_LOG_INTERVAL": 60,
 }
 
 
@@ -61,11 +76,25 @@ class ListySettings:
     """Seconds between two looks at the pending repairs (None: only after a fault)."""
     counter_epoch: float | None = 3600
     """Seconds a model-wide counter is kept before it is counted afresh (None: forever)."""
+    enabled: bool = True
+    """False: every call goes to the database (the incident switch)."""
+    outage_log_interval: float = 60.0
+    """Seconds between two WARNINGs about one unreachable server."""
 
     @property
     def is_local(self) -> bool:
         """True when the embedded in-process store is in use."""
         return not self.servers
+
+
+def _seconds(name: str, value: Any, *, zero: bool = False) -> float:
+    """``value`` as a number of seconds (> 0, or >= 0 with ``zero``), else a
+    ConfigError naming the setting."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if zero else value > 0)
+    if not ok or value != value or value == float("inf"):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigError(f"LISTY[{name!r}] must be a number of seconds {bound}, not {value!r}")
+    return float(value)
 
 
 def _parse_servers(value: Any) -> tuple[str, ...]:
@@ -112,13 +141,18 @@ def listy_settings() -> ListySettings:
     epoch = merged["COUNTER_EPOCH"]
     if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch <= 0):
         raise ConfigError(f"LISTY['COUNTER_EPOCH'] must be None or a number of seconds > 0, not {epoch!r}")
+    enabled = merged["ENABLED"]
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"LISTY['ENABLED'] must be True or False, not {enabled!r}")
     return ListySettings(
         servers=servers,
         key_prefix=prefix,
-        connect_timeout=float(merged["CONNECT_TIMEOUT"]),
-        timeout=float(merged["TIMEOUT"]),
+        connect_timeout=_seconds("CONNECT_TIMEOUT", merged["CONNECT_TIMEOUT"]),
+        timeout=_seconds("TIMEOUT", merged["TIMEOUT"]),
         repair_check_interval=interval,
         counter_epoch=None if epoch is None else float(epoch),
+        enabled=enabled,
+        outage_log_interval=_seconds("OUTAGE_LOG_INTERVAL", merged["OUTAGE_LOG_INTERVAL"], zero=True),
     )
 
 

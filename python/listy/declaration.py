@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models, router
@@ -44,6 +44,19 @@ _INT_TYPES = frozenset(
 
 def _middleware_on_build() -> Callable[[Any], Any] | None:
     return middleware.on_build if middleware.installed() else None
+
+
+class Options(TypedDict, total=False):
+    """The keyword options of ``ListCache(Model, caches, **options)`` (SPEC §2)."""
+
+    soft_delete_field: str | None
+    deleted_timestamp_field: str | None
+    enabled_field: str | None
+    timestamp_field: str | None
+    disable_cache: bool
+    address: Callable[[], str] | None
+    filter_out_soft_deletes: bool
+    inlined_foreign_key_fields: Mapping[str, Sequence[str]] | None
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,7 @@ class Declaration:
             k: list(v) for k, v in (inlined_foreign_key_fields or {}).items()
         }
         self._lock = threading.RLock()
-        self._field_cache: dict[str, models.Field] = {}
+        self._field_cache: dict[str, models.Field[Any, Any]] = {}
         self._unique_sets: list[frozenset[str]] | None = None
         self._state: tuple[int, _Resolved, _native.Engine | None] | None = None
         self._stats = [0, 0]  # hits/misses of engines already dropped
@@ -116,7 +129,7 @@ class Declaration:
                 problems.append(f"{option}={name!r} is not a field of {opts.label}")
         return problems
 
-    def _field(self, name: str) -> models.Field | None:
+    def _field(self, name: str) -> models.Field[Any, Any] | None:
         found = self._field_cache.get(name)
         if found is None:
             found = self._find_field(name)
@@ -124,7 +137,7 @@ class Declaration:
                 self._field_cache[name] = found
         return found
 
-    def _find_field(self, name: str) -> models.Field | None:
+    def _find_field(self, name: str) -> models.Field[Any, Any] | None:
         opts = self.model._meta
         if name == "pk":
             return opts.pk
@@ -132,7 +145,7 @@ class Declaration:
             f = opts.get_field(name)
         except FieldDoesNotExist:
             f = None
-        if f is not None and getattr(f, "concrete", False) and not f.many_to_many:
+        if isinstance(f, models.Field) and f.concrete and not f.many_to_many:
             return f
         for f in opts.concrete_fields:
             if f.attname == name:
@@ -177,6 +190,13 @@ class Declaration:
             self._state = (epoch, resolved, None)
             return resolved
 
+    def reset_local_stats(self) -> None:
+        """Sets ``hits`` and ``misses`` back to zero."""
+        self._stats = [0, 0]
+        state = self._state
+        if state is not None and state[2] is not None:
+            state[2].reset_stats()
+
     def _drop_engine(self) -> None:
         if self._state is not None and self._state[2] is not None:
             engine = self._state[2]
@@ -218,14 +238,18 @@ class Declaration:
         if found is None:
             opts = self.model._meta
             sets = [frozenset([f.attname]) for f in opts.concrete_fields if f.unique]
-            sets += [frozenset(opts.get_field(n).attname for n in names) for names in opts.unique_together]
+            field = self._field_attname
+            sets += [frozenset(field(n) for n in names) for names in opts.unique_together]
             for c in opts.constraints:
                 if not isinstance(c, models.UniqueConstraint) or not c.fields:
                     continue
                 if c.condition is None and not c.expressions and c.deferrable is None:
-                    sets.append(frozenset(opts.get_field(n).attname for n in c.fields))
+                    sets.append(frozenset(field(n) for n in c.fields))
             found = self._unique_sets = sets
         return found
+
+    def _field_attname(self, name: str) -> str:
+        return str(getattr(self.model._meta.get_field(name), "attname"))
 
     @property
     def engine_label(self) -> str:
@@ -290,7 +314,8 @@ class Declaration:
         return out
 
     @staticmethod
-    def _coerce(name: str, f: models.Field, value: Any) -> Any:
+    def _coerce(name: str, f: Any, value: Any) -> Any:
+        # f: a concrete field (a ForeignKey has target_field; django-stubs' Field has not)
         if value is None:
             return None
         is_fk = f.is_relation and (f.many_to_one or f.one_to_one)
@@ -316,4 +341,4 @@ class Declaration:
         return index, tuple([norm[a] for a in index])
 
 
-__all__ = ["SOFT_DELETED_SUFFIX", "Declaration", "Index"]
+__all__ = ["SOFT_DELETED_SUFFIX", "Declaration", "Index", "Options"]

@@ -34,7 +34,10 @@ T = TypeVar("T")
 class Recorded(Protocol):
     """What a recorded call's client must have (``listy.ListCache`` has it)."""
 
-    model: type[models.Model]
+    @property
+    def model(self) -> type[models.Model]:
+        """The model of the call."""
+        ...
 
 
 @dataclass
@@ -148,8 +151,9 @@ def record(client: Recorded, method: str, kwargs: Mapping[str, Any], call: Calla
     result: Any = None
     start_time = perf_counter()
     try:
-        result = call()
-        return result
+        done = call()
+        result = done
+        return done
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise

@@ -276,9 +276,9 @@ def _run_pass(alias: str) -> frozenset[str]:
     for row_id, key, label, created in rows:
         todo.setdefault(label, {})[key] = (row_id, created)
     with _lock:
-        for label, keys in _memory.get(alias, {}).items():
+        for label, remembered in _memory.get(alias, {}).items():
             mine = todo.setdefault(label, {})
-            for key in keys:
+            for key in remembered:
                 mine.setdefault(key, None)
     blocked: set[str] = set()
     done_rows: list[tuple[int, Any]] = []
@@ -297,12 +297,12 @@ def _run_pass(alias: str) -> frozenset[str]:
             blocked.add(label)
         ok = set(keys) - left
         repaired[label] = ok
-        done_rows.extend(keys[k] for k in ok if keys[k] is not None)  # type: ignore[misc]
+        done_rows.extend(row for row in (keys[k] for k in ok) if row is not None)
     with _lock:
         for label, ok in repaired.items():
-            mine = _memory.get(alias, {}).get(label)
-            if mine:
-                mine.difference_update(ok)
+            known = _memory.get(alias, {}).get(label)
+            if known:
+                known.difference_update(ok)
     if done_rows:
         _delete(alias, done_rows)
     result = frozenset(blocked)

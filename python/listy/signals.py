@@ -34,7 +34,7 @@ logger = logging.getLogger("listy")
 _OLD = "_listy_old_rows"
 
 
-def _client(model: type[models.Model]) -> ListCache | None:
+def _client(model: type[models.Model]) -> ListCache[Any] | None:
     """The client whose ``writers()`` reach every enabled client of the
     model: ``Model.cache``, or another one when that one is disabled."""
     client = registry.primary(model)

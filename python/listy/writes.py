@@ -26,6 +26,7 @@ from django.utils import timezone
 from listy import _native, registry
 from listy import recorder as _recorder
 from listy import repair as _repairs
+from listy.conf import listy_settings
 from listy.declaration import Declaration, Index
 from listy.exceptions import CacheUnavailable, ConfigError, NotCachableException
 from listy.source import State
@@ -162,6 +163,13 @@ class Writes(Declaration):
         return out
 
     def _run_safely(self, op: Callable[[], Any]) -> None:
+        if not listy_settings().enabled:
+            # LISTY["ENABLED"] is False: the cache is left alone, and the
+            # model's lists are dropped (meta key deleted now, else queued for
+            # every process) so that none that misses this write is served
+            # once Listy is on again.
+            _repairs.write_failed(self, None)
+            return
         try:
             report = op()
         except CacheUnavailable as exc:
