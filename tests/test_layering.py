@@ -22,6 +22,7 @@ LAYERS: list[list[str]] = [
     # leaves: no import of another listy module (the registry and the
     # recorder know clients by protocol only)
     [
+        "listy.events",
         "listy.exceptions",
         "listy.inspection",
         "listy.middleware",
@@ -33,7 +34,7 @@ LAYERS: list[list[str]] = [
         "listy.management.commands",
     ],
     ["listy.conf"],
-    ["listy.store"],
+    ["listy.store", "listy.outage"],
     ["listy.schema"],
     ["listy.source"],
     ["listy.repair"],  # talks to engines through the registry's protocol

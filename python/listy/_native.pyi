@@ -123,6 +123,10 @@ Period = Literal["day", "week", "month", "year"]
 FaultKind = Literal["unreachable", "protocol", "too_large", "contended", "other"]
 """Why a read bypassed the cache or a write fell short (``listy_core::fault``)."""
 
+EngineEvent = Literal["lease_lost", "compacted", "segment_split"]
+"""What ``Engine(on_event=...)`` is called with, as ``(kind, key, detail)``:
+detail is 0, the dead frames dropped, or the parts stored."""
+
 class WriteReport(TypedDict):
     """What a write could not do. ``failed_keys`` may now hold values that
     miss the write: repair them (``Engine.repair``) before serving them."""
@@ -153,7 +157,8 @@ class Engine:
     unique constraints): a list whose key fixes one holds one row at most and
     is written whole by an add, like a primary-key list. ``counter_epoch``:
     seconds after which the model-wide counters are counted afresh (None:
-    never).
+    never). ``on_event(kind, key, detail)`` is called for each engine event
+    (lease lost, compaction, segment split).
     """
 
     def __init__(
@@ -171,6 +176,7 @@ class Engine:
         on_build: Callable[[Any], Any] | None = None,
         unique: list[list[str]] | None = None,
         counter_epoch: float | None = None,
+        on_event: Callable[[EngineEvent, str, int], object] | None = None,
     ) -> None: ...
 
     hits: int

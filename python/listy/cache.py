@@ -17,9 +17,12 @@ from typing import Any, Generic, TypeVar, Unpack, cast
 
 from django.db import models
 
-from listy import middleware
+from listy import events as _events
+from listy import middleware, registry
+from listy import outage as _outage
 from listy import recorder as _recorder
 from listy import repair as _repairs
+from listy import store as _store
 from listy.conf import listy_settings
 from listy.declaration import Index, Options, _middleware_on_build
 from listy.exceptions import CacheUnavailable
@@ -61,11 +64,39 @@ class ListCache(Writes, PeriodCounts, Generic[M]):
         # The engine's builder makes the instances, as it does for cached
         # records (inlined foreign keys, the middleware's ``on_build``);
         # making an engine does no I/O, so this works with the cache down.
-        return FallbackRecords(key, rows, self._engine().instances(rows))
+        records = FallbackRecords(key, rows, self._engine().instances(rows))
+        _recorder.note(records)
+        return records
 
     def _unavailable(self, exc: Exception) -> None:
         _repairs.note_fault()
-        logger.warning("listy: cache unavailable for %s, using the database: %s", self.model._meta.label, exc)
+        _outage.fault(exc, "read", self.model, f"read of {self.model._meta.label}")
+
+    def _server_for(self, key: str) -> str:
+        return _store.get_store(self.address() if self.address is not None else None).server_for(key)
+
+    def _after_read(self, records: Any) -> None:
+        """Counts, signals and logs what a read from the engine did: served
+        from the cache, built from the database (``list_built``), or read
+        from the database because of a fault (``cache_fault``)."""
+        _recorder.note(records)
+        if records.from_cache:
+            if _outage.is_down():
+                _outage.answered(self._server_for(records.key))
+            return
+        _repairs.note_read(records)
+        fault = records.fault
+        label = self.model._meta.label
+        if fault is None:
+            logger.debug("listy: miss %s %s: read from the database (%d bytes stored)", label, records.key, records.size)
+            _events.send(_events.list_built, "lists_built", self.model, key=records.key, size=records.size, rows=len(records))
+            if _outage.is_down():
+                _outage.answered(self._server_for(records.key))
+        elif fault in ("unreachable", "protocol"):
+            server = self._server_for(records.key)
+            _outage.fault_at(server, f"memcached server {server}: {fault} fault", "read", self.model, f"read of {label}")
+        else:
+            logger.debug("listy: %s %s served from the database (%s)", label, records.key, fault)
 
     def _use_db(self) -> bool:
         """Reads go to the database: cache disabled (this client, or all of
@@ -85,9 +116,7 @@ class ListCache(Writes, PeriodCounts, Generic[M]):
         except CacheUnavailable as exc:
             self._unavailable(exc)
             return cast("Sequence[M]", self._from_db(index, values))
-        if not records.from_cache:
-            _repairs.note_read(records)
-            logger.debug("listy: miss %s %s: read from the database (%d bytes stored)", self.model._meta.label, records.key, records.size)
+        self._after_read(records)
         return cast("Sequence[M]", records)
 
     def get(self, **filters: Any) -> Sequence[M]:
@@ -104,6 +133,8 @@ class ListCache(Writes, PeriodCounts, Generic[M]):
 
     def get_one(self, pk: Any) -> M | None:
         """The instance with primary key ``pk``, or None (needs a ``("pk",)`` index)."""
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "get_one", {"pk": pk}, lambda: self.get_one(pk))
         resolved = self._resolve()
         if resolved.pk_index is None:
             raise self._not_cachable("get_one() needs a ('pk',) index")
@@ -128,9 +159,7 @@ class ListCache(Writes, PeriodCounts, Generic[M]):
             self._unavailable(exc)
             return [cast("Sequence[M]", self._from_db(i, v)) for i, v in requests]
         for records in found:
-            if not records.from_cache:
-                _repairs.note_read(records)
-                logger.debug("listy: miss %s %s: read from the database (%d bytes stored)", self.model._meta.label, records.key, records.size)
+            self._after_read(records)
         return cast("list[Sequence[M]]", found)
 
     def get_multi(
@@ -157,6 +186,8 @@ class ListCache(Writes, PeriodCounts, Generic[M]):
     # ------------------------------------------------------------ counts
     def count(self, **filters: Any) -> int:
         """Number of live rows matching ``filters`` (none: the whole model)."""
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "count", filters, lambda: self.count(**filters))
         index, values = self._index_for(filters, allow_all=True)
         source = self._resolve().source
         if self._use_db():
@@ -270,5 +301,18 @@ class ListCache(Writes, PeriodCounts, Generic[M]):
         return self._stats[1] + live
 
 
+
+def _engine_counts() -> tuple[int, int]:
+    """(hits, misses) of every client of this process (``listy.events.metrics``)."""
+    hits = misses = 0
+    for model in registry.all_models():
+        for client in registry.clients(model):
+            if isinstance(client, ListCache):
+                hits += client.hits
+                misses += client.misses
+    return hits, misses
+
+
+_events.engine_counts = _engine_counts
 
 __all__ = ["SKIP_SIGNALS", "CoherencyReport", "FallbackRecords", "ListCache", "in_listy_delete"]

@@ -16,6 +16,7 @@ order.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models, router
 from django.db.models.base import ModelState
 
-from listy import _native, middleware, registry
+from listy import _native, events, middleware, registry
 from listy import store as _store
 from listy.conf import listy_settings
 from listy.exceptions import ConfigError, NotCachableException
@@ -40,6 +41,23 @@ SOFT_DELETED_SUFFIX = "+softdeleted"
 _INT_TYPES = frozenset(
     {"AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField"}
 )
+
+
+logger = logging.getLogger("listy")
+
+_EVENT_LINES = {
+    "lease_lost": "lost its build lease on %s (another builder or a write came first): served from the database",
+    "compacted": "compacted %s (%d dead frames dropped)",
+    "segment_split": "split the grown head of %s again (%d parts)",
+}
+
+
+def _engine_event(kind: str, key: str, detail: int) -> None:
+    """The engine's events (``Engine(on_event=...)``): counted in
+    ``listy.events.metrics()`` and logged at DEBUG."""
+    events.count(f"engine_{kind}")
+    line = _EVENT_LINES.get(kind, kind + " %s")
+    logger.debug("listy: engine " + line, key, *([detail] if line.count("%") > 1 else []))
 
 
 def _middleware_on_build() -> Callable[[Any], Any] | None:
@@ -227,6 +245,7 @@ class Declaration:
                 on_build=_middleware_on_build(),
                 unique=[sorted(u) for u in self._unique_field_sets() if u <= set(resolved.schema.attnames)],
                 counter_epoch=listy_settings().counter_epoch,
+                on_event=_engine_event,
             )
             self._state = (epoch, resolved, engine)
             return engine

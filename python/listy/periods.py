@@ -18,6 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from listy import _native
+from listy import recorder as _recorder
 from listy.declaration import Declaration
 from listy.exceptions import CacheUnavailable, ConfigError
 from listy.source import date_of_day, day_number, instant_micros, local_midnight, same_zone
@@ -37,6 +38,9 @@ def bucket_span(period: Period, day: int, zone: datetime.tzinfo | None) -> tuple
 _PERIOD_DOC = """Count of live rows whose ``timestamp_field`` falls in the {what} of
         the date/datetime given as ``<timestamp_field>=value``; the other
         keyword arguments are the list's filters (none: the whole model)."""
+
+
+_ADVERB = {"day": "daily", "week": "weekly", "month": "monthly", "year": "yearly"}
 
 
 class PeriodCounts(Declaration):
@@ -64,6 +68,9 @@ class PeriodCounts(Declaration):
         return rest, given[0]
 
     def _period_counts(self, period: Period, filters: Mapping[str, Any], many: bool) -> Any:
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            name = f"{_ADVERB[period]}_count{'s' if many else ''}"
+            return _recorder.record(self, name, filters, lambda: self._period_counts(period, filters, many))
         rest, when = self._split_timestamp(filters)
         index, values = self._index_for(rest, allow_all=True)
         dates = list(when) if many else [when]
