@@ -34,7 +34,7 @@ LAYERS: list[list[str]] = [
         "listy.management.commands",
     ],
     ["listy.conf"],
-    ["listy.store", "listy.outage"],
+    ["listy.store", "listy.outage", "listy.shared_stats"],
     ["listy.schema"],
     ["listy.source"],
     ["listy.repair"],  # talks to engines through the registry's protocol

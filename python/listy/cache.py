@@ -22,6 +22,7 @@ from listy import middleware, registry
 from listy import outage as _outage
 from listy import recorder as _recorder
 from listy import repair as _repairs
+from listy import shared_stats as _shared
 from listy import store as _store
 from listy.conf import listy_settings
 from listy.declaration import Index, Options, _middleware_on_build
@@ -80,6 +81,8 @@ class ListCache(Writes, PeriodCounts, Generic[M]):
         from the cache, built from the database (``list_built``), or read
         from the database because of a fault (``cache_fault``)."""
         _recorder.note(records)
+        if _shared.due():
+            _shared.publish(_label_counts())
         if records.from_cache:
             if _outage.is_down():
                 _outage.answered(self._server_for(records.key))
@@ -311,6 +314,17 @@ def _engine_counts() -> tuple[int, int]:
                 hits += client.hits
                 misses += client.misses
     return hits, misses
+
+
+def _label_counts() -> dict[str, tuple[int, int]]:
+    """Engine label → (hits, misses) of this process (``listy.shared_stats``)."""
+    out: dict[str, tuple[int, int]] = {}
+    for model in registry.all_models():
+        for client in registry.clients(model):
+            if isinstance(client, ListCache) and client.address is None:
+                hits, misses = out.get(client.engine_label, (0, 0))
+                out[client.engine_label] = (hits + client.hits, misses + client.misses)
+    return out
 
 
 _events.engine_counts = _engine_counts

@@ -2,7 +2,11 @@
 
 ``LISTY = {"SERVERS": [...], "KEY_PREFIX": "", "CONNECT_TIMEOUT": 0.25, "TIMEOUT": 0.5,
 "REPAIR_CHECK_INTERVAL": 1.0, "COUNTER_EPOCH": 3600, "ENABLED": True,
-"OUTAGE_LOG_INTERVAL": 60}``
+"OUTAGE_LOG_INTERVAL": 60, "STATS_INTERVAL": 10}``
+
+``STATS_INTERVAL``: seconds between two turns of a process adding its hit
+and miss counts to the counters every process shares in the store (read by
+``manage.py listy_stats``); one batched round trip per turn. ``None``: off.
 
 ``ENABLED``: the incident switch. False sends every read to the database and
 makes writes leave the cache alone; lists written while it was off are never
@@ -60,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "COUNTER_EPOCH": 3600,
     "ENABLED": True,
     "OUTAGE_LOG_INTERVAL": 60,
+    "STATS_INTERVAL": 10,
 }
 
 
@@ -80,6 +85,8 @@ class ListySettings:
     """False: every call goes to the database (the incident switch)."""
     outage_log_interval: float = 60.0
     """Seconds between two WARNINGs about one unreachable server."""
+    stats_interval: float | None = 10.0
+    """Seconds between two publications of this process's hits and misses (None: never)."""
 
     @property
     def is_local(self) -> bool:
@@ -153,6 +160,7 @@ def listy_settings() -> ListySettings:
         counter_epoch=None if epoch is None else float(epoch),
         enabled=enabled,
         outage_log_interval=_seconds("OUTAGE_LOG_INTERVAL", merged["OUTAGE_LOG_INTERVAL"], zero=True),
+        stats_interval=None if merged["STATS_INTERVAL"] is None else _seconds("STATS_INTERVAL", merged["STATS_INTERVAL"]),
     )
 
 

@@ -82,6 +82,26 @@ impl PyStore {
         Ok(reply == Reply::Deleted)
     }
 
+    /// Adds each `delta` to its counter (created at 0 when missing), in one
+    /// batched round trip; returns the new values (None: that counter
+    /// could not be written). For shared statistics, not for lists.
+    fn add_counts(&self, py: Python<'_>, deltas: Vec<(String, u64)>) -> Vec<Option<u64>> {
+        let store = self.inner.clone();
+        let mut ops = Vec::with_capacity(deltas.len() * 2);
+        for (key, delta) in deltas {
+            ops.push(Op::Add { key: key.clone(), value: b"0".to_vec() });
+            ops.push(Op::Incr { key, delta });
+        }
+        let replies = py.detach(move || store.execute(ops));
+        replies
+            .chunks(2)
+            .map(|pair| match pair.get(1) {
+                Some(Ok(Reply::Number(n))) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn server_for(&self, key: &str) -> String {
         self.inner.server_for(key)
     }
