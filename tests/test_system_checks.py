@@ -112,9 +112,10 @@ BAD_SETTINGS = [
 
 @pytest.mark.parametrize("debug", [True, False])
 @pytest.mark.parametrize(("bad", "named"), BAD_SETTINGS)
-def test_e004_bad_settings_whatever_debug_is(bad, named, debug):
+def test_e004_bad_settings_whatever_debug_is(bad, named, debug, monkeypatch):
     from django.conf import settings
 
+    monkeypatch.delenv("LISTY_SERVERS", raising=False)  # it would stand in for SERVERS
     with override_settings(DEBUG=debug, LISTY={**settings.LISTY, **bad}):
         messages = check_settings()
         assert ids(messages) == ["listy.E004"]
