@@ -42,6 +42,7 @@ LAYERS: list[list[str]] = [
     ["listy.periods", "listy.records", "listy.writes"],
     ["listy.cache"],  # the facade
     ["listy.manager", "listy.signals", "listy.checks", "listy.panels"],
+    ["listy.adopt"],  # a model you do not own: ListCache + its managers + FK hooks
     ["listy.apps", "listy.management.commands.*", "listy", "listy.testing"],
 ]
 

@@ -21,6 +21,7 @@ Quick start::
     Follow.cache.get(follower=me)            # newest first, from the cache
 """
 
+from listy.adopt import cache_model
 from listy.cache import ListCache
 from listy.exceptions import (
     CacheUnavailable,
@@ -49,4 +50,5 @@ __all__ = [
     "ListyError",
     "NotCachableException",
     "__version__",
+    "cache_model",
 ]

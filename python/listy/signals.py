@@ -130,6 +130,15 @@ def connect(model: type[models.Model]) -> None:
     post_delete.connect(on_post_delete, sender=model, weak=False, dispatch_uid=uid)
 
 
+def disconnect(model: type[models.Model]) -> None:
+    """Disconnects the receivers of ``model`` (``listy.adopt.uncache_model``):
+    Django's fast deletes come back for it."""
+    _connected.discard(model)
+    uid = f"listy:{model._meta.label}"
+    for signal in (pre_save, post_save, pre_delete, post_delete):
+        signal.disconnect(sender=model, dispatch_uid=uid)
+
+
 def connect_all() -> None:
     """Connects every model that has (or will get) a ListCache."""
     registry.on_new_model(connect)
