@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest -q
 export PYO3_PYTHON := $(abspath $(PY))
 MATRIX ?= sqlite+local sqlite+memcached postgres+memcached mariadb+memcached
 
-.PHONY: help venv test-deps build wheel sdist test-wheel typecheck demo test test-rust test-python test-django6 bench clean
+.PHONY: help venv test-deps build wheel sdist test-wheel check-cross typecheck demo test test-rust test-python test-django6 bench clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,15 @@ wheel: venv ## build abi3 manylinux_2_28 wheels into dist/ (WHEEL_TARGETS="x86_6
 	  PATH=$(abspath $(VENV))/bin:$$PATH CARGO_TARGET_DIR=target/wheel $(VENV)/bin/maturin build --release --zig \
 	    --compatibility manylinux_2_28 --target $$t --out dist || exit 1; \
 	done
+
+# The release workflow builds macOS and Windows wheels on their own runners;
+# here the code is type-checked for them, zig standing in as ring's C compiler.
+ZIGCC = $(abspath $(PY)) -m ziglang cc
+check-cross: venv ## cargo check of the bindings for Windows (x86_64-pc-windows-gnu) and macOS (x86_64-apple-darwin)
+	$(PY) -m pip install -q "ziglang>=0.13"
+	rustup target add x86_64-pc-windows-gnu x86_64-apple-darwin
+	CC_x86_64_pc_windows_gnu="$(ZIGCC) -target x86_64-windows-gnu" cargo check -p listy-py --target x86_64-pc-windows-gnu
+	CC_x86_64_apple_darwin="$(ZIGCC) -target x86_64-macos" cargo check -p listy-py --target x86_64-apple-darwin
 
 sdist: venv ## build the source distribution into dist/
 	$(VENV)/bin/maturin sdist --out dist

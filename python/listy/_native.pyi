@@ -44,8 +44,17 @@ class Store:
         connect_timeout: float = 0.25,
         timeout: float = 0.5,
         max_item_size: int = 1048576,
+        tls: bool = False,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_server_name: str | None = None,
     ) -> Store:
-        """A pool over ``servers`` ("host:port", "host:port weight", "/socket")."""
+        """A pool over ``servers`` ("host:port", "host:port weight", "/socket").
+        ``tls``: every connection speaks TLS, the server verified against
+        ``tls_ca_file`` (PEM; the system's roots when None) and
+        ``tls_server_name`` (default: each server's host, sent as SNI);
+        ``tls_cert_file``/``tls_key_file``: a client certificate."""
     def flush_all(self) -> None: ...
     def get_raw(self, key: str) -> bytes | None: ...
     def set_raw(self, key: str, value: bytes) -> None: ...

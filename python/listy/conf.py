@@ -4,6 +4,14 @@
 "REPAIR_CHECK_INTERVAL": 1.0, "COUNTER_EPOCH": 3600, "ENABLED": True,
 "OUTAGE_LOG_INTERVAL": 60, "STATS_INTERVAL": 10}``
 
+``TLS``: speak TLS to memcached (``memcached -Z``, managed services with
+in-transit encryption). ``True`` trusts the system's root certificates;
+a dict names ``CA_FILE`` (PEM roots to trust instead), ``CERT_FILE`` and
+``KEY_FILE`` (a client certificate, both or neither) and ``SERVER_NAME`` (the
+name every server's certificate must carry, sent as SNI; default: each
+server's host). The server is always verified. ``None`` (default):
+plaintext.
+
 ``STATS_INTERVAL``: seconds between two turns of a process adding its hit
 and miss counts to the counters every process shares in the store (read by
 ``manage.py listy_stats``); one batched round trip per turn. ``None``: off.
@@ -65,7 +73,21 @@ DEFAULTS: dict[str, Any] = {
     "ENABLED": True,
     "OUTAGE_LOG_INTERVAL": 60,
     "STATS_INTERVAL": 10,
+    "TLS": None,
 }
+
+#: The keys of ``LISTY["TLS"]`` when it is a dict.
+TLS_KEYS = ("CA_FILE", "CERT_FILE", "KEY_FILE", "SERVER_NAME")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """``LISTY["TLS"]``, checked: paths that exist, a certificate with its key."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,8 @@ class ListySettings:
     """Seconds between two WARNINGs about one unreachable server."""
     stats_interval: float | None = 10.0
     """Seconds between two publications of this process's hits and misses (None: never)."""
+    tls: TlsSettings | None = None
+    """TLS to memcached (None: plaintext)."""
 
     @property
     def is_local(self) -> bool:
@@ -102,6 +126,29 @@ def _seconds(name: str, value: Any, *, zero: bool = False) -> float:
         bound = ">= 0" if zero else "> 0"
         raise ConfigError(f"LISTY[{name!r}] must be a number of seconds {bound}, not {value!r}")
     return float(value)
+
+
+def _parse_tls(value: Any) -> TlsSettings | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return TlsSettings()
+    if not isinstance(value, dict):
+        raise ConfigError(f"LISTY['TLS'] must be None, True or a dict with {', '.join(TLS_KEYS)}, not {value!r}")
+    unknown = set(value) - set(TLS_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown LISTY['TLS'] keys: {', '.join(sorted(unknown))} (known: {', '.join(TLS_KEYS)})")
+    for key in ("CA_FILE", "CERT_FILE", "KEY_FILE"):
+        path = value.get(key)
+        if path is not None and not (isinstance(path, (str, os.PathLike)) and os.path.isfile(path)):
+            raise ConfigError(f"LISTY['TLS'][{key!r}]: {path!r} is not a readable file")
+    if (value.get("CERT_FILE") is None) != (value.get("KEY_FILE") is None):
+        raise ConfigError("LISTY['TLS']: CERT_FILE and KEY_FILE go together (a client certificate and its key)")
+    name = value.get("SERVER_NAME")
+    if name is not None and not (isinstance(name, str) and name):
+        raise ConfigError(f"LISTY['TLS']['SERVER_NAME'] must be a host name, not {name!r}")
+    paths = {k: None if value.get(k) is None else os.fspath(value[k]) for k in ("CA_FILE", "CERT_FILE", "KEY_FILE")}
+    return TlsSettings(paths["CA_FILE"], paths["CERT_FILE"], paths["KEY_FILE"], name)
 
 
 def _parse_servers(value: Any) -> tuple[str, ...]:
@@ -161,6 +208,7 @@ def listy_settings() -> ListySettings:
         enabled=enabled,
         outage_log_interval=_seconds("OUTAGE_LOG_INTERVAL", merged["OUTAGE_LOG_INTERVAL"], zero=True),
         stats_interval=None if merged["STATS_INTERVAL"] is None else _seconds("STATS_INTERVAL", merged["STATS_INTERVAL"]),
+        tls=_parse_tls(merged["TLS"]),
     )
 
 

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::store::{Item, Op, Reply};
+#[cfg(feature = "tls")]
+use crate::tls::{Tls, TlsStream};
 
 /// memcached's longest key (`KEY_MAX_LENGTH`).
 pub const MAX_KEY_LEN: usize = 250;
@@ -445,6 +447,9 @@ enum Stream {
     /// at connect time (see [`open`]).
     #[cfg(unix)]
     Unix(UnixStream),
+    /// TLS over TCP (feature `tls`): reads and writes go through rustls.
+    #[cfg(feature = "tls")]
+    Tls(Box<TlsStream>),
 }
 
 impl Stream {
@@ -453,6 +458,8 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.sock.as_raw_fd(),
         }
     }
 
@@ -467,6 +474,11 @@ impl Stream {
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))
             }
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                s.sock.set_read_timeout(Some(timeout))?;
+                s.sock.set_write_timeout(Some(timeout))
+            }
         }
     }
 
@@ -475,6 +487,8 @@ impl Stream {
             Stream::Tcp(s) => s.read(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
         }
     }
 
@@ -484,6 +498,15 @@ impl Stream {
     /// set by [`open`] instead).
     #[cfg(unix)]
     fn send_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Stream::Tls(s) = self {
+            // rustls writes through std's TcpStream, which sends with
+            // MSG_NOSIGNAL where it exists (and the socket has SO_NOSIGPIPE
+            // on Apple systems).
+            use std::io::Write;
+            s.write_all(buf)?;
+            return s.flush();
+        }
         while !buf.is_empty() {
             // SAFETY: `buf` is a live slice of `buf.len()` readable bytes and
             // the descriptor is owned by `self` for the whole call.
@@ -509,6 +532,11 @@ impl Stream {
         use std::io::Write;
         match self {
             Stream::Tcp(s) => s.write_all(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                s.write_all(buf)?;
+                s.flush()
+            }
         }
     }
 }
@@ -576,11 +604,39 @@ impl Connection {
         timeout: Duration,
         max_item_size: usize,
     ) -> Result<Connection> {
+        Self::open_with(server, connect_timeout, timeout, max_item_size, Ok)
+    }
+
+    /// [`connect`](Self::connect) over TLS (feature `tls`): the handshake
+    /// runs here, bounded by `timeout`; a certificate that does not verify or
+    /// a server that does not speak TLS makes the server unavailable.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        server: &str,
+        connect_timeout: Duration,
+        timeout: Duration,
+        max_item_size: usize,
+        tls: &Tls,
+    ) -> Result<Connection> {
+        Self::open_with(server, connect_timeout, timeout, max_item_size, |stream| match stream {
+            Stream::Tcp(tcp) => Ok(Stream::Tls(Box::new(tls.handshake(server, tcp)?))),
+            _ => Err(io::Error::new(io::ErrorKind::Unsupported, "TLS needs a host:port server, not a unix socket")),
+        })
+    }
+
+    fn open_with(
+        server: &str,
+        connect_timeout: Duration,
+        timeout: Duration,
+        max_item_size: usize,
+        wrap: impl FnOnce(Stream) -> io::Result<Stream>,
+    ) -> Result<Connection> {
         if timeout.is_zero() || connect_timeout.is_zero() {
             return Err(Error::Config("memcached timeouts must be greater than zero".into()));
         }
         let stream = open(server, connect_timeout).map_err(|e| Error::unavailable(server, &e))?;
         stream.set_timeouts(timeout).map_err(|e| Error::unavailable(server, &e))?;
+        let stream = wrap(stream).map_err(|e| Error::unavailable(server, &e))?;
         Ok(Connection {
             server: server.to_string(),
             stream,

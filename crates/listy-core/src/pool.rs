@@ -46,6 +46,9 @@ pub struct PoolConfig {
     pub retry_dead_after: Duration,
     /// Which pylibmc/libmemcached key distribution to reproduce.
     pub distribution: Distribution,
+    /// Speak TLS to every server (feature `tls`); None: plaintext.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl PoolConfig {
@@ -63,6 +66,8 @@ impl PoolConfig {
             max_item_size: 1024 * 1024,
             retry_dead_after: Duration::from_secs(1),
             distribution: Distribution::KetamaWeighted,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -256,6 +261,11 @@ impl MemcachedPool {
 
     fn connect(&self, server: &Server) -> Result<Connection> {
         let cfg = &self.cfg;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &cfg.tls {
+            return Connection::connect_tls(&server.address, cfg.connect_timeout, cfg.timeout, cfg.max_item_size, tls)
+                .inspect_err(|error| self.mark_dead(server, &error.to_string()));
+        }
         Connection::connect(&server.address, cfg.connect_timeout, cfg.timeout, cfg.max_item_size).inspect_err(|error| {
             self.mark_dead(server, &error.to_string());
         })
