@@ -91,3 +91,33 @@ def test_paginator_pages_a_cached_list(users):
         assert [f.followee_id for f in second] == [users[1].pk]
         assert first.has_next() and not second.has_next()
     assert sql_statements(ctx) == []
+
+
+@pytest.mark.parametrize("style", ["page_number", "limit_offset"])
+def test_drf_pagination_pages_a_cached_list(users, style):
+    """Django REST framework's page-number and limit-offset pagination over
+    a cached list: the right page, the right total, no SQL."""
+    pytest.importorskip("rest_framework")
+    from rest_framework.pagination import LimitOffsetPagination, PageNumberPagination
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    me = users[0]
+    for other in users[1:]:
+        Follow.cache.add(follower=me, followee=other)
+    followees = Follow.cache.get(follower=me)
+    if style == "page_number":
+        paginator: PageNumberPagination | LimitOffsetPagination = PageNumberPagination()
+        paginator.page_size = 3
+        query = "/?page=2"
+    else:
+        paginator = LimitOffsetPagination()
+        query = "/?limit=3&offset=3"
+    request = Request(APIRequestFactory().get(query))
+    with CaptureQueriesContext(connection) as ctx:
+        page = paginator.paginate_queryset(followees, request)
+        response = paginator.get_paginated_response([f.followee_id for f in page])
+    assert sql_statements(ctx) == []
+    assert response.data["count"] == 4
+    assert response.data["results"] == [users[1].pk]
+    assert response.data["previous"] is not None and response.data["next"] is None
