@@ -61,8 +61,9 @@ test-rust: venv ## cargo fmt --check, clippy -D warnings, cargo test
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
 
-typecheck: test-deps ## mypy --strict over python/listy (configured in pyproject.toml)
+typecheck: test-deps build ## mypy --strict over python/listy (pyproject.toml), and stubtest: listy/_native.pyi against the built extension
 	$(PY) -m mypy
+	MYPYPATH=python $(PY) -m mypy.stubtest listy._native --allowlist tests/stubtest_allowlist.txt
 
 test-python: test-deps build ## pytest on sqlite+local, sqlite+memcached, postgres+memcached, mariadb+memcached
 	@status=0; for cfg in $(MATRIX); do \

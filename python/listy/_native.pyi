@@ -6,7 +6,7 @@ rows (``Loader``) and counts (``CountLoader``) on a miss.
 """
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal, TypedDict, overload
+from typing import Any, Literal, TypedDict, final, overload
 
 __version__: str
 """Cargo's package version, compiled in (``listy.__version__`` is this)."""
@@ -28,6 +28,7 @@ class ConfigError(ListyError):
     """Bad LISTY settings or a bad index declaration."""
 
 # ---------------------------------------------------------------- store
+@final
 class Store:
     """A memcached pool or the embedded in-process store."""
 
@@ -72,6 +73,7 @@ FieldKind = Literal[
     "decimal", "uuid", "json",
 ]
 
+@final
 class Schema:
     """The packed layout of one model's records.
 
@@ -83,13 +85,14 @@ class Schema:
     False) and are stored as microseconds.
     """
 
-    def __init__(self, fields: list[tuple[str, FieldKind, bool]], aware: bool = True) -> None: ...
+    def __new__(cls, fields: list[tuple[str, FieldKind, bool]], aware: bool = True) -> Schema: ...
     fingerprint: int
     attnames: list[str]
     def pack(self, row: tuple[Any, ...], omit: list[str] = ...) -> bytes:
         """One record frame (for tests and the benchmark)."""
 
 # ---------------------------------------------------------------- reads
+@final
 class Records(Sequence[Any]):
     """A lazy, read-only list of model instances, newest first.
 
@@ -107,16 +110,23 @@ class Records(Sequence[Any]):
     """False while only the head of a segmented list has been read."""
     def __len__(self) -> int: ...
     @overload
-    def __getitem__(self, i: int) -> Any: ...
+    def __getitem__(self, i: int, /) -> Any: ...
     @overload
-    def __getitem__(self, i: slice) -> list[Any]: ...
+    def __getitem__(self, i: slice, /) -> list[Any]: ...
     def __iter__(self) -> Iterator[Any]: ...
     def values(self) -> list[tuple[Any, ...]]:
         """Rows as tuples in schema order (no model instances)."""
     def pks(self) -> list[int]: ...
-    def index(self, value: Any, /) -> int: ...  # type: ignore[override]  # no start/stop
-    def count(self, value: Any, /) -> int: ...
-    def __contains__(self, value: object) -> bool: ...
+    def index(self, value: Any) -> int: ...  # type: ignore[override]  # no start/stop
+    def count(self, value: Any) -> int: ...
+    def __contains__(self, value: object, /) -> bool: ...
+
+@final
+class RecordsIter(Iterator[Any]):
+    """The iterator of a ``Records`` (instances built one at a time)."""
+
+    def __iter__(self) -> RecordsIter: ...
+    def __next__(self) -> Any: ...
 
 # A loader returns the live rows of one list, newest first, each a tuple in
 # schema order. Arguments: the index's field names and their values.
@@ -152,6 +162,7 @@ class WriteReport(TypedDict):
     """Some fault may have left keys without this write (unreachable or
     protocol): they need repair even when ``failed_keys`` is empty."""
 
+@final
 class Engine:
     """The list protocol for one model.
 
@@ -173,8 +184,8 @@ class Engine:
     (lease lost, compaction, segment split).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         store: Store,
         *,
         prefix: str,
@@ -189,7 +200,7 @@ class Engine:
         unique: list[list[str]] | None = None,
         counter_epoch: float | None = None,
         on_event: Callable[[EngineEvent, str, int], object] | None = None,
-    ) -> None: ...
+    ) -> Engine: ...
 
     hits: int
     misses: int
