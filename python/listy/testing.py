@@ -142,7 +142,8 @@ class ListyTestMixin:
     listy_servers: str | None = "local"
 
     def _callSetUp(self) -> None:
-        self._listy_env = os.environ.get("LISTY_SERVERS")
+        # a cleanup runs even when setUp fails (tearDown would not)
+        self.addCleanup(_restore_servers, os.environ.get("LISTY_SERVERS"), self.listy_servers)  # type: ignore[attr-defined]
         reset(self.listy_servers)
         with live_commits():
             super()._callSetUp()  # type: ignore[misc]
@@ -150,12 +151,6 @@ class ListyTestMixin:
     def _callTestMethod(self, method: Callable[[], Any]) -> None:
         with live_commits():
             super()._callTestMethod(method)  # type: ignore[misc]
-
-    def _callTearDown(self) -> None:
-        try:
-            super()._callTearDown()  # type: ignore[misc]
-        finally:
-            _restore_servers(getattr(self, "_listy_env", None), self.listy_servers)
 
 
 def _restore_servers(previous: str | None, servers: str | None) -> None:
