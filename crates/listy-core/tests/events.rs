@@ -3,9 +3,9 @@
 //! store (the Django side logs them at DEBUG through `listy._native`).
 
 use listy_core::codec::{Field, Kind, Row, Schema, Value};
-use listy_core::engine::{Engine, Event, Source, Stored};
+use listy_core::engine::{Engine, Event, HookPoint, Source, Stored};
 use listy_core::local::LocalStore;
-use listy_core::Store;
+use listy_core::{Op, Store};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -100,4 +100,35 @@ fn a_grown_head_split_again_is_reported() {
     assert_eq!(follower_list(&engine, &db), 60);
     let events = seen.lock().unwrap().clone();
     assert!(events.iter().any(|(e, _)| matches!(e, Event::SegmentSplit { parts } if *parts > 1)), "{events:?}");
+}
+
+#[test]
+fn a_lost_lease_is_reported() {
+    let schema = Schema::new(vec![
+        Field::new("id", Kind::Int, false),
+        Field::new("follower_id", Kind::Int, false),
+        Field::new("followee_id", Kind::Int, false),
+    ])
+    .unwrap();
+    let store: Arc<dyn Store> = LocalStore::named("events-lease", 1 << 20);
+    store.flush_all().unwrap();
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let thief = store.clone();
+    let engine = Engine::builder(store, "app.Follow", schema)
+        .index(["follower_id"])
+        // another client deletes the list while the builder reads the database
+        .hook(Arc::new(move |point, key: &str| {
+            if point == HookPoint::BeforeStore {
+                thief.one(Op::Delete { key: key.to_string() }).unwrap();
+            }
+        }))
+        .events(Arc::new(move |event, key: &str| sink.lock().unwrap().push((event, key.to_string()))))
+        .build()
+        .unwrap();
+    let db = Db::default();
+    db.0.lock().unwrap().insert(1, row(1));
+    assert_eq!(follower_list(&engine, &db), 1); // served from the database, uncached
+    let events = seen.lock().unwrap().clone();
+    assert_eq!(events.iter().filter(|(e, _)| *e == Event::LeaseLost).count(), 1, "{events:?}");
 }
