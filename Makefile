@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest -q
 export PYO3_PYTHON := $(abspath $(PY))
 MATRIX ?= sqlite+local sqlite+memcached postgres+memcached mariadb+memcached
 
-.PHONY: help venv test-deps build demo test test-rust test-python test-django6 bench clean
+.PHONY: help venv test-deps build wheel sdist test-wheel check-cross typecheck demo test test-rust test-python test-django6 bench clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,15 +25,45 @@ test-deps: venv ## install the test requirements (requirements-dev.txt) into .ve
 build: venv ## build the Rust extension (release) into .venv: maturin develop --release
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
+# Wheels: abi3 (one wheel for every CPython >= 3.11), manylinux_2_28, linked
+# by zig (ziglang from PyPI) so that the host's newer glibc does not leak in.
+# Their own target dir: switching linkers would rebuild `make build`'s.
+WHEEL_TARGETS ?= x86_64-unknown-linux-gnu
+wheel: venv ## build abi3 manylinux_2_28 wheels into dist/ (WHEEL_TARGETS="x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu")
+	$(PY) -m pip install -q "ziglang>=0.13"
+	@for t in $(WHEEL_TARGETS); do \
+	  PATH=$(abspath $(VENV))/bin:$$PATH CARGO_TARGET_DIR=target/wheel $(VENV)/bin/maturin build --release --zig \
+	    --compatibility manylinux_2_28 --target $$t --out dist || exit 1; \
+	done
+
+# The release workflow builds macOS and Windows wheels on their own runners;
+# here the code is type-checked for them, zig standing in as ring's C compiler.
+ZIGCC = $(abspath $(PY)) -m ziglang cc
+check-cross: venv ## cargo check of the bindings for Windows (x86_64-pc-windows-gnu) and macOS (x86_64-apple-darwin)
+	$(PY) -m pip install -q "ziglang>=0.13"
+	rustup target add x86_64-pc-windows-gnu x86_64-apple-darwin
+	CC_x86_64_pc_windows_gnu="$(ZIGCC) -target x86_64-windows-gnu" cargo check -p listy-py --target x86_64-pc-windows-gnu
+	CC_x86_64_apple_darwin="$(ZIGCC) -target x86_64-macos" cargo check -p listy-py --target x86_64-apple-darwin
+
+sdist: venv ## build the source distribution into dist/
+	$(VENV)/bin/maturin sdist --out dist
+
+test-wheel: wheel ## install dist/'s wheel with --no-index --only-binary into a fresh venv, no compiler on PATH, and smoke-test it
+	scripts/test_wheel.sh $(PYTHON)
+
 demo: build ## run the example project (SQLite, embedded store; LISTY_SERVERS=host:port for memcached)
 	cd example && $(abspath $(PY)) manage.py migrate --verbosity 0 && $(abspath $(PY)) manage.py demo
 
-test: test-rust test-python test-django6 ## everything: fmt, clippy, cargo test, the pytest matrix, then Django 6
+test: test-rust typecheck test-python test-django6 test-wheel ## everything: fmt, clippy, cargo test, mypy, the pytest matrix, Django 6, the wheel
 
 test-rust: venv ## cargo fmt --check, clippy -D warnings, cargo test
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
+
+typecheck: test-deps build ## mypy --strict over python/listy (pyproject.toml), and stubtest: listy/_native.pyi against the built extension
+	$(PY) -m mypy
+	MYPYPATH=python $(PY) -m mypy.stubtest listy._native --allowlist tests/stubtest_allowlist.txt
 
 test-python: test-deps build ## pytest on sqlite+local, sqlite+memcached, postgres+memcached, mariadb+memcached
 	@status=0; for cfg in $(MATRIX); do \

@@ -7,13 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pkg in memcached nutcracker libmemcached-dev; do
+for pkg in memcached nutcracker libmemcached-dev openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y memcached nutcracker libmemcached-dev
+    DEBIAN_FRONTEND=noninteractive apt-get install -y memcached nutcracker libmemcached-dev openssl
   else
     echo "missing Debian packages: ${missing[*]} (run as root to install them)" >&2
     exit 1

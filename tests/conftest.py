@@ -21,6 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = os.environ.get("LISTY_TEST_STORE", "local")
+
+# `pytester` runs a user's pytest with the listy.testing plugin (tests/test_testing.py)
+pytest_plugins = ["pytester"]
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 
 

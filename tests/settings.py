@@ -103,5 +103,8 @@ LISTY = {
     "REPAIR_CHECK_INTERVAL": float(_interval) if _interval else None,
     # no hourly recount: zero-query assertions must not meet an hour's end
     "COUNTER_EPOCH": None,
+    # no shared hit counts: round-trip assertions must not meet a publication
+    # (LISTY_TEST_STATS_INTERVAL turns them on in a second process)
+    "STATS_INTERVAL": float(os.environ["LISTY_TEST_STATS_INTERVAL"]) if os.environ.get("LISTY_TEST_STATS_INTERVAL") else None,
 }
 SILENCED_SYSTEM_CHECKS = ["listy.W001"] if STORE == "local" else []

@@ -47,19 +47,49 @@ def test_listy_flush_all_and_errors(users):
 
 
 def test_listy_stats(users):
+    from django.conf import settings
+    from django.test import override_settings
+
     me, you = users[:2]
-    Follow.cache.add(follower=me, followee=you)
-    Follow.cache.get(follower=me)
-    Follow.cache.get(follower=me)
     out = StringIO()
     call_command("listy_stats", stdout=out)
-    text = out.getvalue()
+    assert "testapp.Follow: indexes (pk), (follower), (follower, followee); shared counts off" in out.getvalue()
+    with override_settings(LISTY={**settings.LISTY, "STATS_INTERVAL": 3600}):
+        Follow.objects.bulk_create([Follow(follower=me, followee=you)])  # no list built
+        Follow.cache.get(follower=me)  # a miss: the first read publishes (0 hits, 1 miss)
+        Follow.cache.get(follower=me)  # a hit, published in an hour
+        out = StringIO()
+        call_command("listy_stats", stdout=out)
+        text = out.getvalue()
     assert text.startswith("store: ")
-    assert Follow.cache.hits == 2
+    assert Follow.cache.hits == 1
     assert (
         "testapp.Follow: indexes (pk), (follower), (follower, followee); "
-        f"hits 2, misses {Follow.cache.misses} (this process)"
+        "hits 0, misses 1, hit ratio 0.0% (all processes)"
     ) in text
+
+
+@pytest.fixture
+def shared_stats_env(monkeypatch):
+    """Shared counts on in the second process (set before ``other_process``
+    takes the environment)."""
+    monkeypatch.setenv("LISTY_TEST_STATS_INTERVAL", "3600")
+
+
+def test_listy_stats_counts_every_process(users, shared_stats_env, other_process):
+    """A second OS process's hit reaches the counts this one prints."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    me, you = users[:2]
+    with override_settings(LISTY={**settings.LISTY, "STATS_INTERVAL": 3600}):
+        Follow.objects.bulk_create([Follow(follower=me, followee=you)])
+        Follow.cache.get(follower=me)  # this process: 1 miss, published
+        assert other_process("list", me.pk)[-1] == "queries=0"  # the other: 1 hit, published
+        out = StringIO()
+        call_command("listy_stats", "testapp.Follow", stdout=out)
+    assert Follow.cache.hits == 0
+    assert "hits 1, misses 1, hit ratio 50.0% (all processes)" in out.getvalue()
 
 
 # ---------------------------------------------------------------- helpers
@@ -377,7 +407,7 @@ def test_listy_stats_per_server_hit_ratio(users, memcached_server):
         hits, misses = int(row[-3]), int(row[-2])
         assert hits >= 1 and stats["evictions"] == row[-4]  # the session's server: earlier tests read too
         assert row[-1] == f"{100.0 * hits / (hits + misses):.1f}%"
-    assert lines[-1].startswith("testapp.Follow: indexes (pk), (follower), (follower, followee); hits 1,")
+    assert lines[-1].startswith("testapp.Follow: indexes (pk), (follower), (follower, followee); shared counts off")
 
 
 # ---------------------------------------------------------------- listy_schema

@@ -22,6 +22,7 @@ LAYERS: list[list[str]] = [
     # leaves: no import of another listy module (the registry and the
     # recorder know clients by protocol only)
     [
+        "listy.events",
         "listy.exceptions",
         "listy.inspection",
         "listy.middleware",
@@ -34,7 +35,7 @@ LAYERS: list[list[str]] = [
         "listy.management.commands",
     ],
     ["listy.conf"],
-    ["listy.store"],
+    ["listy.store", "listy.outage", "listy.shared_stats"],
     ["listy.schema"],
     ["listy.source"],
     ["listy.repair"],  # talks to engines through the registry's protocol
@@ -46,7 +47,8 @@ LAYERS: list[list[str]] = [
     ["listy.bulk"],  # the batched write paths, on top of writes
     ["listy.cache"],  # the facade
     ["listy.rawsql", "listy.manager", "listy.signals", "listy.checks", "listy.panels", "listy.sync"],
-    ["listy.apps", "listy.management.commands.*", "listy"],
+    ["listy.adopt"],  # a model you do not own: ListCache + its managers + FK hooks
+    ["listy.apps", "listy.management.commands.*", "listy", "listy.testing"],
 ]
 
 

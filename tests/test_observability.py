@@ -55,7 +55,7 @@ def test_recorder_records_only_when_active(users):
     Follow.cache.get(follower=me)  # not recorded
     calls = [(c.method, c.hits, c.misses, c.result) for c in rec.calls]
     assert calls == [
-        ("add", 0, 0, "written"),
+        ("add", 0, 1, "written"),  # its no-op check read the pair's list from the database
         ("get", 1, 0, ""),
         ("get", 0, 1, ""),
         ("get_multi", 2, 0, "2 lists"),
@@ -71,7 +71,7 @@ def test_recorder_records_only_when_active(users):
     assert rec.ms == sum(c.ms for c in rec.calls) < elapsed_ms
     assert rec.calls[3].args.startswith("2 lists: follower=")
     assert "NotCachableException" in rec.calls[-1].error
-    assert (rec.hits, rec.misses) == (3, 1)
+    assert (rec.hits, rec.misses) == (3, 2)
     assert rec.bytes == sum(c.bytes for c in rec.calls) > 0
 
 
@@ -136,3 +136,125 @@ def test_panel_module_imports_debug_toolbar_lazily():
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
+def test_recorder_records_every_call_kind(users):
+    """get_one, ``objects.get(pk=...)``, foreign-key access, counts and
+    period counts are recorded too, each with the lists it read."""
+    from django.utils import timezone
+
+    me, you = users[:2]
+    follow = Follow.cache.add(follower=me, followee=you)
+    assert follow is not None
+    Follow.cache.get_one(follow.pk)  # cached
+    fresh = Follow.objects.get(pk=follow.pk)  # served by the pk list, the ORM's way
+    with recorder.recording() as rec:
+        Follow.cache.get_one(follow.pk)
+        Follow.objects.get(pk=follow.pk)
+        Follow.cache.count(follower=me)
+        Follow.cache.daily_count(follower=me, created=timezone.now())
+        Follow.cache.get_first(follower=me)
+    calls = [(c.method, c.args, c.hits, c.result) for c in rec.calls]
+    assert calls[:2] == [("get_one", f"pk={follow.pk}", 1, repr(follow.pk))] * 2
+    assert calls[2][0] == "count" and calls[2][3] == "1"
+    assert calls[3][0] == "daily_count" and calls[3][3] == "1"
+    assert calls[4][:2] == ("get", f"follower={me.pk}")
+    # a foreign key to a model with a ("pk",) list (tests.testapp.Comment -> Entry)
+    assert fresh.pk == follow.pk
+
+
+def test_recorder_records_foreign_key_access(users):
+    """``comment.entry`` read from Entry's ("pk",) list is a recorded get_one."""
+    from tests.testapp.models import Comment, Entry
+
+    entry = Entry.objects.create(author=users[0], title="t")
+    comment = Comment.objects.create(entry=entry, user=users[1], text="b")
+    fetched = Comment.objects.get(pk=comment.pk)  # from the database: no inlined entry
+    with recorder.recording() as rec:
+        assert fetched.entry.pk == entry.pk
+    assert [(c.model, c.method, c.args) for c in rec.calls] == [("testapp.Entry", "get_one", f"pk={entry.pk}")]
+    assert rec.calls[0].hits + rec.calls[0].misses == 1
+
+
+def test_listy_signals_and_metrics(users):
+    from listy import events
+
+    me, you = users[:2]
+    seen: list[tuple[str, dict]] = []
+
+    def on(name):  # type: ignore[no-untyped-def]
+        def receiver(sender, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append((name, {"sender": sender, **kwargs}))
+
+        return receiver
+
+    receivers = {name: on(name) for name in ("list_built", "cache_fault", "write_unreached", "repaired")}
+    for name, fn in receivers.items():
+        getattr(events, name).connect(fn)
+    events.reset()
+    Follow.cache.reset_local_stats()
+    try:
+        Follow.cache.get(follower=me)  # built
+        Follow.cache.get(follower=me)  # hit
+        before = events.metrics()
+        assert before["lists_built"] == 1
+        assert before["hits"] >= 1 and before["misses"] >= 1
+        built = [kw for name, kw in seen if name == "list_built"]
+        assert built[0]["sender"] is Follow and built[0]["key"] == Follow.cache.key(follower=me)
+        assert built[0]["rows"] == 0
+        assert set(before) >= {"cache_faults", "writes_unreached", "keys_repaired", "engine_compacted"}
+    finally:
+        for name, fn in receivers.items():
+            getattr(events, name).disconnect(fn)
+
+
+def test_a_write_that_cannot_reach_the_cache_is_signalled(users, monkeypatch):
+    from listy import events
+    from tests.conftest import FAST_SETTINGS, free_port, reset_listy
+
+    me, you = users[:2]
+    seen: list[dict] = []
+
+    def receiver(sender, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append({"sender": sender, **kwargs})
+
+    events.write_unreached.connect(receiver)
+    faults: list[dict] = []
+
+    def on_fault(sender, **kwargs):  # type: ignore[no-untyped-def]
+        faults.append(kwargs)
+
+    events.cache_fault.connect(on_fault)
+    monkeypatch.setenv("LISTY_SERVERS", f"127.0.0.1:{free_port()}")
+    reset_listy()
+    try:
+        with override_settings(LISTY=FAST_SETTINGS):
+            Follow.cache.add(follower=me, followee=you)
+            Follow.cache.get(follower=me)
+    finally:
+        events.write_unreached.disconnect(receiver)
+        events.cache_fault.disconnect(on_fault)
+        monkeypatch.undo()
+        reset_listy()
+    assert seen and seen[0]["sender"] is Follow and seen[0]["faults"]
+    assert {f["operation"] for f in faults} >= {"write", "read"} or {f["operation"] for f in faults} >= {"read"}
+
+
+def test_engine_events_reach_the_listy_logger_at_debug(users, caplog):
+    """A list with more dead frames than live ones is compacted by the next
+    read: the engine's event becomes a DEBUG line and a counter."""
+    from listy import events
+
+    me = users[0]
+    others = users[1:] + [type(me).objects.create(username=f"x{i}") for i in range(40)]
+    Follow.cache.get(follower=me)
+    for other in others:
+        Follow.cache.add(follower=me, followee=other)
+    for other in others[:-4]:
+        Follow.cache.delete(follower=me, followee=other)
+    events.reset()
+    with caplog.at_level(logging.DEBUG, logger="listy"):
+        assert len(Follow.cache.get(follower=me)) == 4
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any(line.startswith("listy: engine compacted ") for line in lines), lines
+    assert events.metrics()["engine_compacted"] == 1

@@ -1,4 +1,4 @@
-"""System checks listy.E001, E002, W001."""
+"""System checks listy.E001, E002, E004, W001."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.db import models
 from django.test.utils import isolate_apps, override_settings
 
 import listy
-from listy.checks import check_caches, check_store
+from listy.checks import check_caches, check_settings, check_store
 from tests.testapp.models import Follow
 
 
@@ -103,3 +103,53 @@ def test_w002_sync_configured_on_a_database_that_cannot_carry_it(settings):
         level = cur.fetchone()[0]
     assert ids(messages) == ([] if level == "logical" else ["listy.W002"]), os.environ.get("LISTY_TEST_DB")
     assert check_sync(databases=["other"]) == []  # not this check's database
+
+
+def test_w001_is_a_deploy_check(monkeypatch):
+    """W001 is for production: ``check --deploy`` runs it, a plain ``check``
+    (every runserver, every test run) does not."""
+    from tests.conftest import reset_listy
+
+    monkeypatch.setenv("LISTY_SERVERS", "local")
+    reset_listy()
+    try:
+        with override_settings(DEBUG=False, SILENCED_SYSTEM_CHECKS=[]):
+            assert "listy.W001" not in ids(checks.run_checks(tags=[checks.Tags.caches]))
+            assert "listy.W001" in ids(checks.run_checks(tags=[checks.Tags.caches], include_deployment_checks=True))
+    finally:
+        monkeypatch.undo()
+        reset_listy()
+
+
+BAD_SETTINGS = [
+    ({"TIMEOUT": 0}, "TIMEOUT"),
+    ({"TIMEOUT": "fast"}, "TIMEOUT"),
+    ({"CONNECT_TIMEOUT": -1}, "CONNECT_TIMEOUT"),
+    ({"CONNECT_TIMEOUT": float("nan")}, "CONNECT_TIMEOUT"),
+    ({"TIMEOUT": True}, "TIMEOUT"),
+    ({"OUTAGE_LOG_INTERVAL": -5}, "OUTAGE_LOG_INTERVAL"),
+    ({"ENABLED": "no"}, "ENABLED"),
+    ({"SERVERS": 11211}, "SERVERS"),
+    ({"NOT_A_KEY": 1}, "NOT_A_KEY"),
+]
+
+
+@pytest.mark.parametrize("debug", [True, False])
+@pytest.mark.parametrize(("bad", "named"), BAD_SETTINGS)
+def test_e004_bad_settings_whatever_debug_is(bad, named, debug, monkeypatch):
+    from django.conf import settings
+
+    monkeypatch.delenv("LISTY_SERVERS", raising=False)  # it would stand in for SERVERS
+    with override_settings(DEBUG=debug, LISTY={**settings.LISTY, **bad}):
+        messages = check_settings()
+        assert ids(messages) == ["listy.E004"]
+        assert named in messages[0].msg
+        # and through the framework, as ``manage.py check`` runs it
+        assert "listy.E004" in ids(checks.run_checks(tags=[checks.Tags.caches]))
+
+
+def test_good_settings_pass():
+    from django.conf import settings
+
+    with override_settings(LISTY={**settings.LISTY, "TIMEOUT": 2, "CONNECT_TIMEOUT": 0.1, "ENABLED": False}):
+        assert check_settings() == []

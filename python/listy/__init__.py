@@ -21,9 +21,7 @@ Quick start::
     Follow.cache.get(follower=me)            # newest first, from the cache
 """
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
+from listy.adopt import cache_model
 from listy.cache import ListCache
 from listy.exceptions import (
     CacheUnavailable,
@@ -37,10 +35,12 @@ from listy.manager import CachingManager
 from listy.origin import bypass
 from listy.source import DjangoBackingStore
 
-try:
-    __version__: str = _version("django-listy")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.1.0"
+from listy._native import __version__ as _engine_version
+
+#: The version of the package: Cargo's ``workspace.package.version``, the one
+#: source of it (maturin writes it into the wheel's metadata and compiles it
+#: into ``listy._native``).
+__version__: str = _engine_version
 
 __all__ = [
     "CacheUnavailable",
@@ -54,4 +54,5 @@ __all__ = [
     "SyncCallInEventLoop",
     "__version__",
     "bypass",
+    "cache_model",
 ]

@@ -6,7 +6,10 @@ rows (``Loader``) and counts (``CountLoader``) on a miss.
 """
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal, TypedDict, overload
+from typing import Any, Literal, TypedDict, final, overload
+
+__version__: str
+"""Cargo's package version, compiled in (``listy.__version__`` is this)."""
 
 # ---------------------------------------------------------------- exceptions
 class ListyError(Exception):
@@ -25,10 +28,11 @@ class ConfigError(ListyError):
     """Bad LISTY settings or a bad index declaration."""
 
 # ---------------------------------------------------------------- store
+@final
 class Store:
     """A memcached pool or the embedded in-process store."""
 
-    kind: str
+    kind: Literal["local", "memcached"]
     batches: int
     """Batches sent by this process (one pipelined round trip per server each)."""
 
@@ -41,13 +45,24 @@ class Store:
         connect_timeout: float = 0.25,
         timeout: float = 0.5,
         max_item_size: int = 1048576,
+        tls: bool = False,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_server_name: str | None = None,
     ) -> Store:
-        """A pool over ``servers`` ("host:port", "host:port weight", "/socket")."""
-    kind: Literal["local", "memcached"]
+        """A pool over ``servers`` ("host:port", "host:port weight", "/socket").
+        ``tls``: every connection speaks TLS, the server verified against
+        ``tls_ca_file`` (PEM; the system's roots when None) and
+        ``tls_server_name`` (default: each server's host, sent as SNI);
+        ``tls_cert_file``/``tls_key_file``: a client certificate."""
     def flush_all(self) -> None: ...
     def get_raw(self, key: str) -> bytes | None: ...
     def set_raw(self, key: str, value: bytes) -> None: ...
     def delete_raw(self, key: str) -> bool: ...
+    def add_counts(self, deltas: list[tuple[str, int]]) -> list[int | None]:
+        """Adds each delta to its counter (created at 0), one batched round
+        trip; the new values (None: not written)."""
     def server_for(self, key: str) -> str: ...
     def stats(self) -> list[tuple[str, str, str]]:
         """(server, stat name, value) for every server."""
@@ -58,6 +73,7 @@ FieldKind = Literal[
     "decimal", "uuid", "json",
 ]
 
+@final
 class Schema:
     """The packed layout of one model's records.
 
@@ -69,13 +85,14 @@ class Schema:
     False) and are stored as microseconds.
     """
 
-    def __init__(self, fields: list[tuple[str, FieldKind, bool]], aware: bool = True) -> None: ...
+    def __new__(cls, fields: list[tuple[str, FieldKind, bool]], aware: bool = True) -> Schema: ...
     fingerprint: int
     attnames: list[str]
     def pack(self, row: tuple[Any, ...], omit: list[str] = ...) -> bytes:
         """One record frame (for tests and the benchmark)."""
 
 # ---------------------------------------------------------------- reads
+@final
 class Records(Sequence[Any]):
     """A lazy, read-only list of model instances, newest first.
 
@@ -93,15 +110,23 @@ class Records(Sequence[Any]):
     """False while only the head of a segmented list has been read."""
     def __len__(self) -> int: ...
     @overload
-    def __getitem__(self, i: int) -> Any: ...
+    def __getitem__(self, i: int, /) -> Any: ...
     @overload
-    def __getitem__(self, i: slice) -> list[Any]: ...
+    def __getitem__(self, i: slice, /) -> list[Any]: ...
     def __iter__(self) -> Iterator[Any]: ...
     def values(self) -> list[tuple[Any, ...]]:
         """Rows as tuples in schema order (no model instances)."""
     def pks(self) -> list[int]: ...
-    def index(self, value: Any) -> int: ...
+    def index(self, value: Any) -> int: ...  # type: ignore[override]  # no start/stop
     def count(self, value: Any) -> int: ...
+    def __contains__(self, value: object, /) -> bool: ...
+
+@final
+class RecordsIter(Iterator[Any]):
+    """The iterator of a ``Records`` (instances built one at a time)."""
+
+    def __iter__(self) -> RecordsIter: ...
+    def __next__(self) -> Any: ...
 
 # A loader returns the live rows of one list, newest first, each a tuple in
 # schema order. Arguments: the index's field names and their values.
@@ -120,6 +145,10 @@ Period = Literal["day", "week", "month", "year"]
 FaultKind = Literal["unreachable", "protocol", "too_large", "contended", "other"]
 """Why a read bypassed the cache or a write fell short (``listy_core::fault``)."""
 
+EngineEvent = Literal["lease_lost", "compacted", "segment_split"]
+"""What ``Engine(on_event=...)`` is called with, as ``(kind, key, detail)``:
+detail is 0, the dead frames dropped, or the parts stored."""
+
 class WriteReport(TypedDict):
     """What a write could not do. ``failed_keys`` may now hold values that
     miss the write: repair them (``Engine.repair``) before serving them."""
@@ -136,6 +165,7 @@ class WriteReport(TypedDict):
     """Some fault may have left keys without this write (unreachable or
     protocol): they need repair even when ``failed_keys`` is empty."""
 
+@final
 class Engine:
     """The list protocol for one model.
 
@@ -153,11 +183,12 @@ class Engine:
     unique constraints): a list whose key fixes one holds one row at most and
     is written whole by an add, like a primary-key list. ``counter_epoch``:
     seconds after which the model-wide counters are counted afresh (None:
-    never).
+    never). ``on_event(kind, key, detail)`` is called for each engine event
+    (lease lost, compaction, segment split).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         store: Store,
         *,
         prefix: str,
@@ -171,7 +202,8 @@ class Engine:
         on_build: Callable[[Any], Any] | None = None,
         unique: list[list[str]] | None = None,
         counter_epoch: float | None = None,
-    ) -> None: ...
+        on_event: Callable[[EngineEvent, str, int], object] | None = None,
+    ) -> Engine: ...
 
     hits: int
     misses: int

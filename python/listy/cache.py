@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar, Unpack, cast
 
 from django.db import models
 
-from listy import middleware, worker
+from listy import events as _events
+from listy import middleware, registry, worker
+from listy import outage as _outage
 from listy import recorder as _recorder
 from listy import repair as _repairs
+from listy import shared_stats as _shared
+from listy import store as _store
 from listy.aio import AsyncCalls, default_key
-from listy.declaration import Index, _middleware_on_build
+from listy.conf import listy_settings
+from listy.declaration import Index, Options, _middleware_on_build
 from listy.exceptions import CacheUnavailable
 from listy.inspection import is_list
 from listy.periods import PeriodCounts
@@ -32,13 +37,22 @@ from listy.writes import SKIP_SIGNALS, Writes, in_listy_delete
 logger = logging.getLogger("listy")
 
 
-class ListCache(Writes, PeriodCounts, AsyncCalls):
+M = TypeVar("M", bound=models.Model)
+
+
+class ListCache(Writes, PeriodCounts, AsyncCalls, Generic[M]):
     """The cached lists of one model.
 
     ``ListCache(Model, caches, **options)`` takes the same arguments as
     :class:`listy.CachingManager`; every client of one model keeps the others'
-    lists right.
+    lists right. Generic in the model: ``ListCache(User, [("pk",)])`` is a
+    ``ListCache[User]`` whose ``get()`` is a ``Sequence[User]``.
     """
+
+    model: type[M]
+
+    def __init__(self, model: type[M], caches: Iterable[Sequence[str]], **options: Unpack[Options]) -> None:
+        super().__init__(model, caches, **options)
 
     # ------------------------------------------------------------ reads
     def _from_db(self, index: Index, values: tuple[Any, ...], key: str = "") -> FallbackRecords:
@@ -46,36 +60,65 @@ class ListCache(Writes, PeriodCounts, AsyncCalls):
         # The engine's builder makes the instances, as it does for cached
         # records (inlined foreign keys, the middleware's ``on_build``);
         # making an engine does no I/O, so this works with the cache down.
-        return FallbackRecords(key, rows, self._engine().instances(rows))
+        records = FallbackRecords(key, rows, self._engine().instances(rows))
+        _recorder.note(records)
+        return records
 
     def _unavailable(self, exc: Exception) -> None:
         _repairs.note_fault()
-        logger.warning("listy: cache unavailable for %s, using the database: %s", self.model._meta.label, exc)
+        _outage.fault(exc, "read", self.model, f"read of {self.model._meta.label}")
+
+    def _server_for(self, key: str) -> str:
+        return _store.get_store(self.address() if self.address is not None else None).server_for(key)
+
+    def _after_read(self, records: Any) -> None:
+        """Counts, signals and logs what a read from the engine did: served
+        from the cache, built from the database (``list_built``), or read
+        from the database because of a fault (``cache_fault``)."""
+        _recorder.note(records)
+        if _shared.due():
+            _shared.publish(_label_counts())
+        if records.from_cache:
+            if _outage.is_down():
+                _outage.answered(self._server_for(records.key))
+            return
+        _repairs.note_read(records)
+        fault = records.fault
+        label = self.model._meta.label
+        if fault is None:
+            logger.debug("listy: miss %s %s: read from the database (%d bytes stored)", label, records.key, records.size)
+            _events.send(_events.list_built, "lists_built", self.model, key=records.key, size=records.size, rows=len(records))
+            if _outage.is_down():
+                _outage.answered(self._server_for(records.key))
+        elif fault in ("unreachable", "protocol"):
+            server = self._server_for(records.key)
+            _outage.fault_at(server, f"memcached server {server}: {fault} fault", "read", self.model, f"read of {label}")
+        else:
+            logger.debug("listy: %s %s served from the database (%s)", label, records.key, fault)
 
     def _use_db(self) -> bool:
-        """Reads go to the database: cache disabled, uncommitted Listy writes
-        in this transaction, or keys a failed write left (here or in another
+        """Reads go to the database: cache disabled (this client, or all of
+        Listy by ``LISTY["ENABLED"] = False``), uncommitted Listy writes in
+        this transaction, or keys a failed write left (here or in another
         process) that are not repaired yet (``listy.repair``)."""
-        if self.disable_cache or self._pending_writes():
+        if self.disable_cache or not listy_settings().enabled or self._pending_writes():
             return True
         worker.ensure_started()
         return not _repairs.ready(self, self._resolve().db_alias)
 
-    def _get(self, index: Index, values: tuple[Any, ...], complete: bool = False) -> Sequence[Any]:
+    def _get(self, index: Index, values: tuple[Any, ...], complete: bool = False) -> Sequence[M]:
         if self._use_db():
-            return self._from_db(index, values)
+            return cast("Sequence[M]", self._from_db(index, values))
         try:
             engine = self._engine()
             records = engine.get(index, values, self._resolve().source.rows, complete)
         except CacheUnavailable as exc:
             self._unavailable(exc)
-            return self._from_db(index, values)
-        if not records.from_cache:
-            _repairs.note_read(records)
-            logger.debug("listy: miss %s %s: read from the database (%d bytes stored)", self.model._meta.label, records.key, records.size)
-        return records
+            return cast("Sequence[M]", self._from_db(index, values))
+        self._after_read(records)
+        return cast("Sequence[M]", records)
 
-    def get(self, **filters: Any) -> Sequence[Any]:
+    def get(self, **filters: Any) -> Sequence[M]:
         """The list of live instances matching ``filters``, newest first.
 
         A lazy, read-only sequence: ``len()``, ``bool()``, indexing and
@@ -88,47 +131,47 @@ class ListCache(Writes, PeriodCounts, AsyncCalls):
         index, values = self._index_for(filters)
         return self._get(index, values)
 
-    def get_one(self, pk: Any) -> models.Model | None:
+    def get_one(self, pk: Any) -> M | None:
         """The instance with primary key ``pk``, or None (needs a ``("pk",)`` index)."""
         self._sync_only("get_one")
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "get_one", {"pk": pk}, lambda: self.get_one(pk))
         return self._get_one(pk)
 
-    def _get_one(self, pk: Any) -> models.Model | None:
+    def _get_one(self, pk: Any) -> M | None:
         resolved = self._resolve()
         if resolved.pk_index is None:
             raise self._not_cachable("get_one() needs a ('pk',) index")
         pk = self._coerce("pk", self.model._meta.pk, pk)
         found = middleware.lookup(self.model, pk)
         if found is not None:
-            return found
+            return cast(M, found)
         return next(iter(self._get(resolved.pk_index, (pk,))), None)
 
-    def get_first(self, **filters: Any) -> models.Model | None:
+    def get_first(self, **filters: Any) -> M | None:
         """The first (newest) instance of the list, or None."""
         self._sync_only("get_first")
         records = self.get(**filters)
         return records[0] if records else None
 
-    def _get_many(self, filters: list[Mapping[str, Any]]) -> list[Sequence[Any]]:
+    def _get_many(self, filters: list[Mapping[str, Any]]) -> list[Sequence[M]]:
         requests = [self._index_for(f) for f in filters]
         if self._use_db():
-            return [self._from_db(i, v) for i, v in requests]
+            return [cast("Sequence[M]", self._from_db(i, v)) for i, v in requests]
         try:
             found = list(self._engine().get_multi(requests, self._resolve().source.rows))
         except CacheUnavailable as exc:
             self._unavailable(exc)
-            return [self._from_db(i, v) for i, v in requests]
+            return [cast("Sequence[M]", self._from_db(i, v)) for i, v in requests]
         for records in found:
-            if not records.from_cache:
-                _repairs.note_read(records)
-                logger.debug("listy: miss %s %s: read from the database (%d bytes stored)", self.model._meta.label, records.key, records.size)
-        return found
+            self._after_read(records)
+        return cast("list[Sequence[M]]", found)
 
     def get_multi(
         self,
         filters: Iterable[Mapping[str, Any]],
         key_func: Callable[[Mapping[str, Any]], Any] | None = None,
-    ) -> dict[Any, Sequence[Any]]:
+    ) -> dict[Any, Sequence[M]]:
         """``{key_func(f): list}`` for each filter dict, fetched in one
         batched round trip; missing lists are rebuilt from the database.
         ``key_func`` defaults to the sorted ``(name, value)`` pairs."""
@@ -139,10 +182,10 @@ class ListCache(Writes, PeriodCounts, AsyncCalls):
         key = key_func or default_key
         return {key(f): r for f, r in zip(filters, self._get_many(filters))}
 
-    def get_multi_list(self, filters: Iterable[Mapping[str, Any]]) -> list[Any]:
+    def get_multi_list(self, filters: Iterable[Mapping[str, Any]]) -> list[M]:
         """All instances of all the lists, in order, as one flat list."""
         self._sync_only("get_multi_list")
-        out: list[Any] = []
+        out: list[M] = []
         for records in self._get_many(list(filters)):
             out.extend(records)
         return out
@@ -151,6 +194,8 @@ class ListCache(Writes, PeriodCounts, AsyncCalls):
     def count(self, **filters: Any) -> int:
         """Number of live rows matching ``filters`` (none: the whole model)."""
         self._sync_only("count")
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "count", filters, lambda: self.count(**filters))
         index, values = self._index_for(filters, allow_all=True)
         source = self._resolve().source
         if self._use_db():
@@ -265,12 +310,30 @@ class ListCache(Writes, PeriodCounts, AsyncCalls):
         live = state[2].misses if state is not None and state[2] is not None else 0
         return self._stats[1] + live
 
-    def reset_local_stats(self) -> None:
-        """Sets ``hits`` and ``misses`` back to zero."""
-        self._stats = [0, 0]
-        state = self._state
-        if state is not None and state[2] is not None:
-            state[2].reset_stats()
 
+
+def _engine_counts() -> tuple[int, int]:
+    """(hits, misses) of every client of this process (``listy.events.metrics``)."""
+    hits = misses = 0
+    for model in registry.all_models():
+        for client in registry.clients(model):
+            if isinstance(client, ListCache):
+                hits += client.hits
+                misses += client.misses
+    return hits, misses
+
+
+def _label_counts() -> dict[str, tuple[int, int]]:
+    """Engine label → (hits, misses) of this process (``listy.shared_stats``)."""
+    out: dict[str, tuple[int, int]] = {}
+    for model in registry.all_models():
+        for client in registry.clients(model):
+            if isinstance(client, ListCache) and client.address is None:
+                hits, misses = out.get(client.engine_label, (0, 0))
+                out[client.engine_label] = (hits + client.hits, misses + client.misses)
+    return out
+
+
+_events.engine_counts = _engine_counts
 
 __all__ = ["SKIP_SIGNALS", "CoherencyReport", "FallbackRecords", "ListCache", "in_listy_delete"]

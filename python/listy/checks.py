@@ -3,8 +3,10 @@
 - ``listy.E001``: an index (or a field option) names a field that does not exist.
 - ``listy.E002``: the model's primary key is not an integer ``id``-like field.
 - ``listy.E003``: a field of the model has a type Listy cannot cache.
-- ``listy.W001``: the embedded in-process store is in use while DEBUG is False
-  (it is not shared between processes: lists diverge across workers).
+- ``listy.E004``: ``settings.LISTY`` is not valid (whatever DEBUG is).
+- ``listy.W001`` (deploy check, ``manage.py check --deploy``): the embedded
+  in-process store is in use while DEBUG is False (it is not shared between
+  processes: lists diverge across workers).
 - ``listy.W002``: ``LISTY["SYNC"]`` is set but its database cannot carry a
   logical change stream (``wal_level`` is not ``logical``, or it is not
   PostgreSQL). A database check: ``manage.py check --database default``
@@ -13,12 +15,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
 from django.apps import apps as global_apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db.models import Model
 
 from listy import registry
 from listy.conf import listy_settings
@@ -27,7 +31,9 @@ from listy.exceptions import ConfigError, ListyError
 
 @register(Tags.models)
 def check_caches(
-    app_configs: list[AppConfig] | None = None, models: list[type] | None = None, **kwargs: Any
+    app_configs: Sequence[AppConfig] | None = None,
+    models: Sequence[type[Model]] | None = None,
+    **kwargs: Any,
 ) -> list[CheckMessage]:
     """E001/E002/E003 for every installed model with a ListCache (or for ``models``)."""
     from listy.schema import build_schema, field_kind
@@ -71,14 +77,32 @@ def check_caches(
 
 
 @register(Tags.caches)
-def check_store(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
-    """W001 when the embedded store would serve a production site."""
+def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """E004 when ``settings.LISTY`` is not valid (unknown keys, timeouts that
+    are not positive numbers, ...), in development as in production."""
+    try:
+        listy_settings()
+    except ListyError as exc:
+        return [
+            Error(
+                f"Listy: {exc}",
+                hint="See listy.conf for every LISTY key and the values it takes.",
+                id="listy.E004",
+            )
+        ]
+    return []
+
+
+@register(Tags.caches, deploy=True)
+def check_store(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """W001 (``manage.py check --deploy``) when the embedded store would serve
+    a production site."""
     if settings.DEBUG or not [m for m in registry.all_models() if m._meta.apps is global_apps]:
         return []
     try:
         local = listy_settings().is_local
-    except ListyError as exc:
-        return [Error(f"Listy: {exc}", id="listy.E004")]
+    except ListyError:
+        return []  # E004 says it
     if not local:
         return []
     return [

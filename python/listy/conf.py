@@ -1,7 +1,8 @@
 """Listy's settings: ``settings.LISTY``, every key optional.
 
 ``LISTY = {"SERVERS": [...], "KEY_PREFIX": "", "CONNECT_TIMEOUT": 0.25, "TIMEOUT": 0.5,
-"REPAIR_CHECK_INTERVAL": 1.0, "INTENT_WINDOW": 10.0, "COUNTER_EPOCH": 3600}``
+"REPAIR_CHECK_INTERVAL": 1.0, "INTENT_WINDOW": 10.0, "COUNTER_EPOCH": 3600, "ENABLED": True,
+"OUTAGE_LOG_INTERVAL": 60, "STATS_INTERVAL": 10}``
 
 ``BULK_REPAIR_THRESHOLD`` (default 10,000): a batched write
 (``QuerySet.update()``, ``bulk_update()``, ``bulk_create()``, a queryset or
@@ -9,6 +10,30 @@ cascade delete) touching more rows than this repairs the model's lists
 wholesale (the generation bump of ``flush_all()``) instead of updating them
 row by row. ``INLINED_FANOUT_THRESHOLD`` (default 10,000): likewise for the
 rows that carry an inlined copy of a changed related row.
+
+``TLS``: speak TLS to memcached (``memcached -Z``, managed services with
+in-transit encryption). ``True`` trusts the system's root certificates;
+a dict names ``CA_FILE`` (PEM roots to trust instead), ``CERT_FILE`` and
+``KEY_FILE`` (a client certificate, both or neither) and ``SERVER_NAME`` (the
+name every server's certificate must carry, sent as SNI; default: each
+server's host). The server is always verified. ``None`` (default):
+plaintext.
+
+``STATS_INTERVAL``: seconds between two turns of a process adding its hit
+and miss counts to the counters every process shares in the store (read by
+``manage.py listy_stats``); one batched round trip per turn. ``None``: off.
+
+``ENABLED``: the incident switch. False sends every read to the database and
+makes writes leave the cache alone; lists written while it was off are never
+served once it is on again (turning it on moves every model to a new
+generation, see ``listy.switch``).
+
+``CONNECT_TIMEOUT``/``TIMEOUT``: seconds (> 0) for a TCP connect to
+memcached and for each later read or write on it.
+
+``OUTAGE_LOG_INTERVAL``: seconds between two WARNING lines about one
+unreachable memcached server (others go to DEBUG); a line says when it
+answers again. ``0`` logs every fault.
 
 ``REPAIR_CHECK_INTERVAL``: at most this many seconds between two looks of a
 process's background worker (``listy.worker``) at the table of keys that
@@ -33,6 +58,7 @@ ever, until ``flush_all()``).
 list reads) may hold the event loop's thread to serve a hit on a pooled
 connection (about one round trip); past it, or with ``0``/``None``, the read
 is made in a worker thread instead (see ``listy.aio``).
+
 ``SYNC``: ``manage.py listy_sync`` follows this deployment's PostgreSQL
 change stream (``True``, or a dict with any of ``DATABASE`` (alias, default
 ``"default"``), ``SLOT`` and ``PUBLICATION`` (names, default ``"listy"``));
@@ -76,6 +102,10 @@ DEFAULTS: dict[str, Any] = {
     "INLINED_FANOUT_THRESHOLD": 10_000,
     "ASYNC_INLINE_TIMEOUT": 0.002,
     "SYNC": None,
+    "ENABLED": True,
+    "OUTAGE_LOG_INTERVAL": 60,
+    "STATS_INTERVAL": 10,
+    "TLS": None,
 }
 
 #: The keys of a ``SYNC`` dict and their defaults.
@@ -92,6 +122,19 @@ class SyncSettings:
     """The logical replication slot's name."""
     publication: str
     """The publication's name."""
+
+#: The keys of ``LISTY["TLS"]`` when it is a dict.
+TLS_KEYS = ("CA_FILE", "CERT_FILE", "KEY_FILE", "SERVER_NAME")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """``LISTY["TLS"]``, checked: paths that exist, a certificate with its key."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,11 +160,52 @@ class ListySettings:
     """Seconds an async read may hold the loop's thread (None: never)."""
     sync: SyncSettings | None = None
     """The change stream ``listy_sync`` follows (None: not configured)."""
+    enabled: bool = True
+    """False: every call goes to the database (the incident switch)."""
+    outage_log_interval: float = 60.0
+    """Seconds between two WARNINGs about one unreachable server."""
+    stats_interval: float | None = 10.0
+    """Seconds between two publications of this process's hits and misses (None: never)."""
+    tls: TlsSettings | None = None
+    """TLS to memcached (None: plaintext)."""
 
     @property
     def is_local(self) -> bool:
         """True when the embedded in-process store is in use."""
         return not self.servers
+
+
+def _seconds(name: str, value: Any, *, zero: bool = False) -> float:
+    """``value`` as a number of seconds (> 0, or >= 0 with ``zero``), else a
+    ConfigError naming the setting."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if zero else value > 0)
+    if not ok or value != value or value == float("inf"):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigError(f"LISTY[{name!r}] must be a number of seconds {bound}, not {value!r}")
+    return float(value)
+
+
+def _parse_tls(value: Any) -> TlsSettings | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return TlsSettings()
+    if not isinstance(value, dict):
+        raise ConfigError(f"LISTY['TLS'] must be None, True or a dict with {', '.join(TLS_KEYS)}, not {value!r}")
+    unknown = set(value) - set(TLS_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown LISTY['TLS'] keys: {', '.join(sorted(unknown))} (known: {', '.join(TLS_KEYS)})")
+    for key in ("CA_FILE", "CERT_FILE", "KEY_FILE"):
+        path = value.get(key)
+        if path is not None and not (isinstance(path, (str, os.PathLike)) and os.path.isfile(path)):
+            raise ConfigError(f"LISTY['TLS'][{key!r}]: {path!r} is not a readable file")
+    if (value.get("CERT_FILE") is None) != (value.get("KEY_FILE") is None):
+        raise ConfigError("LISTY['TLS']: CERT_FILE and KEY_FILE go together (a client certificate and its key)")
+    name = value.get("SERVER_NAME")
+    if name is not None and not (isinstance(name, str) and name):
+        raise ConfigError(f"LISTY['TLS']['SERVER_NAME'] must be a host name, not {name!r}")
+    paths = {k: None if value.get(k) is None else os.fspath(value[k]) for k in ("CA_FILE", "CERT_FILE", "KEY_FILE")}
+    return TlsSettings(paths["CA_FILE"], paths["CERT_FILE"], paths["KEY_FILE"], name)
 
 
 def _parse_servers(value: Any) -> tuple[str, ...]:
@@ -207,17 +291,24 @@ def listy_settings() -> ListySettings:
         raise ConfigError(
             f"LISTY['ASYNC_INLINE_TIMEOUT'] must be None or a number of seconds >= 0, not {inline!r}"
         )
+    enabled = merged["ENABLED"]
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"LISTY['ENABLED'] must be True or False, not {enabled!r}")
     return ListySettings(
         servers=servers,
         key_prefix=prefix,
-        connect_timeout=float(merged["CONNECT_TIMEOUT"]),
-        timeout=float(merged["TIMEOUT"]),
+        connect_timeout=_seconds("CONNECT_TIMEOUT", merged["CONNECT_TIMEOUT"]),
+        timeout=_seconds("TIMEOUT", merged["TIMEOUT"]),
         repair_check_interval=interval,
         counter_epoch=None if epoch is None else float(epoch),
         intent_window=None if window is None else float(window),
         **thresholds,
         async_inline_timeout=float(inline) if inline else None,
         sync=_parse_sync(merged["SYNC"]),
+        enabled=enabled,
+        outage_log_interval=_seconds("OUTAGE_LOG_INTERVAL", merged["OUTAGE_LOG_INTERVAL"], zero=True),
+        stats_interval=None if merged["STATS_INTERVAL"] is None else _seconds("STATS_INTERVAL", merged["STATS_INTERVAL"]),
+        tls=_parse_tls(merged["TLS"]),
     )
 
 

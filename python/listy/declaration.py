@@ -17,17 +17,18 @@ order.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models, router
 from django.db.models.base import ModelState
 
-from listy import _native, middleware, registry
+from listy import _native, events, middleware, registry
 from listy import store as _store
 from listy.conf import listy_settings
 from listy.exceptions import ConfigError, NotCachableException, SyncCallInEventLoop
@@ -44,8 +45,38 @@ _INT_TYPES = frozenset(
 )
 
 
+logger = logging.getLogger("listy")
+
+_EVENT_LINES = {
+    "lease_lost": "lost its build lease on %s (another builder or a write came first): served from the database",
+    "compacted": "compacted %s (%d dead frames dropped)",
+    "segment_split": "split the grown head of %s again (%d parts)",
+}
+
+
+def _engine_event(kind: str, key: str, detail: int) -> None:
+    """The engine's events (``Engine(on_event=...)``): counted in
+    ``listy.events.metrics()`` and logged at DEBUG."""
+    events.count(f"engine_{kind}")
+    line = _EVENT_LINES.get(kind, kind + " %s")
+    logger.debug("listy: engine " + line, key, *([detail] if line.count("%") > 1 else []))
+
+
 def _middleware_on_build() -> Callable[[Any], Any] | None:
     return middleware.on_build if middleware.installed() else None
+
+
+class Options(TypedDict, total=False):
+    """The keyword options of ``ListCache(Model, caches, **options)`` (SPEC §2)."""
+
+    soft_delete_field: str | None
+    deleted_timestamp_field: str | None
+    enabled_field: str | None
+    timestamp_field: str | None
+    disable_cache: bool
+    address: Callable[[], str] | None
+    filter_out_soft_deletes: bool
+    inlined_foreign_key_fields: Mapping[str, Sequence[str]] | None
 
 
 @dataclass(frozen=True)
@@ -92,7 +123,7 @@ class Declaration:
             k: list(v) for k, v in (inlined_foreign_key_fields or {}).items()
         }
         self._lock = threading.RLock()
-        self._field_cache: dict[str, models.Field] = {}
+        self._field_cache: dict[str, models.Field[Any, Any]] = {}
         self._unique_sets: list[frozenset[str]] | None = None
         self._state: tuple[int, _Resolved, _native.Engine | None] | None = None
         self._stats = [0, 0]  # hits/misses of engines already dropped
@@ -118,7 +149,7 @@ class Declaration:
                 problems.append(f"{option}={name!r} is not a field of {opts.label}")
         return problems
 
-    def _field(self, name: str) -> models.Field | None:
+    def _field(self, name: str) -> models.Field[Any, Any] | None:
         found = self._field_cache.get(name)
         if found is None:
             found = self._find_field(name)
@@ -126,7 +157,7 @@ class Declaration:
                 self._field_cache[name] = found
         return found
 
-    def _find_field(self, name: str) -> models.Field | None:
+    def _find_field(self, name: str) -> models.Field[Any, Any] | None:
         opts = self.model._meta
         if name == "pk":
             return opts.pk
@@ -134,7 +165,7 @@ class Declaration:
             f = opts.get_field(name)
         except FieldDoesNotExist:
             f = None
-        if f is not None and getattr(f, "concrete", False) and not f.many_to_many:
+        if isinstance(f, models.Field) and f.concrete and not f.many_to_many:
             return f
         for f in opts.concrete_fields:
             if f.attname == name:
@@ -179,6 +210,13 @@ class Declaration:
             self._state = (epoch, resolved, None)
             return resolved
 
+    def reset_local_stats(self) -> None:
+        """Sets ``hits`` and ``misses`` back to zero."""
+        self._stats = [0, 0]
+        state = self._state
+        if state is not None and state[2] is not None:
+            state[2].reset_stats()
+
     def _drop_engine(self) -> None:
         if self._state is not None and self._state[2] is not None:
             engine = self._state[2]
@@ -209,6 +247,7 @@ class Declaration:
                 on_build=_middleware_on_build(),
                 unique=[sorted(u) for u in self._unique_field_sets() if u <= set(resolved.schema.attnames)],
                 counter_epoch=listy_settings().counter_epoch,
+                on_event=_engine_event,
             )
             self._state = (epoch, resolved, engine)
             return engine
@@ -220,14 +259,18 @@ class Declaration:
         if found is None:
             opts = self.model._meta
             sets = [frozenset([f.attname]) for f in opts.concrete_fields if f.unique]
-            sets += [frozenset(opts.get_field(n).attname for n in names) for names in opts.unique_together]
+            field = self._field_attname
+            sets += [frozenset(field(n) for n in names) for names in opts.unique_together]
             for c in opts.constraints:
                 if not isinstance(c, models.UniqueConstraint) or not c.fields:
                     continue
                 if c.condition is None and not c.expressions and c.deferrable is None:
-                    sets.append(frozenset(opts.get_field(n).attname for n in c.fields))
+                    sets.append(frozenset(field(n) for n in c.fields))
             found = self._unique_sets = sets
         return found
+
+    def _field_attname(self, name: str) -> str:
+        return str(getattr(self.model._meta.get_field(name), "attname"))
 
     @property
     def engine_label(self) -> str:
@@ -308,7 +351,8 @@ class Declaration:
         return out
 
     @staticmethod
-    def _coerce(name: str, f: models.Field, value: Any) -> Any:
+    def _coerce(name: str, f: Any, value: Any) -> Any:
+        # f: a concrete field (a ForeignKey has target_field; django-stubs' Field has not)
         if value is None:
             return None
         is_fk = f.is_relation and (f.many_to_one or f.one_to_one)
@@ -334,4 +378,4 @@ class Declaration:
         return index, tuple([norm[a] for a in index])
 
 
-__all__ = ["SOFT_DELETED_SUFFIX", "Declaration", "Index"]
+__all__ = ["SOFT_DELETED_SUFFIX", "Declaration", "Index", "Options"]

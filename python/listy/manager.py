@@ -26,7 +26,7 @@ from listy.cache import ListCache
 _PK_LOOKUPS = ("pk", "pk__exact")
 
 
-def _pk_only(qs: models.QuerySet) -> tuple[ListCache, Any] | None:
+def _pk_only(qs: models.QuerySet[Any]) -> tuple[ListCache[Any], Any] | None:
     """``(cache, pk)`` when evaluating ``qs`` means "the row with this
     primary key, as a model instance" and nothing else: one ``pk = value``
     condition, no joins, deferred fields, annotations, ``values()``,
@@ -40,10 +40,10 @@ def _pk_only(qs: models.QuerySet) -> tuple[ListCache, Any] | None:
     q = qs.query
     if (
         qs._iterable_class is not ModelIterable
-        or qs._fields is not None
-        or qs._for_write
-        or qs._hints
-        or qs._known_related_objects
+        or qs._fields is not None  # type: ignore[attr-defined]
+        or qs._for_write  # type: ignore[attr-defined]
+        or qs._hints  # type: ignore[attr-defined]
+        or qs._known_related_objects  # type: ignore[attr-defined]
         or q.model is not model
         or q.select_for_update
         or q.select_related is not False
@@ -78,7 +78,7 @@ def _pk_only(qs: models.QuerySet) -> tuple[ListCache, Any] | None:
     return cache, cond.rhs
 
 
-class ListyQuerySet(models.QuerySet):
+class ListyQuerySet(models.QuerySet[Any]):
     """The queryset of :class:`CachingManager`: a plain primary-key filter
     (see :func:`_pk_only`) is answered by ``Model.cache.get_one()`` - the
     per-request registry, then the ``("pk",)`` list - and by the database
@@ -139,7 +139,7 @@ class ListyQuerySet(models.QuerySet):
 _mixed: dict[type, type] = {}
 
 
-def _listy_queryset_class(cls: type[models.QuerySet]) -> type[models.QuerySet]:
+def _listy_queryset_class(cls: type[models.QuerySet[Any]]) -> type[models.QuerySet[Any]]:
     """``cls`` with :class:`ListyQuerySet`'s lookups (``from_queryset()``)."""
     if issubclass(cls, ListyQuerySet):
         return cls
@@ -150,7 +150,7 @@ def _listy_queryset_class(cls: type[models.QuerySet]) -> type[models.QuerySet]:
     return found
 
 
-class CachingManager(models.Manager):
+class CachingManager(models.Manager[Any]):
     """A manager that also installs ``Model.cache``, a :class:`ListCache`.
 
     ``caches`` is a list of tuples of field names, one tuple per cached index
@@ -194,11 +194,11 @@ class CachingManager(models.Manager):
 
     _queryset_class = ListyQuerySet
 
-    def get_queryset(self) -> models.QuerySet:
+    def get_queryset(self) -> models.QuerySet[Any]:
         cls = _listy_queryset_class(self._queryset_class)
-        return cls(model=self.model, using=self._db, hints=self._hints)
+        return cls(model=self.model, using=self._db, hints=self._hints)  # type: ignore[attr-defined]
 
-    def _listy_cache(self) -> ListCache | None:
+    def _listy_cache(self) -> ListCache[Any] | None:
         cache = self.model.__dict__.get("cache")
         return cache if isinstance(cache, ListCache) else None
 
@@ -253,7 +253,7 @@ class CachingManager(models.Manager):
         return await super().aget(*args, **kwargs)  # type: ignore[misc]
 
 
-def pk_cache(model: type[models.Model]) -> ListCache | None:
+def pk_cache(model: type[models.Model]) -> ListCache[Any] | None:
     """The ``Model.cache`` of ``model`` if it has a ``("pk",)`` index."""
     cache = model.__dict__.get("cache")
     if not isinstance(cache, ListCache) or cache.disable_cache:
@@ -267,7 +267,7 @@ def pk_cache(model: type[models.Model]) -> ListCache | None:
 class _CachedForwardMixin:
     """Serves ``obj.fk`` from the related model's ``("pk",)`` list."""
 
-    field: models.ForeignKey
+    field: models.ForeignKey[Any, Any]
 
     def get_object(self, instance: models.Model) -> Any:
         rel_model = self.field.remote_field.model
@@ -307,7 +307,7 @@ def install_fk_hooks(models_iter: Any) -> int:
             if hooked is None:
                 hooked = type(f"Listy{cls.__name__}", (_CachedForwardMixin, cls), {})
                 _hooked[cls] = hooked
-            new = object.__new__(hooked)
+            new: Any = object.__new__(hooked)
             new.__dict__.update(desc.__dict__)
             setattr(model, f.name, new)
             n += 1

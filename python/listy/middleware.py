@@ -93,6 +93,6 @@ class RequestContextCacheMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         token = _registry.set({})
         try:
-            return await self.get_response(request)  # type: ignore[misc]
+            return await self.get_response(request)  # type: ignore[misc, no-any-return]
         finally:
             _registry.reset(token)

@@ -11,6 +11,9 @@ from memcached (``listy.repair``) before it serves lists again. Run
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from django.db import models
 from django.utils import timezone
 
@@ -18,13 +21,13 @@ from django.utils import timezone
 class PendingRepair(models.Model):
     """One memcached key that must be deleted before lists are served."""
 
-    id = models.BigAutoField(primary_key=True)
-    key = models.CharField(max_length=250, unique=True)
+    id: models.BigAutoField[int, int] = models.BigAutoField(primary_key=True)
+    key: models.CharField[str, str] = models.CharField(max_length=250, unique=True)
     """The literal memcached key (prefix included)."""
-    model = models.CharField(max_length=200)
+    model: models.CharField[str, str] = models.CharField(max_length=200)
     """The engine's model label (``app.Model``, ``+softdeleted`` for lists
     that keep soft-deleted rows): tells a process which clients repair it."""
-    created = models.DateTimeField(default=timezone.now)
+    created: models.DateTimeField[Any, datetime] = models.DateTimeField(default=timezone.now)
     """Set again by every write that fails on the key: a repair deletes the
     row only if it is unchanged since it was read."""
 
@@ -33,7 +36,7 @@ class PendingRepair(models.Model):
         verbose_name = "pending cache repair"
 
     def __str__(self) -> str:
-        return self.key
+        return str(self.key)
 
 
 class WriteIntent(models.Model):

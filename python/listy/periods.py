@@ -12,12 +12,13 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from django.conf import settings
 from django.utils import timezone
 
 from listy import _native
+from listy import recorder as _recorder
 from listy.declaration import Declaration
 from listy.exceptions import CacheUnavailable, ConfigError
 from listy.source import date_of_day, day_number, instant_micros, local_midnight, same_zone
@@ -39,6 +40,9 @@ def bucket_span(period: Period, day: int, zone: datetime.tzinfo | None) -> tuple
 _PERIOD_DOC = """Count of live rows whose ``timestamp_field`` falls in the {what} of
         the date/datetime given as ``<timestamp_field>=value``; the other
         keyword arguments are the list's filters (none: the whole model)."""
+
+
+_ADVERB = {"day": "daily", "week": "weekly", "month": "monthly", "year": "yearly"}
 
 
 class PeriodCounts(Declaration):
@@ -66,7 +70,10 @@ class PeriodCounts(Declaration):
         return rest, given[0]
 
     def _period_counts(self, period: Period, filters: Mapping[str, Any], many: bool) -> Any:
-        self._sync_only(f"{_ADVERB[period]}_count{'s' if many else ''}")
+        name = f"{_ADVERB[period]}_count{'s' if many else ''}"
+        self._sync_only(name)
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, name, filters, lambda: self._period_counts(period, filters, many))
         rest, when = self._split_timestamp(filters)
         index, values = self._index_for(rest, allow_all=True)
         dates = list(when) if many else [when]
@@ -83,7 +90,8 @@ class PeriodCounts(Declaration):
             counter = partial(source.count, tz=zone)
             try:
                 engine = self._engine()
-                timestamp = self._field(self.timestamp_field).attname
+                found = self._field(str(self.timestamp_field))
+                timestamp = found.attname if found is not None else str(self.timestamp_field)
                 counts = list(engine.period_counts(index, values, period, timestamp, spans, source.rows, counter))
             except CacheUnavailable as exc:
                 self._unavailable(exc)
@@ -94,16 +102,16 @@ class PeriodCounts(Declaration):
         return {date_of_day(_native.bucket_start(period, d)): c for d, c in zip(days, counts)}
 
     def daily_count(self, **filters: Any) -> int:
-        return self._period_counts("day", filters, False)
+        return int(self._period_counts("day", filters, False))
 
     def weekly_count(self, **filters: Any) -> int:
-        return self._period_counts("week", filters, False)
+        return int(self._period_counts("week", filters, False))
 
     def monthly_count(self, **filters: Any) -> int:
-        return self._period_counts("month", filters, False)
+        return int(self._period_counts("month", filters, False))
 
     def yearly_count(self, **filters: Any) -> int:
-        return self._period_counts("year", filters, False)
+        return int(self._period_counts("year", filters, False))
 
     daily_count.__doc__ = _PERIOD_DOC.format(what="local day")
     weekly_count.__doc__ = _PERIOD_DOC.format(what="ISO week")
@@ -114,19 +122,19 @@ class PeriodCounts(Declaration):
         """``{day: count}`` for each date of the iterable given as
         ``<timestamp_field>=iterable`` (a ``dateutil.rrule`` or any iterable
         of dates/datetimes)."""
-        return self._period_counts("day", filters, True)
+        return cast("dict[datetime.date, int]", self._period_counts("day", filters, True))
 
     def weekly_counts(self, **filters: Any) -> dict[datetime.date, int]:
         """``{Monday of the ISO week: count}`` for each date of the iterable."""
-        return self._period_counts("week", filters, True)
+        return cast("dict[datetime.date, int]", self._period_counts("week", filters, True))
 
     def monthly_counts(self, **filters: Any) -> dict[datetime.date, int]:
         """``{1st of the month: count}`` for each date of the iterable."""
-        return self._period_counts("month", filters, True)
+        return cast("dict[datetime.date, int]", self._period_counts("month", filters, True))
 
     def yearly_counts(self, **filters: Any) -> dict[datetime.date, int]:
         """``{January 1st: count}`` for each date of the iterable."""
-        return self._period_counts("year", filters, True)
+        return cast("dict[datetime.date, int]", self._period_counts("year", filters, True))
 
 
 __all__ = ["Period", "PeriodCounts", "bucket_span"]

@@ -1,9 +1,11 @@
 """A per-context record of Listy calls, for the debug-toolbar panel and tests.
 
-``ListCache.get``, ``get_multi``, ``add`` and ``delete`` check
-:data:`active` (one ``ContextVar.get``) and do nothing more unless a
-:class:`Recorder` is active in the current context, so the cost is ~0 when
-nobody records::
+Every public call of ``ListCache`` - ``get``, ``get_one`` (and so
+``Model.objects.get(pk=...)`` and foreign-key access served by Listy),
+``get_multi``, ``count`` and the period counts, ``add`` and ``delete`` -
+checks :data:`active` (one ``ContextVar.get``) and does nothing more unless
+a :class:`Recorder` is active in the current context, so the cost is ~0
+when nobody records::
 
     from listy.recorder import recording
 
@@ -34,7 +36,10 @@ T = TypeVar("T")
 class Recorded(Protocol):
     """What a recorded call's client must have (``listy.ListCache`` has it)."""
 
-    model: type[models.Model]
+    @property
+    def model(self) -> type[models.Model]:
+        """The model of the call."""
+        ...
 
 
 @dataclass
@@ -89,6 +94,8 @@ class Recorder:
 
 
 _current: ContextVar[Recorder | None] = ContextVar("listy_recorder", default=None)
+#: The lists read during the call being recorded (``note``), else None.
+_lists_read: ContextVar[list[Any] | None] = ContextVar("listy_recorder_lists", default=None)
 
 #: ``active()`` is the recorder of the current context or None: the one check
 #: ``ListCache`` makes on every public call.
@@ -131,12 +138,22 @@ def _describe(kwargs: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _lists(method: str, result: Any) -> list[Any]:
-    if method == "get_multi" and isinstance(result, Mapping):
-        return list(result.values())
-    if method == "get":
-        return [result]
-    return []
+def note(records: Any) -> None:
+    """A list was read (from the cache or the database) during a recorded
+    call: it counts as that call's hit or miss."""
+    seen = _lists_read.get()
+    if seen is not None:
+        seen.append(records)
+
+
+def _result(method: str, result: Any) -> str:
+    if method in ("add", "delete"):
+        return "no-op" if result in (None, False) else "written"
+    if method == "get_multi":
+        return f"{len(result)} lists"
+    if method in ("count", "get_one") or method.endswith("_count"):
+        return repr(getattr(result, "pk", result))
+    return ""
 
 
 def record(client: Recorded, method: str, kwargs: Mapping[str, Any], call: Callable[[], T]) -> T:
@@ -144,32 +161,33 @@ def record(client: Recorded, method: str, kwargs: Mapping[str, Any], call: Calla
     and records it in the active recorder."""
     rec = _current.get()
     token = _current.set(None)
+    lists: list[Any] = []
+    lists_token = _lists_read.set(lists)
     error = ""
     result: Any = None
     start_time = perf_counter()
     try:
-        result = call()
-        return result
+        done = call()
+        result = done
+        return done
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         ms = (perf_counter() - start_time) * 1000
+        _lists_read.reset(lists_token)
         _current.reset(token)
         if rec is not None:
             entry = Call(client.model._meta.label, method, _describe(kwargs), ms, error=error)
-            for records in _lists(method, result) if not error else ():
+            for records in lists if not error else ():
                 if getattr(records, "from_cache", False):
                     entry.hits += 1
                 else:
                     entry.misses += 1
                 entry.bytes += int(getattr(records, "size", 0) or 0)
             if not error:
-                if method in ("add", "delete"):
-                    entry.result = "no-op" if result in (None, False) else "written"
-                elif method == "get_multi":
-                    entry.result = f"{len(result)} lists"
+                entry.result = _result(method, result)
             rec.calls.append(entry)
 
 
-__all__ = ["Call", "Recorder", "active", "record", "recording", "start", "stop"]
+__all__ = ["Call", "Recorder", "active", "note", "record", "recording", "start", "stop"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -24,8 +24,17 @@ class Client(Protocol):
     """What the registry's users may ask of a client (``listy.ListCache``
     is one)."""
 
-    model: type[models.Model]
+    @property
+    def model(self) -> type[models.Model]:
+        """The model whose lists the client keeps."""
+        ...
+
     disable_cache: bool
+
+    @property
+    def inlined_foreign_key_fields(self) -> Mapping[str, Sequence[str]]:
+        """Foreign key name → the related fields stored inline."""
+        ...
     address: Callable[[], str] | None
 
     @property
@@ -58,7 +67,7 @@ class Client(Protocol):
 
 _lock = threading.Lock()
 _clients: dict[type, list[weakref.ref[Client]]] = {}
-_listeners: list = []
+_listeners: list[Callable[[type[models.Model]], object]] = []
 
 
 def register(cache: Client) -> None:
@@ -72,7 +81,7 @@ def register(cache: Client) -> None:
             listener(cache.model)
 
 
-def on_new_model(listener) -> None:  # type: ignore[no-untyped-def]
+def on_new_model(listener: Callable[[type[models.Model]], object]) -> None:
     """Calls ``listener(model)`` for every model that has (or gets) a client."""
     _listeners.append(listener)
     for model in all_models():
@@ -97,7 +106,7 @@ def all_models() -> list[type[models.Model]]:
 
 def primary(model: type[models.Model]) -> Client | None:
     """The client installed as ``Model.cache`` if any, else the oldest one."""
-    installed = model.__dict__.get("cache")
+    installed: object = model.__dict__.get("cache")
     for c in clients(model):
         if c is installed:
             return c

@@ -44,7 +44,7 @@ from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from listy import _native, registry
+from listy import _native, events, registry
 from listy import store as _store
 from listy.conf import listy_settings
 from listy.exceptions import ConfigError
@@ -121,6 +121,13 @@ def write_failed(client: Client, report: dict[str, Any] | None) -> None:
     note_fault()
     keys = list((report or {}).get("failed_keys") or [])
     label = client.engine_label
+    events.send(
+        events.write_unreached,
+        "writes_unreached",
+        client.model,
+        keys=keys,
+        faults=list((report or {}).get("faults") or ["cache unavailable"]),
+    )
     if not keys:
         if report is not None and not report.get("may_leave_stale_keys"):
             return  # e.g. a list too large to store: nothing stale was left
@@ -128,10 +135,25 @@ def write_failed(client: Client, report: dict[str, Any] | None) -> None:
         # (it never read the model's registry): the model's meta key stands
         # for all of them.
         keys = [meta_key(listy_settings().key_prefix, label)]
+    _drop(client, keys)
+
+
+def drop_lists(client: Client) -> None:
+    """Every list and counter of ``client``'s model is dropped (new
+    generation) now, or as soon as any process can reach the cache: a write
+    made while ``LISTY["ENABLED"]`` is False, which no list has."""
+    _drop(client, [meta_key(listy_settings().key_prefix, client.engine_label)])
+
+
+def _drop(client: Client, keys: list[str]) -> None:
+    """Deletes ``keys`` now, else queues them (memory and table)."""
+    label = client.engine_label
     try:
         left = client.engine.repair(sorted(set(keys)))
     except Exception:  # noqa: BLE001 - the write must not raise for the cache
         left = keys
+    if len(left) < len(set(keys)):
+        events.send(events.repaired, "keys_repaired", None, len(set(keys)) - len(left), label=label, keys=sorted(set(keys) - set(left)))
     if not left:
         return
     alias = client.db_alias
@@ -315,9 +337,9 @@ def _run_pass(alias: str) -> frozenset[str]:
     for row_id, key, label, created in rows:
         todo.setdefault(label, {})[key] = (row_id, created)
     with _lock:
-        for label, keys in _memory.get(alias, {}).items():
+        for label, remembered in _memory.get(alias, {}).items():
             mine = todo.setdefault(label, {})
-            for key in keys:
+            for key in remembered:
                 mine.setdefault(key, None)
     blocked: set[str] = set()
     done_rows: list[tuple[int, Any]] = []
@@ -336,12 +358,15 @@ def _run_pass(alias: str) -> frozenset[str]:
             blocked.add(label)
         ok = set(keys) - left
         repaired[label] = ok
-        done_rows.extend(keys[k] for k in ok if keys[k] is not None)  # type: ignore[misc]
+        done_rows.extend(row for row in (keys[k] for k in ok) if row is not None)
     with _lock:
         for label, ok in repaired.items():
-            mine = _memory.get(alias, {}).get(label)
-            if mine:
-                mine.difference_update(ok)
+            known = _memory.get(alias, {}).get(label)
+            if known:
+                known.difference_update(ok)
+    for label, ok in repaired.items():
+        if ok:
+            events.send(events.repaired, "keys_repaired", None, len(ok), label=label, keys=sorted(ok))
     if done_rows:
         _delete(alias, done_rows)
     result = frozenset(blocked)
@@ -378,4 +403,4 @@ def pending(alias: str = "default") -> list[str]:
     return list(PendingRepair.objects.using(alias).order_by("key").values_list("key", flat=True))
 
 
-__all__ = ["fresh", "meta_key", "note_fault", "note_read", "pending", "ready", "reset", "run_pass", "write_failed"]
+__all__ = ["drop_lists", "fresh", "meta_key", "note_fault", "note_read", "pending", "ready", "reset", "run_pass", "write_failed"]

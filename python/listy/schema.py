@@ -71,10 +71,10 @@ PLACEHOLDER: dict[str, Any] = {
 }
 
 
-def field_kind(f: models.Field) -> str:
+def field_kind(f: models.Field[Any, Any]) -> str:
     """The codec kind of a concrete field (a foreign key takes its target's)."""
     if f.is_relation and (f.many_to_one or f.one_to_one):
-        return field_kind(f.target_field)
+        return field_kind(f.target_field)  # type: ignore[attr-defined]  # a ForeignKey's
     internal = f.get_internal_type()
     kind = KIND_BY_INTERNAL_TYPE.get(internal)
     if kind is None:
@@ -94,9 +94,9 @@ class Column:
     nullable: bool
     path: str
     """The ``values_list()`` path that reads it (``follower_id``, ``entry__title``)."""
-    field: models.Field
+    field: models.Field[Any, Any]
     """The Django field (for an inlined column: the related model's field)."""
-    fk: models.Field | None = None
+    fk: models.Field[Any, Any] | None = None
     """For an inlined column: the foreign key it hangs off."""
 
 
@@ -149,11 +149,11 @@ def build_schema(
             raise ConfigError(f"{opts.label}: inlined_foreign_key_fields names unknown field {fk_name!r}") from exc
         if not (fk.is_relation and (fk.many_to_one or fk.one_to_one) and fk.concrete):
             raise ConfigError(f"{opts.label}.{fk_name}: inlined_foreign_key_fields needs a ForeignKey")
-        rel_model = fk.related_model
-        related[fk.attname] = (fk.name, rel_model, fk.target_field.attname)
+        rel_model: Any = fk.related_model  # a model class: fk is a ForeignKey
+        related[fk.attname] = (fk.name, rel_model, fk.target_field.attname)  # type: ignore[attr-defined]
         for name in names:
             try:
-                rf = rel_model._meta.get_field(name)
+                rf: Any = rel_model._meta.get_field(name)
             except Exception as exc:
                 raise ConfigError(
                     f"{opts.label}: inlined field {fk_name}.{name}: {rel_model._meta.label} has no field {name!r}"

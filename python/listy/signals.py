@@ -43,7 +43,7 @@ logger = logging.getLogger("listy")
 _OLD = "_listy_old_rows"
 
 
-def _client(model: type[models.Model]) -> ListCache | None:
+def _client(model: type[models.Model]) -> ListCache[Any] | None:
     """The client whose ``writers()`` reach every enabled client of the
     model: ``Model.cache``, or another one when that one is disabled."""
     client = registry.primary(model)
@@ -229,6 +229,14 @@ def _all_models() -> list[type[models.Model]]:
     from django.apps import apps
 
     return list(apps.get_models(include_auto_created=True))
+
+
+def disconnect(model: type[models.Model]) -> None:
+    """Disconnects the receivers of ``model`` (``listy.adopt.uncache_model``)."""
+    _connected.discard(model)
+    uid = f"listy:{model._meta.label}"
+    for signal in (pre_save, post_save, m2m_changed):
+        signal.disconnect(sender=model, dispatch_uid=uid)
 
 
 def connect_all() -> None:

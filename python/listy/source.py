@@ -156,11 +156,11 @@ class DjangoBackingStore:
         self._index = {c.attname: i for i, c in enumerate(schema.columns)}
         self._needs_conversion = any(c.kind == "bytes" for c in schema.columns)
         self._ts_attname = (
-            model._meta.get_field(timestamp_field).attname if timestamp_field else None
+            model._meta.get_field(timestamp_field).attname if timestamp_field else None  # type: ignore[union-attr]
         )
 
     # ------------------------------------------------------------ queries
-    def all_rows_queryset(self) -> models.QuerySet:
+    def all_rows_queryset(self) -> models.QuerySet[Any]:
         """Every row of the model, listed or not."""
         return self.model._base_manager.db_manager(self.db_alias).all()
 
@@ -173,7 +173,7 @@ class DjangoBackingStore:
             flt[self.soft_delete_field] = False
         return flt
 
-    def live_queryset(self) -> models.QuerySet:
+    def live_queryset(self) -> models.QuerySet[Any]:
         """The rows lists hold."""
         return self.all_rows_queryset().filter(**self.live_filter())
 
@@ -354,7 +354,8 @@ class DjangoBackingStore:
                 out.append(normalise(col, values[col.field.attname]))
         return tuple(out)
 
-    def _related_values(self, instance: models.Model, fk: models.Field) -> dict[str, Any] | None:
+    def _related_values(self, instance: models.Model, fk: Any) -> dict[str, Any] | None:
+        # fk: a ForeignKey (is_cached, target_field), typed Any as django-stubs' Field has neither
         value = getattr(instance, fk.attname)
         if value is None:
             return None

@@ -40,10 +40,16 @@ def get_store(address: str | None = None) -> _native.Store:
             if not servers:
                 store = _native.Store.local("default")
             else:
+                tls = conf.tls
                 store = _native.Store.memcached(
                     list(servers),
                     connect_timeout=conf.connect_timeout,
                     timeout=conf.timeout,
+                    tls=tls is not None,
+                    tls_ca_file=tls.ca_file if tls else None,
+                    tls_cert_file=tls.cert_file if tls else None,
+                    tls_key_file=tls.key_file if tls else None,
+                    tls_server_name=tls.server_name if tls else None,
                 )
             _stores[servers] = store
         return store

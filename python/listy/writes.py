@@ -24,8 +24,10 @@ from django.db import IntegrityError, connections, models, transaction
 from django.utils import timezone
 
 from listy import _native, intents, origin, registry, worker
+from listy import outage as _outage
 from listy import recorder as _recorder
 from listy import repair as _repairs
+from listy.conf import listy_settings
 from listy.declaration import Declaration, Index
 from listy.exceptions import CacheUnavailable, ConfigError, NotCachableException
 from listy.source import State, locked
@@ -163,14 +165,17 @@ class Writes(Declaration):
         return out
 
     def _run_safely(self, op: Callable[[], Any]) -> None:
+        if not listy_settings().enabled:
+            # LISTY["ENABLED"] is False: the cache is left alone, and the
+            # model's lists are dropped (meta key deleted now, else queued for
+            # every process) so that none that misses this write is served
+            # once Listy is on again.
+            _repairs.drop_lists(self)
+            return
         try:
             report = op()
         except CacheUnavailable as exc:
-            logger.warning(
-                "listy: cache unavailable, %s written to the database only: %s",
-                self.model._meta.label,
-                exc,
-            )
+            _outage.fault(exc, "write", self.model, f"{self.model._meta.label} written to the database only")
             _repairs.write_failed(self, None)
             return
         if isinstance(report, dict) and (report.get("failed_keys") or report.get("faults")):

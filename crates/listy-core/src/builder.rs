@@ -4,7 +4,7 @@
 //! what "a counter epoch that never ends" means.
 
 use crate::codec::Schema;
-use crate::engine::{Engine, Hook, Options};
+use crate::engine::{Engine, EventSink, Hook, Options};
 use crate::error::Result;
 use crate::store::Store;
 use std::sync::Arc;
@@ -65,6 +65,7 @@ pub struct EngineBuilder {
     unique: Vec<Vec<String>>,
     options: Options,
     hook: Option<Hook>,
+    events: Option<EventSink>,
 }
 
 impl Engine {
@@ -87,6 +88,7 @@ impl EngineBuilder {
             unique: Vec::new(),
             options: Options::default(),
             hook: None,
+            events: None,
         }
     }
 
@@ -174,12 +176,22 @@ impl EngineBuilder {
         self
     }
 
+    /// The receiver of the engine's events (lease lost, compaction, segment
+    /// split): rare, worth a DEBUG line each.
+    pub fn events(mut self, sink: EventSink) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
     /// The engine; a configuration error names the bad index or unique set.
     pub fn build(self) -> Result<Engine> {
         let mut engine = Engine::new(self.store, &self.prefix, &self.model, self.schema, self.indexes, self.options)?;
         engine.set_unique(self.unique)?;
         if let Some(hook) = self.hook {
             engine.set_hook(hook);
+        }
+        if let Some(sink) = self.events {
+            engine.set_event_sink(sink);
         }
         Ok(engine)
     }

@@ -14,12 +14,16 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{TcpStream, ToSocketAddrs};
+#[cfg(unix)]
 use std::os::unix::io::{AsRawFd, RawFd};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::store::{Item, Op, Reply};
+#[cfg(feature = "tls")]
+use crate::tls::{Tls, TlsStream};
 
 /// memcached's longest key (`KEY_MAX_LENGTH`).
 pub const MAX_KEY_LEN: usize = 250;
@@ -439,14 +443,23 @@ pub enum Failure {
 
 enum Stream {
     Tcp(TcpStream),
+    /// Unix sockets exist on Unix only; elsewhere a `/path` server is refused
+    /// at connect time (see [`open`]).
+    #[cfg(unix)]
     Unix(UnixStream),
+    /// TLS over TCP (feature `tls`): reads and writes go through rustls.
+    #[cfg(feature = "tls")]
+    Tls(Box<TlsStream>),
 }
 
 impl Stream {
+    #[cfg(unix)]
     fn fd(&self) -> RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.sock.as_raw_fd(),
         }
     }
 
@@ -456,9 +469,15 @@ impl Stream {
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))
             }
+            #[cfg(unix)]
             Stream::Unix(s) => {
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))
+            }
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                s.sock.set_read_timeout(Some(timeout))?;
+                s.sock.set_write_timeout(Some(timeout))
             }
         }
     }
@@ -466,17 +485,32 @@ impl Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
+            #[cfg(unix)]
             Stream::Unix(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
         }
     }
 
-    /// `send(MSG_NOSIGNAL)` for both socket kinds: a server that went away
-    /// must give us EPIPE, not a SIGPIPE that kills the host process.
+    /// `send(SEND_FLAGS)` for both socket kinds: a server that went away
+    /// must give us EPIPE, not a SIGPIPE that kills the host process
+    /// (`MSG_NOSIGNAL` where it exists; Apple systems have `SO_NOSIGPIPE`,
+    /// set by [`open`] instead).
+    #[cfg(unix)]
     fn send_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Stream::Tls(s) = self {
+            // rustls writes through std's TcpStream, which sends with
+            // MSG_NOSIGNAL where it exists (and the socket has SO_NOSIGPIPE
+            // on Apple systems).
+            use std::io::Write;
+            s.write_all(buf)?;
+            return s.flush();
+        }
         while !buf.is_empty() {
             // SAFETY: `buf` is a live slice of `buf.len()` readable bytes and
             // the descriptor is owned by `self` for the whole call.
-            let sent = unsafe { libc::send(self.fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+            let sent = unsafe { libc::send(self.fd(), buf.as_ptr().cast(), buf.len(), SEND_FLAGS) };
             if sent < 0 {
                 let error = io::Error::last_os_error();
                 if error.kind() == io::ErrorKind::Interrupted {
@@ -490,6 +524,48 @@ impl Stream {
             buf = &buf[sent as usize..];
         }
         Ok(())
+    }
+
+    /// Windows has no SIGPIPE: a plain write reports a closed peer as an error.
+    #[cfg(not(unix))]
+    fn send_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        match self {
+            Stream::Tcp(s) => s.write_all(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                s.write_all(buf)?;
+                s.flush()
+            }
+        }
+    }
+}
+
+/// The `send` flags that turn SIGPIPE into EPIPE where the platform has one.
+#[cfg(all(unix, not(target_vendor = "apple")))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(target_vendor = "apple")]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// Apple systems have no `MSG_NOSIGNAL`: the socket itself is told not to
+/// raise SIGPIPE.
+#[cfg(target_vendor = "apple")]
+fn no_sigpipe(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `fd` is an open socket and `on` outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_NOSIGPIPE,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -528,11 +604,39 @@ impl Connection {
         timeout: Duration,
         max_item_size: usize,
     ) -> Result<Connection> {
+        Self::open_with(server, connect_timeout, timeout, max_item_size, Ok)
+    }
+
+    /// [`connect`](Self::connect) over TLS (feature `tls`): the handshake
+    /// runs here, bounded by `timeout`; a certificate that does not verify or
+    /// a server that does not speak TLS makes the server unavailable.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        server: &str,
+        connect_timeout: Duration,
+        timeout: Duration,
+        max_item_size: usize,
+        tls: &Tls,
+    ) -> Result<Connection> {
+        Self::open_with(server, connect_timeout, timeout, max_item_size, |stream| match stream {
+            Stream::Tcp(tcp) => Ok(Stream::Tls(Box::new(tls.handshake(server, tcp)?))),
+            _ => Err(io::Error::new(io::ErrorKind::Unsupported, "TLS needs a host:port server, not a unix socket")),
+        })
+    }
+
+    fn open_with(
+        server: &str,
+        connect_timeout: Duration,
+        timeout: Duration,
+        max_item_size: usize,
+        wrap: impl FnOnce(Stream) -> io::Result<Stream>,
+    ) -> Result<Connection> {
         if timeout.is_zero() || connect_timeout.is_zero() {
             return Err(Error::Config("memcached timeouts must be greater than zero".into()));
         }
         let stream = open(server, connect_timeout).map_err(|e| Error::unavailable(server, &e))?;
         stream.set_timeouts(timeout).map_err(|e| Error::unavailable(server, &e))?;
+        let stream = wrap(stream).map_err(|e| Error::unavailable(server, &e))?;
         Ok(Connection {
             server: server.to_string(),
             stream,
@@ -793,8 +897,18 @@ impl Connection {
 
 /// Opens the socket: unix path or TCP (each resolved address in turn).
 fn open(server: &str, connect_timeout: Duration) -> io::Result<Stream> {
+    let stream = open_stream(server, connect_timeout)?;
+    #[cfg(target_vendor = "apple")]
+    no_sigpipe(stream.fd())?;
+    Ok(stream)
+}
+
+fn open_stream(server: &str, connect_timeout: Duration) -> io::Result<Stream> {
     if server.starts_with('/') {
+        #[cfg(unix)]
         return UnixStream::connect(server).map(Stream::Unix);
+        #[cfg(not(unix))]
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "unix socket paths need a Unix system: use host:port"));
     }
     let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
     for addr in server.to_socket_addrs()? {

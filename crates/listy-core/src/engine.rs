@@ -82,6 +82,30 @@ pub enum HookPoint {
 /// A function called at each [`HookPoint`] with the key concerned.
 pub type Hook = Arc<dyn Fn(HookPoint, &str) + Send + Sync>;
 
+/// Something the engine did that an operator may want to see: rare events
+/// (not one per read), reported to the [`EventSink`] with the key concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A builder lost its lease (another builder, a write on the marker
+    /// four times over, or an expiry): the reader got the source's rows
+    /// uncached.
+    LeaseLost,
+    /// A list was rewritten without its dead frames (`dead` of them).
+    Compacted {
+        /// Dead frames dropped.
+        dead: usize,
+    },
+    /// A head that prepends had grown was split again into segments.
+    SegmentSplit {
+        /// Parts stored (the head and its segments).
+        parts: usize,
+    },
+}
+
+/// Receives the engine's [`Event`]s (Django logs them at DEBUG). Called on
+/// the thread that did the work, without any engine lock held.
+pub type EventSink = Arc<dyn Fn(Event, &str) + Send + Sync>;
+
 /// Tunables of the protocol.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -335,6 +359,7 @@ pub struct Engine {
     meta: Mutex<Option<Meta>>,
     options: Options,
     hook: Option<Hook>,
+    events: Option<EventSink>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -425,6 +450,7 @@ impl Engine {
             meta: Mutex::new(None),
             options,
             hook: None,
+            events: None,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
@@ -450,6 +476,17 @@ impl Engine {
     /// Installs a hook called at the protocol's race points (tests).
     pub fn set_hook(&mut self, hook: Hook) {
         self.hook = Some(hook);
+    }
+
+    /// Installs the receiver of the engine's [`Event`]s.
+    pub fn set_event_sink(&mut self, sink: EventSink) {
+        self.events = Some(sink);
+    }
+
+    fn event(&self, event: Event, key: &str) {
+        if let Some(sink) = &self.events {
+            sink(event, key);
+        }
     }
 
     /// The record schema.
@@ -853,13 +890,16 @@ impl Engine {
                         Ok(Some(parts)) => {
                             Ok(Self::fetched(spec, key.to_string(), parts, false, None).expect("a fresh build reads"))
                         }
-                        Ok(None) => self.uncached(
-                            spec,
-                            key.to_string(),
-                            values,
-                            source,
-                            Fault::new(FaultKind::Contended, "lease lost"),
-                        ),
+                        Ok(None) => {
+                            self.event(Event::LeaseLost, key);
+                            self.uncached(
+                                spec,
+                                key.to_string(),
+                                values,
+                                source,
+                                Fault::new(FaultKind::Contended, "lease lost"),
+                            )
+                        }
                         Err(e @ Error::Source(_)) => Err(e),
                         Err(e) => self.uncached(spec, key.to_string(), values, source, Fault::from(&e)),
                     };
@@ -1032,10 +1072,21 @@ impl Engine {
         let Ok(view) = spec.layout.read_parts(&refs) else { return };
         let id = new_token() as u32;
         let Ok(new_parts) = view.compacted(&spec.layout, id, self.head_max(), self.segment_max()) else { return };
+        // Frames that must stay (final tombstones) count as dead: a list
+        // with more of them than live records would be rewritten, unchanged,
+        // by every read. Only a rewrite that drops bytes (or splits) is done.
+        let size = |parts: &[Vec<u8>]| parts.iter().map(Vec::len).sum::<usize>();
+        if !grown && size(&new_parts) >= size(&list.parts) {
+            return;
+        }
         self.hook(HookPoint::BeforeCompact, key);
         // A lost cas only means a write came first; the next read compacts.
         if let Ok(Reply::Stored) = self.store_parts(key, &new_parts, id, item.cas) {
             self.drop_segments(spec, key, &item.value);
+            self.event(
+                if grown { Event::SegmentSplit { parts: new_parts.len() } } else { Event::Compacted { dead } },
+                key,
+            );
         }
     }
 

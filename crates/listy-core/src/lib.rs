@@ -31,6 +31,8 @@ pub mod pgoutput;
 pub mod pool;
 pub mod reader;
 pub mod store;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use builder::EngineBuilder;
 pub use error::{Error, Result, SourceError, SourceErrorKind};

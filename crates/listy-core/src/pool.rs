@@ -17,7 +17,7 @@
 //!   gives up without marking the server dead when the budget runs out.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,9 @@ pub struct PoolConfig {
     pub retry_dead_after: Duration,
     /// Which pylibmc/libmemcached key distribution to reproduce.
     pub distribution: Distribution,
+    /// Speak TLS to every server (feature `tls`); None: plaintext.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl PoolConfig {
@@ -68,6 +71,8 @@ impl PoolConfig {
             max_item_size: 1024 * 1024,
             retry_dead_after: Duration::from_secs(1),
             distribution: Distribution::KetamaWeighted,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -206,7 +211,7 @@ struct Dead {
 struct Server {
     address: String,
     /// Idle connections, each tagged with the pid of the process that opened it.
-    idle: Mutex<Vec<(i32, Connection)>>,
+    idle: Mutex<Vec<(u32, Connection)>>,
     dead: Mutex<Option<Dead>>,
 }
 
@@ -216,7 +221,7 @@ pub struct MemcachedPool {
     servers: Vec<Server>,
     ring: Ring,
     /// The process the pooled connections belong to.
-    pid: AtomicI32,
+    pid: AtomicU32,
 }
 
 impl std::fmt::Debug for MemcachedPool {
@@ -244,7 +249,7 @@ impl MemcachedPool {
             .into_iter()
             .map(|s| Server { address: s.address, idle: Mutex::new(Vec::new()), dead: Mutex::new(None) })
             .collect();
-        Ok(MemcachedPool { cfg, servers, ring, pid: AtomicI32::new(current_pid()) })
+        Ok(MemcachedPool { cfg, servers, ring, pid: AtomicU32::new(current_pid()) })
     }
 
     /// The configuration the pool was built from.
@@ -332,6 +337,11 @@ impl MemcachedPool {
 
     fn connect(&self, server: &Server) -> Result<Connection> {
         let cfg = &self.cfg;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &cfg.tls {
+            return Connection::connect_tls(&server.address, cfg.connect_timeout, cfg.timeout, cfg.max_item_size, tls)
+                .inspect_err(|error| self.mark_dead(server, &error.to_string()));
+        }
         Connection::connect(&server.address, cfg.connect_timeout, cfg.timeout, cfg.max_item_size).inspect_err(|error| {
             self.mark_dead(server, &error.to_string());
         })
@@ -454,9 +464,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn current_pid() -> i32 {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    unsafe { libc::getpid() }
+fn current_pid() -> u32 {
+    // `getpid` on Unix (asked afresh each time, so a fork is noticed), the
+    // process id on Windows (no fork there).
+    std::process::id()
 }
 
 /// The same error again, for each op of a batch that failed as a whole.

@@ -3,6 +3,7 @@
 //! between counter buckets) leaves every list and counter equal to the
 //! database, and two writers of one row whose frames arrive in the other
 //! order than their commits are settled.
+#![cfg(unix)] // the memcached these tests start, stop and kill is a Unix process
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The memcached client and pool against real memcached processes (and a few
 //! fake servers for exact wire bytes and broken replies).
+#![cfg(unix)] // the memcached these tests start, stop and kill is a Unix process
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! deterministic interleaving test (a hook pauses the builder and lets a
 //! second client write at the worst moment), and a model-based property test
 //! checks convergence under random writes, reads and evictions.
+#![cfg(unix)] // the memcached these tests start, stop and kill is a Unix process
 
 mod common;
 

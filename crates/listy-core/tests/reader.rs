@@ -3,6 +3,7 @@
 //! Lists are split into small parts so that a hit reads the head only; each
 //! test checks what the reader served against the rows of a small database,
 //! and whether it had to fetch the segments to serve it.
+#![cfg(unix)] // the memcached these tests start, stop and kill is a Unix process
 
 mod common;
 

@@ -8,7 +8,7 @@ use crate::records::{Builder, Records, Related};
 use crate::store::PyStore;
 use listy_core::calendar::Period;
 use listy_core::codec::{describe, Row, Value};
-use listy_core::engine::{Bucket, ChangeOptions, Engine, Fetched, Source, Stored, WriteReport};
+use listy_core::engine::{Bucket, ChangeOptions, Engine, Event, EventSink, Fetched, Source, Stored, WriteReport};
 use listy_core::error::{SourceError, SourceErrorKind};
 use listy_core::reader::{Completion, List};
 use listy_core::Error;
@@ -274,10 +274,29 @@ fn report_to_py(py: Python<'_>, report: WriteReport) -> PyResult<Bound<'_, PyDic
     Ok(d)
 }
 
+/// Calls `callback(kind, key, detail)` for each engine event: `("lease_lost",
+/// key, 0)`, `("compacted", key, dead frames)`, `("segment_split", key,
+/// parts)`. A callback that raises is reported as unraisable, never into
+/// the read that compacted.
+fn event_sink(callback: Py<PyAny>) -> EventSink {
+    Arc::new(move |event: Event, key: &str| {
+        let (kind, detail) = match event {
+            Event::LeaseLost => ("lease_lost", 0),
+            Event::Compacted { dead } => ("compacted", dead),
+            Event::SegmentSplit { parts } => ("segment_split", parts),
+        };
+        Python::attach(|py| {
+            if let Err(error) = callback.call1(py, (kind, key, detail)) {
+                error.write_unraisable(py, None);
+            }
+        });
+    })
+}
+
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (store, *, prefix, model, schema, indexes, model_class, state_class, db_alias = "default", related = None, on_build = None, unique = None, counter_epoch = None))]
+    #[pyo3(signature = (store, *, prefix, model, schema, indexes, model_class, state_class, db_alias = "default", related = None, on_build = None, unique = None, counter_epoch = None, on_event = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -293,17 +312,20 @@ impl PyEngine {
         on_build: Option<Py<PyAny>>,
         unique: Option<Vec<Vec<String>>>,
         counter_epoch: Option<f64>,
+        on_event: Option<Py<PyAny>>,
     ) -> PyResult<PyEngine> {
         let s = schema.get();
         // No epoch: one that never ends.
         let epoch = counter_epoch.filter(|e| e.is_finite() && *e > 0.0 && *e < 1e12).map(Duration::from_secs_f64);
-        let engine = Engine::builder(store.inner.clone(), model, (*s.inner).clone())
+        let mut builder = Engine::builder(store.inner.clone(), model, (*s.inner).clone())
             .prefix(prefix)
             .indexes(indexes)
             .unique_sets(unique.unwrap_or_default())
-            .counter_epoch(epoch)
-            .build()
-            .map_err(CoreError)?;
+            .counter_epoch(epoch);
+        if let Some(callback) = on_event {
+            builder = builder.events(event_sink(callback));
+        }
+        let engine = builder.build().map_err(CoreError)?;
         let names: Vec<&str> = s.inner.fields().iter().map(|f| f.name.as_str()).collect();
         let attnames =
             names.iter().map(|n| if n.contains('.') { None } else { Some(PyString::new(py, n).unbind()) }).collect();

@@ -4,9 +4,11 @@ use crate::errors::CoreError;
 use listy_core::local::LocalStore;
 use listy_core::pool::{MemcachedPool, PoolConfig};
 use listy_core::store::Counted;
+use listy_core::tls::Tls;
 use listy_core::{Op, Reply, Store};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,8 +43,19 @@ impl PyStore {
     }
 
     #[staticmethod]
-    #[pyo3(signature = (servers, connect_timeout = 0.25, timeout = 0.5, max_item_size = 1_048_576))]
-    fn memcached(servers: Vec<String>, connect_timeout: f64, timeout: f64, max_item_size: usize) -> PyResult<PyStore> {
+    #[pyo3(signature = (servers, connect_timeout = 0.25, timeout = 0.5, max_item_size = 1_048_576, tls = false, tls_ca_file = None, tls_cert_file = None, tls_key_file = None, tls_server_name = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn memcached(
+        servers: Vec<String>,
+        connect_timeout: f64,
+        timeout: f64,
+        max_item_size: usize,
+        tls: bool,
+        tls_ca_file: Option<PathBuf>,
+        tls_cert_file: Option<PathBuf>,
+        tls_key_file: Option<PathBuf>,
+        tls_server_name: Option<String>,
+    ) -> PyResult<PyStore> {
         for (name, value) in [("CONNECT_TIMEOUT", connect_timeout), ("TIMEOUT", timeout)] {
             if !(value.is_finite() && value > 0.0 && value < 3600.0) {
                 return Err(crate::errors::ConfigError::new_err(format!(
@@ -54,6 +67,18 @@ impl PyStore {
         cfg.connect_timeout = Duration::from_secs_f64(connect_timeout);
         cfg.timeout = Duration::from_secs_f64(timeout);
         cfg.max_item_size = max_item_size;
+        if tls {
+            let client = match (&tls_cert_file, &tls_key_file) {
+                (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+                (None, None) => None,
+                _ => {
+                    return Err(crate::errors::ConfigError::new_err(
+                        "LISTY['TLS']: CERT_FILE and KEY_FILE go together (a client certificate and its key)",
+                    ))
+                }
+            };
+            cfg.tls = Some(Tls::new(tls_ca_file.as_deref(), client, tls_server_name).map_err(CoreError)?);
+        }
         let pool = MemcachedPool::new(cfg).map_err(CoreError)?;
         Ok(PyStore::counting(Arc::new(pool), "memcached"))
     }
@@ -80,6 +105,26 @@ impl PyStore {
         let store = self.inner.clone();
         let reply = py.detach(move || store.one(Op::Delete { key })).map_err(CoreError)?;
         Ok(reply == Reply::Deleted)
+    }
+
+    /// Adds each `delta` to its counter (created at 0 when missing), in one
+    /// batched round trip; returns the new values (None: that counter
+    /// could not be written). For shared statistics, not for lists.
+    fn add_counts(&self, py: Python<'_>, deltas: Vec<(String, u64)>) -> Vec<Option<u64>> {
+        let store = self.inner.clone();
+        let mut ops = Vec::with_capacity(deltas.len() * 2);
+        for (key, delta) in deltas {
+            ops.push(Op::Add { key: key.clone(), value: b"0".to_vec() });
+            ops.push(Op::Incr { key, delta });
+        }
+        let replies = py.detach(move || store.execute(ops));
+        replies
+            .chunks(2)
+            .map(|pair| match pair.get(1) {
+                Some(Ok(Reply::Number(n))) => Some(*n),
+                _ => None,
+            })
+            .collect()
     }
 
     fn server_for(&self, key: &str) -> String {

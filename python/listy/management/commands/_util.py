@@ -45,26 +45,26 @@ def model_for(label: str) -> type[models.Model]:
         raise usage(f"{label}: {exc}") from None
 
 
-def clients_for(labels: list[str]) -> list[tuple[type[models.Model], ListCache]]:
+def clients_for(labels: list[str]) -> list[tuple[type[models.Model], ListCache[Any]]]:
     """(model, primary client) for each ``app_label.Model`` (all models if empty)."""
     if not labels:
         out = []
         for model in registry.all_models():
-            client = cast("ListCache | None", registry.primary(model))
+            client = cast("ListCache[Any] | None", registry.primary(model))
             if client is not None:
                 out.append((model, client))
         return sorted(out, key=lambda mc: mc[0]._meta.label)
     out = []
     for label in labels:
         model = model_for(label)
-        client = cast("ListCache | None", registry.primary(model))
+        client = cast("ListCache[Any] | None", registry.primary(model))
         if client is None:
             raise usage(f"{label} has no Listy cache (no CachingManager or ListCache)")
         out.append((model, client))
     return out
 
 
-def index_of(client: ListCache, spec: str) -> tuple[str, ...]:
+def index_of(client: ListCache[Any], spec: str) -> tuple[str, ...]:
     """The index (sorted attnames) named by ``"follower"`` or
     ``"follower,followee"`` (field names or attnames, any order)."""
     names = [n.strip() for n in spec.split(",") if n.strip()]

@@ -57,7 +57,7 @@ class Summary:
 HEADER = ["model", "lists", "cached", "coherent", "incoherent", "bytes", "records"]
 
 
-def _total(client: ListCache) -> int | None:
+def _total(client: ListCache[Any]) -> int | None:
     """How many lists the walk will visit (for the progress bar)."""
     try:
         indexes = client._all_indexes()
@@ -82,7 +82,7 @@ class Command(BaseCommand):
             help="print the keys of at most N incoherent lists per model (default 20; -v 2 prints all)",
         )
 
-    def walk(self, model: type[models.Model], client: ListCache, verb: str) -> Summary:
+    def walk(self, model: type[models.Model], client: ListCache[Any], verb: str) -> Summary:
         summary = Summary(model._meta.label)
         if client.disable_cache:
             return summary

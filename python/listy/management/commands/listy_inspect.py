@@ -73,14 +73,14 @@ class Command(BaseCommand):
             raise failed(f"cache unavailable: {exc}") from None
 
     # ------------------------------------------------------------ naming the list
-    def _client(self, label: str) -> ListCache:
+    def _client(self, label: str) -> ListCache[Any]:
         m = model_for(label)
-        client = cast("ListCache | None", registry.primary(m))
+        client = cast("ListCache[Any] | None", registry.primary(m))
         if client is None:
             raise usage(f"{label} has no Listy cache (no CachingManager or ListCache)")
         return client
 
-    def _from_filters(self, label: str, specs: list[str]) -> tuple[ListCache, tuple[str, ...], tuple[Any, ...]]:
+    def _from_filters(self, label: str, specs: list[str]) -> tuple[ListCache[Any], tuple[str, ...], tuple[Any, ...]]:
         client = self._client(label)
         given: dict[str, Any] = {}
         for spec in specs:
@@ -96,7 +96,7 @@ class Command(BaseCommand):
 
     def _from_key(
         self, key: str, label: str | None
-    ) -> tuple[ListCache | None, tuple[str, ...], tuple[Any, ...]]:
+    ) -> tuple[ListCache[Any] | None, tuple[str, ...], tuple[Any, ...]]:
         """The list a raw key names, when it is a current list key of a
         cached model (else (None, (), ()): the value is shown raw)."""
         parsed = _native.parse_key(listy_settings().key_prefix, key)
@@ -147,7 +147,7 @@ class Command(BaseCommand):
         )
         self._hex(raw, options)
 
-    def _show(self, client: ListCache, index: tuple[str, ...], values: tuple[Any, ...], options: dict[str, Any]) -> None:
+    def _show(self, client: ListCache[Any], index: tuple[str, ...], values: tuple[Any, ...], options: dict[str, Any]) -> None:
         engine = client.engine
         info = engine.inspect(index, values)
         raw: bytes | None = info.get("raw")

@@ -17,7 +17,7 @@ Exit code 2 on a usage error.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
@@ -30,7 +30,7 @@ from listy.management.commands._util import clients_for
 FORMAT = 1
 
 
-def contract(client: ListCache) -> dict[str, Any]:
+def contract(client: ListCache[Any]) -> dict[str, Any]:
     """One engine's contract: the engine's own settings and the Django side
     (timestamp field, time zone, which rows are listed)."""
     held = client.engine.contract
@@ -87,7 +87,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", dest="as_json", help="one JSON document (for listy-core clients)")
 
     def handle(self, *args: Any, models: list[str], as_json: bool, **options: Any) -> None:
-        entries = [contract(writer) for _, client in clients_for(models) for writer in client.writers()]
+        entries = [contract(cast("ListCache[Any]", writer)) for _, client in clients_for(models) for writer in client.writers()]
         if as_json:
             self.stdout.write(json.dumps({"format": FORMAT, "engines": entries}, indent=2))
             return

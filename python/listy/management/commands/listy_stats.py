@@ -1,8 +1,10 @@
 """``manage.py listy_stats [app.Model ...]``: the store in use, per-server
 memcached statistics (items, bytes, evictions, get hits/misses and the hit
-ratio), this process's hit/miss counts per model, and with ``LISTY["SYNC"]``
-set the change stream follower's lag (WAL not yet acknowledged, WAL the slot
-retains) and throughput (``listy_sync``).
+ratio), per model the hits and misses of every process that served it
+(``listy.shared_stats``: each process adds its counts to shared counters in
+the store every ``LISTY["STATS_INTERVAL"]`` seconds), and with
+``LISTY["SYNC"]`` set the change stream follower's lag (WAL not yet
+acknowledged, WAL the slot retains) and throughput (``listy_sync``).
 
 Through twemproxy (which does not forward ``stats``) the server part says so
 and the command still exits 0. Exit code 2 on a usage error.
@@ -18,6 +20,7 @@ from listy.conf import listy_settings
 from listy.exceptions import CacheUnavailable
 from listy.inspection import human_bytes
 from listy.management.commands._util import clients_for, table
+from listy.shared_stats import shared
 from listy.store import get_store
 
 #: memcached stats summarised per server.
@@ -39,7 +42,7 @@ def _int(value: str | None) -> int:
 class Command(BaseCommand):
     help = (
         "Shows the Listy store (embedded or memcached servers), per-server statistics "
-        "(items, bytes, evictions, get hits/misses, hit ratio) and this process's hits and misses per model."
+        "(items, bytes, evictions, get hits/misses, hit ratio) and the hits and misses per model of every process."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -88,11 +91,21 @@ class Command(BaseCommand):
         if all_stats:
             for server, name, value in raw:
                 self.stdout.write(f"  {server} {name} {value}")
+        interval = conf.stats_interval
         for model, client in targets:
             indexes = ", ".join("(" + ", ".join(i) + ")" for i in client.caches)
-            self.stdout.write(
-                f"{model._meta.label}: indexes {indexes}; hits {client.hits}, misses {client.misses} (this process)"
-            )
+            try:
+                counts = shared(client.engine_label)
+            except CacheUnavailable:
+                counts = None
+            if counts is not None:
+                hits, misses = counts
+                seen = f"hits {hits}, misses {misses}, hit ratio {hit_ratio(hits, misses)} (all processes)"
+            elif interval is None:
+                seen = "shared counts off (LISTY['STATS_INTERVAL'] is None)"
+            else:
+                seen = "no process has published counts yet"
+            self.stdout.write(f"{model._meta.label}: indexes {indexes}; {seen}")
         self._sync()
 
     def _sync(self) -> None:
