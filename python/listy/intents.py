@@ -56,7 +56,7 @@ def enabled() -> bool:
     return listy_settings().intent_window is not None and repair.background_enabled()
 
 
-def _table_usable(alias: str) -> bool:
+def table_usable(alias: str) -> bool:
     """Whether the intents table exists on ``alias`` (migrated), read once per
     process: a failing INSERT would break the caller's transaction."""
     found = _usable.get(alias)
@@ -79,7 +79,7 @@ def declare(alias: str, label: str) -> int | None:
     """Records, in the open transaction on ``alias``, that it wrote model
     ``label`` and owes the cache work: the intent's id, or None when no
     intent is needed (no transaction open, intents off)."""
-    if not connections[alias].in_atomic_block or not enabled() or not _table_usable(alias):
+    if not connections[alias].in_atomic_block or not enabled() or not table_usable(alias):
         return None
     from listy.models import WriteIntent
 

@@ -93,9 +93,10 @@ def note_fault() -> None:
 
 def note_read(records: Any) -> None:
     """Notes a fault when the engine served a list from the database
-    because of one (its ``fault``: a server error, a list too large, a lease
-    held elsewhere)."""
-    if getattr(records, "fault", None) is not None:
+    because a server failed (its ``fault`` is ``unreachable`` or
+    ``protocol``): writes may have missed it meanwhile. A lease held by
+    another process or a list too large is no sign of that."""
+    if getattr(records, "fault", None) in ("unreachable", "protocol"):
         note_fault()
 
 

@@ -137,14 +137,23 @@ def aliases() -> list[str]:
 def tick() -> None:
     """One look, on every alias: done intents deleted, dead writers'
     intents resolved, the repair pass. Callable directly (tests, commands)."""
-    settle_inserts()
+    _step("settling inserts", settle_inserts)
     window = listy_settings().intent_window
     for alias in aliases():
-        if intents.enabled():
-            intents.delete_done(alias)
+        if intents.enabled() and intents.table_usable(alias):
+            _step("deleting done intents", intents.delete_done, alias)
             if window is not None:
-                intents.resolve(alias, window)
+                _step("resolving dead writers' intents", intents.resolve, alias, window)
         repair.run_pass(alias)
+
+
+def _step(what: str, fn: Any, *args: Any) -> None:
+    """One step of a look: a failure is logged and the look goes on (the
+    repair pass, which lets reads use the cache, must always run)."""
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - logged; the next look tries again
+        logger.exception("listy: background look: %s failed", what)
 
 
 __all__ = ["aliases", "ensure_started", "settle_inserts", "stop", "tick", "verify_later"]
