@@ -238,7 +238,10 @@ def ready(client: Client, alias: str) -> bool:
     if background:
         if wake is not None:
             wake()
-        return False
+        # New settings (a test's override), no fault since the last good
+        # pass: serve on while the worker looks again. A process that has
+        # not looked yet (state None) reads from the database meanwhile.
+        return state is not None and state[0] == _faults and client.engine_label not in _blocked.get(alias, frozenset())
     if state is None or state[2] != _store.epoch():
         if state is None or state[0] == _faults:
             # first read of this process (or new settings), no fault seen
@@ -257,7 +260,7 @@ def fresh(alias: str) -> bool:
     if background:
         if wake is not None:
             wake()
-        return False
+        return state is not None and state[0] == _faults
     if state is None or state[2] != _store.epoch():
         return state is None or state[0] == _faults
     return False

@@ -426,7 +426,7 @@ def _insert(client: Writes, new: State) -> Any:
     (in case an eviction hid that from the engine)."""
     source = client.source
     report = client.engine.change(None, new, source.rows, source.stored_state)
-    if report.get("pk_list_found") is False:
+    if report.get("pk_list_found") is not True:
         worker.verify_later(client, new)
     return report
 

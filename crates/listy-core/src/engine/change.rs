@@ -20,7 +20,8 @@
 //! insert settles only when its row's primary-key list existed already:
 //! every change of an existing row creates that list when it is missing, so
 //! an insert whose frames land after a later change of its row finds it
-//! (and a model without a primary-key index settles every insert). A
+//! (an insert that found none, or whose model has no primary-key index, is
+//! left to the caller to settle later in a batch: [`Engine::settle_many`]). A
 //! delete for good reads the row once after its frames landed: a row
 //! inserted again under its primary key meanwhile, whose frames landed
 //! first, would stay hidden by the delete's final tombstones, so it is
@@ -190,10 +191,12 @@ impl Engine {
     ) -> Result<WriteReport> {
         let plan = Plan::of(old, new);
         let mut report = self.apply(plan, old, new, source, options.counted, options.build_missing)?;
-        // An insert settles only when another write of the row may have
+        // An insert settles at once only when another write of the row
         // landed first: its primary-key list existed already (a change of
-        // an existing row creates it when missing), or there is none to tell.
-        let raced_insert = old.is_none() && plan == Plan::Add && report.pk_list_found != Some(false);
+        // an existing row creates it when missing). Otherwise (no such list
+        // was there, or the model has none) the caller may settle it later,
+        // with others, in one read (`settle_many`: Listy's background worker).
+        let raced_insert = old.is_none() && plan == Plan::Add && report.pk_list_found == Some(true);
         if options.settle && (plan.settles(old, new) || raced_insert) {
             if let Some(new) = new {
                 self.settle(new.clone(), source, &mut report)?;
