@@ -34,9 +34,9 @@ import datetime
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.db import models
@@ -89,7 +89,7 @@ async def off_loop(func: Callable[..., T], *args: Any) -> T:
     return await loop.run_in_executor(_executor(), call)
 
 
-def in_orm_thread(func: Callable[..., T]) -> Callable[..., Any]:
+def in_orm_thread(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     """``func`` as an awaitable run where Django's async ORM runs its queries."""
     return sync_to_async(func, thread_sensitive=True)
 
@@ -106,6 +106,24 @@ class AsyncCalls(Declaration):
 
     def _pending_writes(self) -> bool:
         raise NotImplementedError
+
+    if TYPE_CHECKING:
+        # The sync calls the twins run, defined by the other mixins of
+        # ``ListCache`` (declared for the type checker only: at runtime the
+        # mixins before this one in the MRO provide them).
+        def count(self, **filters: Any) -> int: ...
+        def daily_count(self, **filters: Any) -> int: ...
+        def weekly_count(self, **filters: Any) -> int: ...
+        def monthly_count(self, **filters: Any) -> int: ...
+        def yearly_count(self, **filters: Any) -> int: ...
+        def daily_counts(self, **filters: Any) -> dict[datetime.date, int]: ...
+        def weekly_counts(self, **filters: Any) -> dict[datetime.date, int]: ...
+        def monthly_counts(self, **filters: Any) -> dict[datetime.date, int]: ...
+        def yearly_counts(self, **filters: Any) -> dict[datetime.date, int]: ...
+        def add(self, **fields: Any) -> models.Model | None: ...
+        def delete(self, **filters: Any) -> bool: ...
+        def rebuild(self, **filters: Any) -> None: ...
+        def flush_all(self) -> None: ...
 
     # ------------------------------------------------------------ plumbing
     def _cache_may_serve(self) -> bool:
@@ -185,7 +203,7 @@ class AsyncCalls(Declaration):
         pk = self._coerce("pk", self.model._meta.pk, pk)
         found = middleware.lookup(self.model, pk)
         if found is not None:
-            return found
+            return cast(models.Model, found)
         records = (await self._lists([(resolved.pk_index, (pk,))]))[0]
         return records[0] if records else None
 

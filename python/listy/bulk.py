@@ -48,7 +48,7 @@ def client_of(model: type[models.Model]) -> Writes | None:
     return next((c for c in registry.clients(model) if isinstance(c, Writes) and not c.disable_cache), None)
 
 
-def _read(writers: Sequence[Writes], rows: models.QuerySet | Iterable[Any], using: str, lock: bool) -> States:
+def _read(writers: Sequence[Writes], rows: models.QuerySet[Any] | Iterable[Any], using: str, lock: bool) -> States:
     """Each writer's states of ``rows`` (one statement per writer, usually one)."""
     if not isinstance(rows, models.QuerySet):
         rows = list(rows)
@@ -89,7 +89,7 @@ def _schedule(client: Writes, using: str, ops: list[Op]) -> None:
 # ---------------------------------------------------------------- update
 
 
-def update(qs: models.QuerySet, run: Callable[[models.QuerySet], int]) -> int:
+def update(qs: models.QuerySet[Any], run: Callable[[models.QuerySet[Any]], int]) -> int:
     """``qs.update(...)`` (``run(qs)`` runs Django's) with every changed row
     reaching the lists: locked read, update of exactly the rows read, read
     of their new states, ``change_many`` after commit."""
@@ -117,7 +117,7 @@ def update(qs: models.QuerySet, run: Callable[[models.QuerySet], int]) -> int:
     return n
 
 
-def bulk_update(qs: models.QuerySet, objs: Sequence[models.Model], run: Callable[[], int]) -> int:
+def bulk_update(qs: models.QuerySet[Any], objs: Sequence[models.Model], run: Callable[[], int]) -> int:
     """``bulk_update()`` like ``update()``: one locked read of every row,
     Django's batches of UPDATEs, one read of the new states."""
     model = qs.model
@@ -144,7 +144,7 @@ def bulk_update(qs: models.QuerySet, objs: Sequence[models.Model], run: Callable
 
 
 def bulk_create(
-    qs: models.QuerySet,
+    qs: models.QuerySet[Any],
     objs: Sequence[models.Model],
     run: Callable[[], list[models.Model]],
     *,
@@ -183,7 +183,7 @@ def bulk_create(
     return created
 
 
-def _existing(qs: models.QuerySet, objs: Sequence[models.Model], unique_fields: Sequence[str] | None) -> models.QuerySet | None:
+def _existing(qs: models.QuerySet[Any], objs: Sequence[models.Model], unique_fields: Sequence[str] | None) -> models.QuerySet[Any] | None:
     """The rows an upsert of ``objs`` may update: those matching any
     object's ``unique_fields`` (None when they are not given)."""
     if not unique_fields:
@@ -191,7 +191,8 @@ def _existing(qs: models.QuerySet, objs: Sequence[models.Model], unique_fields: 
     opts = qs.model._meta
     attnames = [opts.pk.attname if f == "pk" else opts.get_field(f).attname for f in unique_fields]
     terms = [models.Q(**{a: getattr(o, a) for a in attnames}) for o in objs]
-    return qs.model._base_manager.using(qs.db).filter(reduce(or_, terms))
+    rows: models.QuerySet[Any] = qs.model._base_manager.using(qs.db).filter(reduce(or_, terms))
+    return rows
 
 
 # ---------------------------------------------------------------- deletes
@@ -205,7 +206,7 @@ def collector_delete(collector: Any, run: Callable[[], tuple[int, dict[str, int]
     delete sets (``SET_NULL``, ``SET_DEFAULT``, ...) are read before and
     after likewise."""
     using = collector.using
-    sources: list[tuple[Writes, models.QuerySet | list[Any]]] = []
+    sources: list[tuple[Writes, models.QuerySet[Any] | list[Any]]] = []
     for model, instances in collector.data.items():
         client = client_of(model)
         if client is not None and not origin.is_handled(model):
@@ -221,7 +222,7 @@ def collector_delete(collector: Any, run: Callable[[], tuple[int, dict[str, int]
         client = client_of(field.model)
         if client is None or origin.is_handled(field.model):
             continue
-        pks: list[Any] = []
+        pks = []
         for instances in lists:
             if isinstance(instances, models.QuerySet) and instances._result_cache is None:
                 pks.extend(instances.values_list("pk", flat=True))
@@ -247,7 +248,7 @@ def collector_delete(collector: Any, run: Callable[[], tuple[int, dict[str, int]
     return result
 
 
-def raw_delete(qs: models.QuerySet, using: str, run: Callable[[], int]) -> int:
+def raw_delete(qs: models.QuerySet[Any], using: str, run: Callable[[], int]) -> int:
     """``QuerySet._raw_delete()`` called directly: read, delete, tombstones."""
     model = qs.model
     client = client_of(model)
@@ -314,7 +315,7 @@ def inlined_referrers(model: type[models.Model]) -> list[tuple[Writes, str]]:
         seen = set()
         for col in client.source.schema.columns:
             fk = col.fk
-            if fk is not None and fk.related_model._meta.concrete_model is concrete and fk.attname not in seen:
+            if fk is not None and fk.related_model._meta.concrete_model is concrete and fk.attname not in seen:  # type: ignore[union-attr]  # a ForeignKey's related_model is set
                 seen.add(fk.attname)
                 out.append((client, fk.attname))
     return out

@@ -117,7 +117,7 @@ def check_store(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -
 
 
 @register(Tags.database)
-def check_sync(app_configs: list[AppConfig] | None = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
+def check_sync(app_configs: Sequence[AppConfig] | None = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """W002 when ``listy_sync`` is configured but cannot follow its database."""
     from django.db import DatabaseError, connections
 

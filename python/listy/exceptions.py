@@ -24,7 +24,7 @@ from listy._native import (
 )
 
 
-class SyncCallInEventLoop(ListyError, SynchronousOnlyOperation):  # type: ignore[misc]
+class SyncCallInEventLoop(ListyError, SynchronousOnlyOperation):
     """A synchronous Listy call made inside a running event loop. It would
     block the loop on cache I/O and, on a miss, run the ORM there (Django
     raises ``SynchronousOnlyOperation`` then): it is refused every time, not

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.db import models
 from django.db.models import lookups
@@ -105,7 +105,7 @@ class ListyQuerySet(models.QuerySet[Any]):
 
     def update(self, **kwargs: Any) -> int:
         """``QuerySet.update``; the changed rows reach every list after commit."""
-        return bulk.update(self, lambda qs: super(ListyQuerySet, qs).update(**kwargs))
+        return bulk.update(self, lambda qs: super(ListyQuerySet, cast(ListyQuerySet, qs)).update(**kwargs))
 
     def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
         """``QuerySet.bulk_update``; the changed rows reach every list after commit."""
@@ -127,7 +127,7 @@ class ListyQuerySet(models.QuerySet[Any]):
             unique_fields=opts.get("unique_fields"),
         )
 
-    def _raw_delete(self, using: str) -> int:
+    def _raw_delete(self, using: str) -> int:  # type: ignore[override]  # Django's Collector always passes an alias
         return bulk.raw_delete(self, using, lambda: super(ListyQuerySet, self)._raw_delete(using))
 
     update.alters_data = True  # type: ignore[attr-defined]
@@ -202,7 +202,7 @@ class CachingManager(models.Manager[Any]):
         cache = self.model.__dict__.get("cache")
         return cache if isinstance(cache, ListCache) else None
 
-    def _pk_cache(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[ListCache, Any] | None:
+    def _pk_cache(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[ListCache[Any], Any] | None:
         """``(cache, pk)`` when ``get(*args, **kwargs)`` asks for one primary
         key of this manager's model and the ``("pk",)`` list can answer."""
         if (
@@ -250,7 +250,7 @@ class CachingManager(models.Manager[Any]):
                 obj = None
             if obj is not None:
                 return obj
-        return await super().aget(*args, **kwargs)  # type: ignore[misc]
+        return await super().aget(*args, **kwargs)
 
 
 def pk_cache(model: type[models.Model]) -> ListCache[Any] | None:

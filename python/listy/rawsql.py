@@ -14,6 +14,7 @@ WARNING per model per process naming the statement.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -52,6 +53,7 @@ def _watched() -> tuple[re.Pattern[str], dict[str, list[type[models.Model]]]]:
             client = bulk.client_of(model)
             for fk_name in (client.inlined_foreign_key_fields or {}) if client else {}:
                 related = model._meta.get_field(fk_name).related_model
+                assert related is not None  # a ForeignKey (checked when the client was declared)
                 tables.setdefault(related._meta.db_table.lower(), []).append(model)
         names = "|".join(re.escape(t) for t in sorted(tables, key=len, reverse=True)) or r"(?!x)x"
         pattern = re.compile(rf"(?<![\w$])[\"`\[]?({names})[\"`\]]?(?![\w$])", re.I)
@@ -91,7 +93,7 @@ def _check(sql: str, context: dict[str, Any]) -> None:
                     table,
                     sql,
                 )
-            transaction.on_commit(lambda c=client: _repair(c), using=alias)
+            transaction.on_commit(functools.partial(_repair, client), using=alias)
 
 
 def _repair(client: Writes) -> None:

@@ -36,7 +36,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, connections, transaction
@@ -112,7 +112,7 @@ def reset() -> None:
 
 
 # ---------------------------------------------------------------- writes
-def write_failed(client: Client, report: dict[str, Any] | None) -> None:
+def write_failed(client: Client, report: Mapping[str, Any] | None) -> None:
     """A write of ``client`` did not fully reach the cache: repairs its
     keys now if the server answers, else queues them (memory and table).
 

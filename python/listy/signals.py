@@ -62,7 +62,7 @@ def _lock(using: str) -> bool:
     return bool(conn.features.has_select_for_update and conn.in_atomic_block)
 
 
-def _stored(client: ListCache, pk: Any, using: str) -> dict[Writes, State | None]:
+def _stored(client: ListCache[Any], pk: Any, using: str) -> dict[Writes, State | None]:
     """Each writer's view of row ``pk`` as stored now; read under a row lock
     where the database has one (the first read takes it), so that no other
     writer changes the row between this read and this transaction's end."""
@@ -173,6 +173,7 @@ def _save_base(self: models.Model, *args: Any, **kwargs: Any) -> Any:
     no savepoint), as Django does for models with parents: the row read
     before the write is then locked until the write commits."""
     model = type(self)._meta.concrete_model
+    assert model is not None  # set for every model that can have instances
     with origin.handled(model):
         if type(self) not in _connected and model not in _connected:
             return _original_save_base(self, *args, **kwargs)
@@ -221,6 +222,7 @@ def connect(model: type[models.Model]) -> None:
     client = bulk.client_of(model)
     for fk_name in (client.inlined_foreign_key_fields if client is not None else {}) or {}:
         related = model._meta.get_field(fk_name).related_model
+        assert related is not None  # a ForeignKey (checked when the client was declared)
         post_save.connect(on_related_saved, sender=related, weak=False, dispatch_uid=f"listy:inlined:{related._meta.label}")
     rawsql._reset()
 

@@ -249,7 +249,7 @@ class DjangoBackingStore:
         saved = set()
         for name in update_fields:
             f = self.model._meta.get_field(name)
-            saved.add(f.attname)
+            saved.add(f.attname)  # type: ignore[union-attr]  # update_fields names concrete fields only
         mine = self.row_of(instance)
         row = tuple(
             mine[i] if (c.fk is None and c.attname in saved) or (c.fk is not None and c.fk.attname in saved) else v
@@ -260,7 +260,7 @@ class DjangoBackingStore:
 
     def stored_states(
         self,
-        rows: models.QuerySet | Iterable[Any],
+        rows: models.QuerySet[Any] | Iterable[Any],
         *,
         lock: bool = False,
         using: str | None = None,
@@ -295,7 +295,7 @@ class DjangoBackingStore:
         states of the rows with these primary keys still stored."""
         return list(self.stored_states(pks).values())
 
-    def _own_rows(self, qs: models.QuerySet, using: str) -> models.QuerySet:
+    def _own_rows(self, qs: models.QuerySet[Any], using: str) -> models.QuerySet[Any]:
         """``qs`` as a queryset the state read can run: as it is when it is
         a plain filter, else the model's rows whose pk it selects."""
         q = qs.query
@@ -393,7 +393,7 @@ class DjangoBackingStore:
         return None if value is None else day_number(value, _counter_zone())
 
 
-def locked(qs: models.QuerySet) -> models.QuerySet:
+def locked(qs: models.QuerySet[Any]) -> models.QuerySet[Any]:
     """``qs`` read ``FOR UPDATE`` where the database has row locks (only the
     model's own rows where it can say so: inlined fields join other tables)."""
     return _locked(qs, qs.db)
@@ -417,7 +417,7 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _locked(qs: models.QuerySet, using: str) -> models.QuerySet:
+def _locked(qs: models.QuerySet[Any], using: str) -> models.QuerySet[Any]:
     """``qs`` with ``FOR UPDATE`` of the model's own rows, where the backend
     locks rows (``of=("self",)`` where it can name them: an inlined column's
     outer join must not be locked)."""

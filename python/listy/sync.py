@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.apps import apps as global_apps
 from django.db import DatabaseError, connections, models
@@ -289,7 +289,7 @@ class _Loaders:
         self._raw = self.conn.connection
         self._format = Format.TEXT
 
-    def for_column(self, type_oid: int, f: models.Field) -> Callable[[bytes], Any]:
+    def for_column(self, type_oid: int, f: models.Field[Any, Any]) -> Callable[[bytes], Any]:
         cls = self._raw.adapters.get_loader(type_oid, self._format)
         load = cls(type_oid, self._raw).load if cls is not None else (lambda b: bytes(b).decode())
         convert = getattr(f, "from_db_value", None)
@@ -327,7 +327,7 @@ def _relation(message: tuple[Any, ...], tables: dict[str, type[models.Model]], l
         flags = []
         for attname in (source.enabled_field, source.soft_delete_field):
             if attname:
-                f = model._meta.get_field(attname)
+                f = cast("models.Field[Any, Any]", model._meta.get_field(attname))  # a concrete boolean field
                 flags.append((attname, position[f.column], loaders.for_column(type_of[f.column], f)))
         writers.append(_Writer(w, source, cols, flags))
     return _Relation(model, writers)
@@ -339,7 +339,8 @@ class _Related:
     def __init__(self) -> None:
         self._found: dict[tuple[int, Any], dict[str, Any] | None] = {}
 
-    def values(self, source: DjangoBackingStore, fk: models.Field, value: Any) -> dict[str, Any] | None:
+    def values(self, source: DjangoBackingStore, fk: Any, value: Any) -> dict[str, Any] | None:
+        # fk: a ForeignKey (related_model, target_field), typed Any as django-stubs' Field has neither
         key = (id(fk), value)
         if key not in self._found:
             names = [c.field.attname for c in source.schema.columns if c.fk is fk]
@@ -498,14 +499,14 @@ class Follower:
         touched: dict[int, _Relation] = {}
         flushes: set[type[models.Model]] = set()
         end_lsn: str | None = None
-        pending: list[tuple[int, str, Any, Any]] = []  # changes of the open transaction
+        pending: list[tuple[str, int, Any, Any]] = []  # changes of the open transaction
         for _lsn, data in rows:
             msg = _native.decode_pgoutput(data)
             tag = msg[0]
             if tag == "R":
                 relations[msg[1]] = _relation(msg, tables, loaders)
             elif tag in ("I", "U", "D"):
-                pending.append(msg)  # type: ignore[arg-type]
+                pending.append(msg)
             elif tag == "T":
                 for oid in msg[2]:
                     rel = relations.get(oid)
@@ -602,11 +603,11 @@ class Follower:
             if client is None:
                 continue
             logger.info("listy_sync: %s truncated (or without old images): flushed", model._meta.label)
-            for w in client.writers():
+            for writer in client.writers():
                 try:
-                    w.engine.flush()
+                    writer.engine.flush()
                 except CacheUnavailable:
-                    _repairs.write_failed(w, None)
+                    _repairs.write_failed(writer, None)
 
     # ------------------------------------------------------------ loop
     def publish_stats(self, last: Drained, rate: float) -> None:

@@ -316,7 +316,7 @@ class Writes(Declaration):
             except IntegrityError:
                 obj = model(**fields)
         with transaction.atomic(using=using):
-            existing = None
+            existing: models.Model | None = None
             if lookup and self._identical_live_row_cached(lookup):
                 return None
             if lookup and (self.soft_delete_field or self.enabled_field or not self._covering_index(lookup)):

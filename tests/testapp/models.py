@@ -113,7 +113,7 @@ class Team(models.Model):
 
 
 TeamMembers = Team.members.through
-TeamMembers.cache = listy.ListCache(TeamMembers, [("team",), ("user",)])
+TeamMembers.cache = listy.ListCache(TeamMembers, [("team",), ("user",)])  # type: ignore[attr-defined]  # an auto-created through model, given a client here
 
 
 class Mark(models.Model):

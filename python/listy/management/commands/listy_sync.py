@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -74,7 +74,7 @@ class Command(BaseCommand):
         configured the ``listy`` logger itself."""
         log = logging.getLogger("listy")
         if verbosity >= 1 and not log.handlers and not logging.getLogger().handlers:
-            handler = logging.StreamHandler(self.stderr._out)
+            handler = logging.StreamHandler(cast(TextIO, self.stderr._out))  # the wrapped stream (stubs: __getattr__)
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             log.addHandler(handler)
             log.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
