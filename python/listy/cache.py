@@ -134,11 +134,13 @@ class ListCache(Writes, PeriodCounts, AsyncCalls, Generic[M]):
     def get_one(self, pk: Any) -> M | None:
         """The instance with primary key ``pk``, or None (needs a ``("pk",)`` index)."""
         self._sync_only("get_one")
-        if _recorder.active() is not None:  # the debug-toolbar panel
-            return _recorder.record(self, "get_one", {"pk": pk}, lambda: self.get_one(pk))
         return self._get_one(pk)
 
     def _get_one(self, pk: Any) -> M | None:
+        """``get_one`` without the event-loop guard: also what serves
+        ``objects.get(pk=...)`` and foreign-key access (``listy.manager``)."""
+        if _recorder.active() is not None:  # the debug-toolbar panel
+            return _recorder.record(self, "get_one", {"pk": pk}, lambda: self._get_one(pk))
         resolved = self._resolve()
         if resolved.pk_index is None:
             raise self._not_cachable("get_one() needs a ('pk',) index")

@@ -24,6 +24,7 @@ nothing to repair and no thread.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -42,6 +43,7 @@ _verify: dict[int, tuple[Any, list[Any]]] = {}
 _thread: threading.Thread | None = None
 _pid: int | None = None
 _wakeup = threading.Event()
+_atexit_registered = False
 
 
 def ensure_started() -> None:
@@ -55,7 +57,13 @@ def ensure_started() -> None:
 
 
 def _start() -> None:
-    global _thread, _pid
+    global _thread, _pid, _atexit_registered
+    if not _atexit_registered:
+        # Stop the thread before the interpreter finalises: a daemon thread
+        # still inside the engine then (GIL released) would be ended by
+        # pthread_exit, which unwinds through Rust frames and aborts.
+        atexit.register(stop)
+        _atexit_registered = True
     with _lock:
         if _pid == os.getpid() and _thread is not None and _thread.is_alive():
             return
