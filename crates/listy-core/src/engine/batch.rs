@@ -148,6 +148,11 @@ impl Engine {
         let more = self.write_batch(&planned)?;
         report.failed_keys.extend(more.failed_keys);
         report.faults.extend(more.faults);
+        if !gone.is_empty() {
+            // buried: inserted again meanwhile, their frames landed first?
+            let buried: Vec<(Option<Stored>, Option<Stored>)> = gone.into_iter().map(|g| (Some(g), None)).collect();
+            self.check_none_recreated(&buried, source, report)?;
+        }
         Ok(pairs.into_iter().map(|(_, n)| n).collect())
     }
 

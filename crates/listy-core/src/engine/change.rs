@@ -301,6 +301,8 @@ impl Engine {
                     let more = self.apply(Plan::Bury, Some(&written), None, source, false, false)?;
                     report.failed_keys.extend(more.failed_keys);
                     report.faults.extend(more.faults);
+                    // inserted again meanwhile, its frames landed first?
+                    self.check_not_recreated(&written, source, report)?;
                 }
                 return Ok(());
             };
