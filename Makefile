@@ -91,6 +91,13 @@ test-django6: $(PY_DJ6) ## Django 6.x on Python 3.12 (.venv-dj6): pytest on sqli
 	  LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+} $(PY_DJ6) -m pytest -q || status=1; \
 	done; exit $$status
 
+STRESS_RUNS ?= 20
+.PHONY: stress
+stress: test-deps build ## the high-contention stress (tests/test_contention.py, kills) STRESS_RUNS times on PostgreSQL and MariaDB with memcached
+	@fails=0; for i in $$(seq $(STRESS_RUNS)); do for db in postgres mariadb; do \
+	  LISTY_STRESS=1 LISTY_TEST_DB=$$db LISTY_TEST_STORE=memcached $(PYTEST) tests/test_contention.py tests/test_kill.py -k "contended" -p no:cacheprovider || fails=$$((fails+1)); \
+	done; done; echo "stress: $$fails failed runs of $$(( $(STRESS_RUNS) * 2 ))"; test $$fails -eq 0
+
 bench: ## run the side-by-side benchmark (bench/run.sh; builds its own bench/.venv)
 	@if [ -f bench/run.sh ]; then bash bench/run.sh $(BENCH_ARGS); else echo "bench/run.sh not there yet"; fi
 
