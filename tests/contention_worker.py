@@ -79,6 +79,7 @@ django.setup()
 
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction  # noqa: E402
 
+import listy  # noqa: E402
 from listy.store import get_store  # noqa: E402
 from tests.testapp.models import Mark  # noqa: E402
 
@@ -277,6 +278,13 @@ def kill(point: str, write: str, entry: int, pks: list[int]) -> None:
         nonlocal armed
         if point == "after_commit":
             die()
+        if point == "exit_after_add_moved":
+            # a later change of the row, committed and (as if) landed and
+            # evicted before this add's frames: they list the row as added
+            # (color 1) while the database holds color 2; only the settle
+            # that the background worker queued can tell
+            with listy.bypass(Mark):
+                Mark._base_manager.filter(entry_id=entry, name="e").update(color=2)
         armed = True
 
     with transaction.atomic():
@@ -301,6 +309,10 @@ def kill(point: str, write: str, entry: int, pks: list[int]) -> None:
             raise SystemExit(f"unknown write {write!r}")
         if point == "before_commit":
             die()
+    if point == "exit_after_add_moved":
+        # a graceful exit (a worker's restart), long before the next look
+        Mark.cache.count()
+        return
     print(json.dumps({"survived": True}))
 
 

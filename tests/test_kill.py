@@ -192,6 +192,33 @@ def test_a_writer_killed_at_any_point_leaves_no_list_stale(  # type: ignore[no-u
     assert not found, "\n".join([summary, *found])
 
 
+@pytest.mark.timeout(120)
+def test_a_writer_that_exits_settles_its_inserts_first(memcached_server, transactional_db, capsys):  # type: ignore[no-untyped-def]
+    """An insert whose frames land while the database already holds a later
+    state of the row (that change's frames landed first and were evicted)
+    lists the row as inserted until the background worker's settle looks at
+    it. A process that exits before that look (a graceful restart) settles
+    it on its way out, and deletes its done intents: the lists are right at
+    once, not only after another process resolves the intents."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    from listy.models import WriteIntent
+
+    entries = [e.pk for e in make_entries()]
+    known = set(seed_rows(entries[0]).values())
+    warm(entries, known)
+    # this process's worker would take the child's intent for a dead
+    # writer's after the window and start the lists afresh: not within this test
+    with override_settings(LISTY={**settings.LISTY, "REPAIR_CHECK_INTERVAL": INTERVAL, "INTENT_WINDOW": 600}):
+        said = run_child(worker_env(memcached_server), ["exit_after_add_moved", "add", str(entries[0]), ""])
+        known.add(said["pk"])
+        found, _ = divergences(entries, known)
+    assert Mark._base_manager.get(pk=said["pk"]).color == 2
+    assert not found, found
+    assert not WriteIntent.objects.exists()
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(DB == "sqlite", reason="SQLite locks the whole database file: this process's writes and the readers' collide")
 def test_a_reader_killed_while_compacting_leaves_the_list_right(  # type: ignore[no-untyped-def]

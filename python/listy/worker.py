@@ -40,6 +40,11 @@ logger = logging.getLogger("listy")
 _lock = threading.Lock()
 #: Inserts to settle at the next look: id(client) → (client, states written).
 _verify: dict[int, tuple[Any, list[Any]]] = {}
+#: Write intents (alias, id) held open until those inserts are settled: a
+#: process that dies first leaves them for another process to resolve.
+_held: set[tuple[str, int]] = set()
+#: The intent whose cache work runs now on this thread (``run_cache_work``).
+_running = threading.local()
 _thread: threading.Thread | None = None
 _pid: int | None = None
 _wakeup = threading.Event()
@@ -84,6 +89,13 @@ def stop() -> None:
         _wakeup.set()
     if thread is not None and thread is not threading.current_thread():
         thread.join(timeout=5)
+    # A process that exits (a worker's graceful restart) settles what it
+    # queued and deletes its done intents, rather than leave them to others.
+    _step("settling inserts", settle_inserts)
+    if thread is not None:
+        for alias in aliases():
+            if intents.enabled() and intents.table_usable(alias):
+                _step("deleting done intents", intents.delete_done, alias)
 
 
 def _run() -> None:
@@ -105,6 +117,22 @@ def _run() -> None:
     connections.close_all()
 
 
+def run_cache_work(alias: str, intent: int | None, work: Any) -> None:
+    """Runs a committed write's cache work, then marks its write intent done,
+    unless an insert in it waits for its settle (``verify_later``): the
+    intent then stays until that settle ran, so a process that dies in
+    between leaves it to be resolved (``listy.intents``)."""
+    _running.intent = None if intent is None else (alias, intent)
+    _running.held = False
+    try:
+        work()
+        held = _running.held
+    finally:
+        _running.intent = None
+    if intent is not None and not held:
+        intents.finished(alias, intent)
+
+
 def verify_later(client: Any, state: Any) -> None:
     """Settles an insert at the next look, with one read per client for all
     of them: an insert whose frames landed after a later change of its row
@@ -112,8 +140,12 @@ def verify_later(client: Any, state: Any) -> None:
     it can tell that a later change landed first)."""
     if not repair.background:
         return
+    current = getattr(_running, "intent", None)
     with _lock:
         _verify.setdefault(id(client), (client, []))[1].append(state)
+        if current is not None:
+            _held.add(current)
+            _running.held = True
 
 
 def settle_inserts() -> int:
@@ -122,14 +154,22 @@ def settle_inserts() -> int:
     with _lock:
         todo = list(_verify.values())
         _verify.clear()
+        held = list(_held)
+        _held.clear()
     done = 0
+    settled = True
     for client, states in todo:
         source = client.source
         try:
             client.engine.settle_many(states, source.rows, source.states_by_pk)
         except Exception as exc:  # noqa: BLE001 - the look goes on; the rows are logged
+            settled = False
             logger.warning("listy: could not settle %d inserts of %s: %s", len(states), client, exc)
         done += len(states)
+    # Unsettled, their intents stay: resolved as a dead writer's (the
+    # model's lists start afresh) once the window passed.
+    for alias, intent in held if settled else ():
+        intents.finished(alias, intent)
     return done
 
 
@@ -164,4 +204,4 @@ def _step(what: str, fn: Any, *args: Any) -> None:
         logger.exception("listy: background look: %s failed", what)
 
 
-__all__ = ["aliases", "ensure_started", "settle_inserts", "stop", "tick", "verify_later"]
+__all__ = ["aliases", "ensure_started", "run_cache_work", "settle_inserts", "stop", "tick", "verify_later"]

@@ -199,12 +199,13 @@ class Writes(Declaration):
         worker.ensure_started()
         intent = intents.declare(using, self.model._meta.label)
 
-        def run() -> None:
-            run._listy_done = True  # type: ignore[attr-defined]
+        def work() -> None:
             for client, op in ops:
                 client._run_safely(op)
-            if intent is not None:
-                intents.finished(using, intent)
+
+        def run() -> None:
+            run._listy_done = True  # type: ignore[attr-defined]
+            worker.run_cache_work(using, intent, work)
 
         run._listy_model = self.model  # type: ignore[attr-defined]
         if connections[using].in_atomic_block:
