@@ -40,6 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod batch;
 mod change;
+mod merge;
 pub use change::{ChangeOptions, Plan, Stored};
 
 /// Where the engine gets rows and counts on a miss (the Django side).
@@ -1335,6 +1336,10 @@ impl Engine {
                     m => (op, m),
                 }));
             }
+        }
+        if steps.len() > 1 {
+            // several changes of one row: their frames on one key land in order
+            ops = merge::merge_by_key(ops);
         }
         recount.sort();
         recount.dedup();

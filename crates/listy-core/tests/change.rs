@@ -468,3 +468,33 @@ fn a_follower_batch_recounts_and_is_idempotent() {
         assert_eq!(db.row_reads.load(Ordering::SeqCst), reads, "no settle read");
     });
 }
+
+/// A follower that fell behind applies a row's insert and a later move in
+/// one batch, onto a `("pk",)` list a reader built between the two commits.
+/// The insert's whole-list `add` finds that list: its frame must still land
+/// behind the move's (they are merged into one op), or the list would show
+/// the row as inserted.
+#[test]
+fn an_insert_and_a_move_of_one_row_in_one_batch_land_in_order() {
+    use listy_core::engine::ChangeOptions;
+    on_every_store(|store| {
+        let (e, db) = seeded(&store);
+        let insert = db.write(4, Some(thing(4, 2, 1, 1, false)));
+        warm(&e, &db, &[1, 2, 3, 4]);
+        let moved = db.write(4, Some(thing(4, 2, 2, 3, false)));
+        let report = e.change_sequence(&[insert, moved], &db, ChangeOptions::follower()).unwrap();
+        assert!(report.faults.is_empty(), "{:?}", report.faults);
+        assert_converged(&e, &db, &[1, 2, 3, 4]);
+        // and the record it holds is the row as moved
+        let pk_list = (idx(&["id"]), vec![Value::Int(4)]);
+        let fetched = e.get(&pk_list.0, &pk_list.1, &db).unwrap();
+        let layout = e.layout(&pk_list.0).unwrap();
+        let parts: Vec<&[u8]> = fetched.parts.iter().map(Vec::as_slice).collect();
+        let view = layout.read_parts(&parts).unwrap();
+        assert_eq!(view.len(), 1);
+        let mut values = Vec::new();
+        layout.decode_record(view.record(0), &mut values).unwrap();
+        let owned: Vec<Value> = values.into_iter().map(|v| v.to_owned()).collect();
+        assert!(owned.contains(&Value::Int(3)), "the moved color: {owned:?}");
+    });
+}

@@ -254,7 +254,7 @@ impl Engine {
         let mut out = Vec::with_capacity(order.len() + counter_order.len());
         for key in order {
             let ops = by_key.remove(&key).expect("planned key");
-            out.extend(merge_prepends(key, ops));
+            out.extend(super::merge::merge_key(ops));
         }
         for key in counter_order {
             match counters[&key] {
@@ -306,23 +306,4 @@ fn planned<'a>(old: Option<&'a Stored>, new: Option<&'a Stored>, counted: bool) 
 /// written, no counter move.
 fn planned_bury(written: &Stored) -> Option<Planned<'_>> {
     Some(Planned { removed: Some(leaving(written, true, false)), added: None })
-}
-
-/// One list's ops in a batch: plain prepends become one (the last frame
-/// first); anything else stays as planned.
-fn merge_prepends(key: String, ops: Vec<(Op, Option<Missing>)>) -> Vec<(Op, Option<Missing>)> {
-    let plain = ops.len() > 1
-        && ops
-            .iter()
-            .all(|(op, target)| matches!(op, Op::Prepend { .. }) && !matches!(target, Some(Missing::Create(_))));
-    if !plain {
-        return ops;
-    }
-    let mut value = Vec::new();
-    for (op, _) in ops.iter().rev() {
-        if let Op::Prepend { value: frame, .. } = op {
-            value.extend_from_slice(frame);
-        }
-    }
-    vec![(Op::Prepend { key, value }, None)]
 }
