@@ -28,7 +28,8 @@ from django.db import models, transaction
 
 from listy import _native, origin, registry
 from listy.conf import listy_settings
-from listy.source import State, max_params
+from listy.fetch import pk_filter
+from listy.source import State
 from listy.writes import Op, Writes, in_listy_delete
 
 logger = logging.getLogger("listy")
@@ -108,7 +109,8 @@ def update(qs: models.QuerySet[Any], run: Callable[[models.QuerySet[Any]], int])
             return 0
         # exactly the rows locked: a row committed meanwhile that now
         # matches is left alone, as if this update ran first
-        n = run(qs.filter(pk__in=pks) if len(pks) <= max_params(using) else qs)
+        narrowed = pk_filter(qs, pks, using)
+        n = run(narrowed[0] if len(narrowed) == 1 else qs)
         if len(pks) > _threshold():
             _schedule(client, using, flush_ops(writers))
         else:
