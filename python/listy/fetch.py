@@ -70,10 +70,41 @@ def values(qs: models.QuerySet[Any], using: str) -> list[tuple[Any, ...]]:
         # per cursor: the connection's own adapters stay Django's
         cursor.cursor.adapters.register_loader("timestamptz", _c_tz_loader())
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
     if converters:
         return [tuple(r) for r in compiler.apply_converters(rows, converters)]
     return rows
+
+
+def delete_returning(qs: models.QuerySet[Any], using: str, attnames: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Runs ``qs._raw_delete(using)``'s ``DELETE`` as one statement that
+    also returns the deleted rows' columns ``attnames`` (own columns of the
+    model) as they were: ``DELETE ... RETURNING`` (PostgreSQL). Exactly the
+    rows deleted, read under the delete's own row locks."""
+    from django.db.models.sql import DeleteQuery
+
+    conn = connections[using]
+    query = qs.query.clone()
+    query.__class__ = DeleteQuery
+    compiler = query.get_compiler(using)
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        return []
+    opts = qs.model._meta
+    table = compiler.quote_name_unless_alias(opts.db_table)
+    fields = [opts.get_field(a) for a in attnames]
+    cols = [f.get_col(opts.db_table) for f in fields]
+    returning = ", ".join(f"{table}.{conn.ops.quote_name(f.column)}" for f in fields)
+    converters = compiler.get_converters(cols)
+    with conn.cursor() as cursor:
+        if _fast_tz(conn):
+            cursor.cursor.adapters.register_loader("timestamptz", _c_tz_loader())
+        cursor.execute(f"{sql} RETURNING {returning}", params)
+        rows = cursor.fetchall()
+    if converters:
+        return [tuple(r) for r in compiler.apply_converters(rows, converters)]
+    return [tuple(r) for r in rows]
 
 
 def pk_filter(qs: models.QuerySet[Any], pks: Sequence[Any], using: str) -> list[models.QuerySet[Any]]:
@@ -109,6 +140,8 @@ class _AnyPk(models.Expression):
     conditional = True
     output_field = models.BooleanField()
 
+    col: Any = None
+
     def __init__(self, model: type[models.Model], pks: list[Any]) -> None:
         super().__init__()
         self.model = model
@@ -119,7 +152,7 @@ class _AnyPk(models.Expression):
         c.col = models.F("pk").resolve_expression(query, *args, **kwargs)
         return c
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+    def as_sql(self, compiler: Any, connection: Any) -> Any:
         col_sql, col_params = compiler.compile(self.col)
         pk = self.model._meta.pk
         assert pk is not None  # every concrete model has one
@@ -132,4 +165,4 @@ class _AnyPk(models.Expression):
         return f"{col_sql} = ANY(%s)", [*col_params, prepared]
 
 
-__all__ = ["max_params", "pk_filter", "values"]
+__all__ = ["delete_returning", "max_params", "pk_filter", "values"]

@@ -323,21 +323,35 @@ class DjangoBackingStore:
         else:
             queries = pk_filter(self.all_rows_queryset().using(using), list(rows), using)
         out: dict[Any, State] = {}
-        n = len(self._paths)
-        day = self._day_reader()
-        listed = self._listed
         for qs in queries:
             if lock:
                 qs = _locked(qs, using)
-            found = values(qs.order_by("pk").values_list(*cols), using)
-            if extra:
-                flags = [listed(dict(zip(extra, r[n:]))) for r in found]
-                found = [r[:n] for r in found]
-            else:
-                flags = [True] * len(found)
-            for row, live in zip(self._convert(found), flags):
-                out[row[0]] = (row, live, day(row))
+            out.update(self.states_of(values(qs.order_by("pk").values_list(*cols), using)))
         return out
+
+    def state_columns(self) -> list[str] | None:
+        """The columns a state is made of (``states_of``'s input), when they
+        are all the model's own (no inlined field read through a join)."""
+        local = {f.attname for f in self.model._meta.local_concrete_fields}
+        names = {f.name: f.attname for f in self.model._meta.local_concrete_fields}
+        cols = [*self._paths, *(f for f in (self.enabled_field, self.soft_delete_field) if f)]
+        out = [c if c in local else names.get(c, "") for c in cols]
+        return None if "" in out else out
+
+    def states_of(self, found: Iterable[Row]) -> dict[Any, State]:
+        """``{pk: (row, listed, day)}`` of rows read as ``state_columns``
+        (the schema's paths, then the enabled and soft-delete flags)."""
+        extra = [f for f in (self.enabled_field, self.soft_delete_field) if f]
+        n = len(self._paths)
+        day = self._day_reader()
+        listed = self._listed
+        found = list(found)
+        if extra:
+            flags = [listed(dict(zip(extra, r[n:]))) for r in found]
+            found = [r[:n] for r in found]
+        else:
+            flags = [True] * len(found)
+        return {row[0]: (row, live, day(row)) for row, live in zip(self._convert(found), flags)}
 
     def states_by_pk(self, pks: Sequence[Any]) -> list[State]:
         """The engine's batched settle read (``Engine.change_many``): the
