@@ -111,6 +111,38 @@ def test_update_costs_o1_statements(graph):
     assert_coherent(Follow, "follower", graph)
 
 
+def test_update_returns_the_new_states_on_postgresql(graph):
+    """On PostgreSQL the UPDATE returns the new states itself: the locked
+    read of the old ones, the UPDATE, the settle read; expressions too."""
+    if connection.vendor != "postgresql":
+        pytest.skip("UPDATE ... RETURNING of the states: PostgreSQL")
+    a, b = graph[:2]
+    with CaptureQueriesContext(connection) as ctx:
+        Follow.objects.filter(follower=a).update(follower=b, created=F("created") - timezone.timedelta(days=2))
+    sql = sql_statements(ctx)
+    assert [s.split(None, 1)[0].upper() for s in sql] == ["SELECT", "UPDATE", "SELECT"], sql
+    assert "FOR UPDATE" in sql[0].upper() and "RETURNING" in sql[1].upper()
+    assert_coherent(Follow, "follower", graph)
+    assert len(Follow.cache.get(follower=b)) == 6
+    assert Follow.cache.daily_count(follower=b, created=timezone.now() - timezone.timedelta(days=2)) == 3
+    rolled_back(lambda: Follow.objects.filter(follower=b).update(follower=a))
+    assert len(Follow.cache.get(follower=b)) == 6
+    assert_coherent(Follow, "follower", graph)
+
+
+def test_update_of_rows_with_inlined_fields(people):
+    """Records that carry another table's fields: the new states are read
+    after the UPDATE, on every database."""
+    me, you = people[:2]
+    entry = Entry.objects.create(author=me, title="Draft")
+    for i in range(3):
+        Comment.cache.add(entry=entry, user=me, text=f"c{i}")
+    warm(Comment, ("user",), [me, you])
+    Comment.objects.filter(user=me, text__in=["c0", "c1"]).update(user=you)
+    assert sorted(c.text for c in Comment.cache.get(user=you)) == ["c0", "c1"]
+    assert_coherent(Comment, "user", [me, you])
+
+
 def test_update_rolled_back_leaves_no_trace(graph):
     a, b = graph[:2]
     before = [f.pk for f in Follow.cache.get(follower=a)]

@@ -28,7 +28,7 @@ from django.db import connections, models, transaction
 
 from listy import _native, origin, registry
 from listy.conf import listy_settings
-from listy.fetch import delete_returning, pk_filter
+from listy.fetch import delete_returning, pk_filter, update_returning
 from listy.source import State
 from listy.writes import Op, Writes, in_listy_delete
 
@@ -90,10 +90,13 @@ def _schedule(client: Writes, using: str, ops: list[Op]) -> None:
 # ---------------------------------------------------------------- update
 
 
-def update(qs: models.QuerySet[Any], run: Callable[[models.QuerySet[Any]], int]) -> int:
-    """``qs.update(...)`` (``run(qs)`` runs Django's) with every changed row
-    reaching the lists: locked read, update of exactly the rows read, read
-    of their new states, ``change_many`` after commit."""
+def update(
+    qs: models.QuerySet[Any], run: Callable[[models.QuerySet[Any]], int], values: dict[str, Any] | None = None
+) -> int:
+    """``qs.update(**values)`` (``run(qs)`` runs Django's) with every changed
+    row reaching the lists: locked read, update of exactly the rows read,
+    read of their new states (on PostgreSQL returned by the UPDATE itself),
+    ``change_many`` after commit."""
     model = qs.model
     client = client_of(model)
     if client is None or origin.is_handled(model) or qs.query.is_sliced:
@@ -110,13 +113,42 @@ def update(qs: models.QuerySet[Any], run: Callable[[models.QuerySet[Any]], int])
         # exactly the rows locked: a row committed meanwhile that now
         # matches is left alone, as if this update ran first
         narrowed = pk_filter(qs, pks, using)
-        n = run(narrowed[0] if len(narrowed) == 1 else qs)
-        if len(pks) > _threshold():
-            _schedule(client, using, flush_ops(writers))
+        target = narrowed[0] if len(narrowed) == 1 else qs
+        returned = None
+        if values is not None and len(pks) <= _threshold():
+            returned = _update_returning(writers, target, using, values)
+        if returned is not None:
+            n, news = returned
+            _schedule(client, using, change_ops(olds, news))
         else:
-            _schedule(client, using, change_ops(olds, _read(writers, pks, using, lock=False)))
+            n = run(target)
+            if len(pks) > _threshold():
+                _schedule(client, using, flush_ops(writers))
+            else:
+                _schedule(client, using, change_ops(olds, _read(writers, pks, using, lock=False)))
         follow_inlined(model, pks, using)
     return n
+
+
+def _update_returning(
+    writers: Sequence[Writes], qs: models.QuerySet[Any], using: str, values: dict[str, Any]
+) -> tuple[int, States] | None:
+    """``qs.update(**values)`` as one ``UPDATE ... RETURNING`` of every
+    writer's state columns (PostgreSQL, states of the model's own columns):
+    the rows updated and their new states. None, nothing run: the caller
+    runs Django's update and reads the new states after it."""
+    columns = [w.source.state_columns() for w in writers]
+    if connections[using].vendor != "postgresql" or any(c is None for c in columns):
+        return None
+    attnames = list(dict.fromkeys(c for cols in columns if cols is not None for c in cols))
+    rows = update_returning(qs, using, values, attnames)
+    if rows is None:
+        return None
+    news: States = {}
+    for w, cols in zip(writers, columns):
+        pick = [attnames.index(c) for c in cols or []]
+        news[w] = w.source.states_of([tuple(r[i] for i in pick) for r in rows])
+    return len(rows), news
 
 
 def bulk_update(qs: models.QuerySet[Any], objs: Sequence[models.Model], run: Callable[[], int]) -> int:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connections, models
+from django.db import connections, models, transaction
 
 _C_TZ_LOADER: Any = None
 
@@ -107,6 +107,44 @@ def delete_returning(qs: models.QuerySet[Any], using: str, attnames: Sequence[st
     return [tuple(r) for r in rows]
 
 
+def update_returning(
+    qs: models.QuerySet[Any], using: str, values: dict[str, Any], attnames: Sequence[str]
+) -> list[tuple[Any, ...]] | None:
+    """Runs ``qs.update(**values)`` as one ``UPDATE ... RETURNING`` of the
+    updated rows' columns ``attnames`` (own columns of the model), as they
+    are after it (PostgreSQL). None, with nothing run, where Django's
+    ``update()`` would not be one statement on the model's own table (fields
+    of a parent model, an ordered update): the caller runs Django's."""
+    from django.db.models.sql import UpdateQuery
+
+    conn = connections[using]
+    query: Any = qs.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    if query.related_updates or query.order_by:
+        return None
+    query.annotations = {}
+    compiler = query.get_compiler(using)
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        return []
+    if not sql:
+        return None
+    opts = qs.model._meta
+    table = compiler.quote_name_unless_alias(opts.db_table)
+    fields = [opts.get_field(a) for a in attnames]
+    returning = ", ".join(f"{table}.{conn.ops.quote_name(f.column)}" for f in fields)
+    converters = query.get_compiler(using).get_converters([f.get_col(opts.db_table) for f in fields])
+    with transaction.mark_for_rollback_on_error(using=using), conn.cursor() as cursor:
+        if _fast_tz(conn):
+            cursor.cursor.adapters.register_loader("timestamptz", _c_tz_loader())
+        cursor.execute(f"{sql} RETURNING {returning}", params)
+        rows = cursor.fetchall()
+    if converters:
+        return [tuple(r) for r in compiler.apply_converters(rows, converters)]
+    return [tuple(r) for r in rows]
+
+
 def pk_filter(qs: models.QuerySet[Any], pks: Sequence[Any], using: str) -> list[models.QuerySet[Any]]:
     """``qs`` narrowed to the primary keys ``pks``: one queryset with one
     ``= ANY(%s)`` parameter on PostgreSQL, else ``pk__in`` querysets of at
@@ -165,4 +203,4 @@ class _AnyPk(models.Expression):
         return f"{col_sql} = ANY(%s)", [*col_params, prepared]
 
 
-__all__ = ["delete_returning", "max_params", "pk_filter", "values"]
+__all__ = ["delete_returning", "max_params", "pk_filter", "update_returning", "values"]
