@@ -360,7 +360,7 @@ pub struct Engine {
     /// `model_counter_keys` last built them: a batch of 5,000 rows from a
     /// few days builds a few sets of keys, not 5,000 (bounded: cleared past
     /// [`COUNTER_KEYS_MEMO`] entries).
-    counter_keys: Mutex<HashMap<(u64, u64, Option<i32>), Arc<[String]>>>,
+    counter_keys: Mutex<HashMap<CounterDay, Arc<[String]>>>,
     meta: Mutex<Option<Meta>>,
     options: Options,
     hook: Option<Hook>,
@@ -368,6 +368,9 @@ pub struct Engine {
     hits: AtomicU64,
     misses: AtomicU64,
 }
+
+/// `(generation, epoch, day)`: what a row's model-wide counter keys depend on.
+type CounterDay = (u64, u64, Option<i32>);
 
 /// How many `(generation, epoch, day)` sets of counter keys an engine keeps built.
 const COUNTER_KEYS_MEMO: usize = 4096;
