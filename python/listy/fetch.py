@@ -45,12 +45,23 @@ def _c_tz_loader() -> Any:
 def _fast_tz(conn: Any) -> bool:
     """Whether psycopg's own loader gives what Django's does on ``conn``:
     PostgreSQL through psycopg 3, aware datetimes in UTC."""
-    if conn.vendor != "postgresql" or not getattr(conn.Database, "__name__", "").startswith("psycopg"):
+    if conn.vendor != "postgresql":
         return False
-    if getattr(conn.Database, "__version__", "3") < "3":
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
         return False
     tz = conn.timezone
     return tz is not None and tz.utcoffset(None) == datetime.timedelta(0) and conn.timezone_name == "UTC"
+
+
+def _use_c_tz_loader(cursor: Any) -> None:
+    """psycopg's own ``timestamptz`` loader on this cursor only (the
+    connection's adapters stay Django's); a cursor wrapped so that its
+    adapters cannot be reached keeps Django's loader."""
+    adapters = getattr(getattr(cursor, "cursor", None), "adapters", None)
+    if adapters is not None:
+        adapters.register_loader("timestamptz", _c_tz_loader())
 
 
 def values(qs: models.QuerySet[Any], using: str) -> list[tuple[Any, ...]]:
@@ -67,8 +78,7 @@ def values(qs: models.QuerySet[Any], using: str) -> list[tuple[Any, ...]]:
     fields = [s[0] for s in compiler.select[: compiler.col_count]]
     converters = compiler.get_converters(fields)
     with conn.cursor() as cursor:
-        # per cursor: the connection's own adapters stay Django's
-        cursor.cursor.adapters.register_loader("timestamptz", _c_tz_loader())
+        _use_c_tz_loader(cursor)
         cursor.execute(sql, params)
         rows: list[tuple[Any, ...]] = cursor.fetchall()
     if converters:
@@ -99,7 +109,7 @@ def delete_returning(qs: models.QuerySet[Any], using: str, attnames: Sequence[st
     converters = compiler.get_converters(cols)
     with conn.cursor() as cursor:
         if _fast_tz(conn):
-            cursor.cursor.adapters.register_loader("timestamptz", _c_tz_loader())
+            _use_c_tz_loader(cursor)
         cursor.execute(f"{sql} RETURNING {returning}", params)
         rows = cursor.fetchall()
     if converters:
@@ -137,7 +147,7 @@ def update_returning(
     converters = query.get_compiler(using).get_converters([f.get_col(opts.db_table) for f in fields])
     with transaction.mark_for_rollback_on_error(using=using), conn.cursor() as cursor:
         if _fast_tz(conn):
-            cursor.cursor.adapters.register_loader("timestamptz", _c_tz_loader())
+            _use_c_tz_loader(cursor)
         cursor.execute(f"{sql} RETURNING {returning}", params)
         rows = cursor.fetchall()
     if converters:
