@@ -14,6 +14,10 @@ database allows it, and the same results:
   preparation in Python and sends 5,000 placeholders;
   ``pk_filter`` makes it one ``= ANY(%s)`` array parameter on PostgreSQL.
 
+On PostgreSQL ``delete_returning`` and ``update_returning`` run a
+queryset's ``DELETE`` / ``UPDATE`` as Django would, plus ``RETURNING`` of
+the rows' own columns: the states come with the write, no read beside it.
+
 The statement still runs through Django's cursor (its execute wrappers, its
 error translation, its query log) and each selected field's converters
 (``from_db_value``) still apply.
@@ -28,18 +32,12 @@ from typing import Any
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, transaction
 
-_C_TZ_LOADER: Any = None
-
-
 def _c_tz_loader() -> Any:
     """psycopg's own ``timestamptz`` text loader (the C one when
     ``psycopg[binary]`` is installed: registering the Python class picks it)."""
-    global _C_TZ_LOADER
-    if _C_TZ_LOADER is None:
-        from psycopg.types.datetime import TimestamptzLoader
+    from psycopg.types.datetime import TimestamptzLoader
 
-        _C_TZ_LOADER = TimestamptzLoader
-    return _C_TZ_LOADER
+    return TimestamptzLoader
 
 
 def _fast_tz(conn: Any) -> bool:
