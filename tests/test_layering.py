@@ -36,7 +36,7 @@ LAYERS: list[list[str]] = [
     ],
     ["listy.conf"],
     ["listy.store", "listy.outage", "listy.shared_stats"],
-    ["listy.schema"],
+    ["listy.schema", "listy.fetch"],  # fetch: many rows read fast (the state reads)
     ["listy.source"],
     ["listy.repair"],  # talks to engines through the registry's protocol
     ["listy.intents"],  # a dead writer's intent starts its model afresh

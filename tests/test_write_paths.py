@@ -111,6 +111,38 @@ def test_update_costs_o1_statements(graph):
     assert_coherent(Follow, "follower", graph)
 
 
+def test_update_returns_the_new_states_on_postgresql(graph):
+    """On PostgreSQL the UPDATE returns the new states itself: the locked
+    read of the old ones, the UPDATE, the settle read; expressions too."""
+    if connection.vendor != "postgresql":
+        pytest.skip("UPDATE ... RETURNING of the states: PostgreSQL")
+    a, b = graph[:2]
+    with CaptureQueriesContext(connection) as ctx:
+        Follow.objects.filter(follower=a).update(follower=b, created=F("created") - timezone.timedelta(days=2))
+    sql = sql_statements(ctx)
+    assert [s.split(None, 1)[0].upper() for s in sql] == ["SELECT", "UPDATE", "SELECT"], sql
+    assert "FOR UPDATE" in sql[0].upper() and "RETURNING" in sql[1].upper()
+    assert_coherent(Follow, "follower", graph)
+    assert len(Follow.cache.get(follower=b)) == 6
+    assert Follow.cache.daily_count(follower=b, created=timezone.now() - timezone.timedelta(days=2)) == 3
+    rolled_back(lambda: Follow.objects.filter(follower=b).update(follower=a))
+    assert len(Follow.cache.get(follower=b)) == 6
+    assert_coherent(Follow, "follower", graph)
+
+
+def test_update_of_rows_with_inlined_fields(people):
+    """Records that carry another table's fields: the new states are read
+    after the UPDATE, on every database."""
+    me, you = people[:2]
+    entry = Entry.objects.create(author=me, title="Draft")
+    for i in range(3):
+        Comment.cache.add(entry=entry, user=me, text=f"c{i}")
+    warm(Comment, ("user",), [me, you])
+    Comment.objects.filter(user=me, text__in=["c0", "c1"]).update(user=you)
+    assert sorted(c.text for c in Comment.cache.get(user=you)) == ["c0", "c1"]
+    assert_coherent(Comment, "user", [me, you])
+
+
 def test_update_rolled_back_leaves_no_trace(graph):
     a, b = graph[:2]
     before = [f.pk for f in Follow.cache.get(follower=a)]
@@ -215,6 +247,40 @@ def test_queryset_delete_is_batched(graph):
     assert with_listy - plain <= 3, (with_listy, plain)
     assert_coherent(Follow, "follower", graph)
     assert len(Follow.cache.get(follower=a)) == 0
+
+
+def test_queryset_delete_returns_its_rows_on_postgresql(graph):
+    """On PostgreSQL a fast delete reads the deleted rows' states from its own
+    ``DELETE ... RETURNING``: no locked SELECT before it, exactly the rows
+    it deleted."""
+    if connection.vendor != "postgresql":
+        pytest.skip("DELETE ... RETURNING of the states: PostgreSQL")
+    a = graph[0]
+    with CaptureQueriesContext(connection) as ctx:
+        Follow.objects.filter(follower=a).delete()
+    sql = sql_statements(ctx)
+    assert [s.split(None, 1)[0].upper() for s in sql] == ["DELETE", "SELECT"], sql  # the delete, the settle read
+    assert "RETURNING" in sql[0].upper()
+    assert_coherent(Follow, "follower", graph)
+    assert len(Follow.cache.get(follower=a)) == 0
+    rolled_back(lambda: Follow.objects.filter(follower=graph[1]).delete())
+    assert len(Follow.cache.get(follower=graph[1])) == 3
+    assert_coherent(Follow, "follower", graph)
+
+
+def test_queryset_delete_of_rows_with_inlined_fields(people):
+    """A model whose records carry another table's fields: its states are
+    read (locked) before the delete, on every database."""
+    me, you = people[:2]
+    entry = Entry.objects.create(author=me, title="Draft")
+    for i in range(3):
+        Comment.cache.add(entry=entry, user=me if i else you, text=f"c{i}")
+    warm(Comment, ("entry",), [entry])
+    warm(Comment, ("user",), [me, you])
+    Comment.objects.filter(user=me).delete()
+    assert [c.text for c in Comment.cache.get(entry=entry)] == ["c0"]
+    assert_coherent(Comment, "entry", [entry])
+    assert_coherent(Comment, "user", [me, you])
 
 
 def test_cascade_delete_of_a_related_row(graph):

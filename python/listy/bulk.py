@@ -24,11 +24,12 @@ from functools import partial, reduce
 from operator import or_
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connections, models, transaction
 
 from listy import _native, origin, registry
 from listy.conf import listy_settings
-from listy.source import State, max_params
+from listy.fetch import delete_returning, pk_filter, update_returning
+from listy.source import State
 from listy.writes import Op, Writes, in_listy_delete
 
 logger = logging.getLogger("listy")
@@ -89,10 +90,13 @@ def _schedule(client: Writes, using: str, ops: list[Op]) -> None:
 # ---------------------------------------------------------------- update
 
 
-def update(qs: models.QuerySet[Any], run: Callable[[models.QuerySet[Any]], int]) -> int:
-    """``qs.update(...)`` (``run(qs)`` runs Django's) with every changed row
-    reaching the lists: locked read, update of exactly the rows read, read
-    of their new states, ``change_many`` after commit."""
+def update(
+    qs: models.QuerySet[Any], run: Callable[[models.QuerySet[Any]], int], values: dict[str, Any] | None = None
+) -> int:
+    """``qs.update(**values)`` (``run(qs)`` runs Django's) with every changed
+    row reaching the lists: locked read, update of exactly the rows read,
+    read of their new states (on PostgreSQL returned by the UPDATE itself),
+    ``change_many`` after commit."""
     model = qs.model
     client = client_of(model)
     if client is None or origin.is_handled(model) or qs.query.is_sliced:
@@ -108,13 +112,43 @@ def update(qs: models.QuerySet[Any], run: Callable[[models.QuerySet[Any]], int])
             return 0
         # exactly the rows locked: a row committed meanwhile that now
         # matches is left alone, as if this update ran first
-        n = run(qs.filter(pk__in=pks) if len(pks) <= max_params(using) else qs)
-        if len(pks) > _threshold():
-            _schedule(client, using, flush_ops(writers))
+        narrowed = pk_filter(qs, pks, using)
+        target = narrowed[0] if len(narrowed) == 1 else qs
+        returned = None
+        if values is not None and len(pks) <= _threshold():
+            returned = _update_returning(writers, target, using, values)
+        if returned is not None:
+            n, news = returned
+            _schedule(client, using, change_ops(olds, news))
         else:
-            _schedule(client, using, change_ops(olds, _read(writers, pks, using, lock=False)))
+            n = run(target)
+            if len(pks) > _threshold():
+                _schedule(client, using, flush_ops(writers))
+            else:
+                _schedule(client, using, change_ops(olds, _read(writers, pks, using, lock=False)))
         follow_inlined(model, pks, using)
     return n
+
+
+def _update_returning(
+    writers: Sequence[Writes], qs: models.QuerySet[Any], using: str, values: dict[str, Any]
+) -> tuple[int, States] | None:
+    """``qs.update(**values)`` as one ``UPDATE ... RETURNING`` of every
+    writer's state columns (PostgreSQL, states of the model's own columns):
+    the rows updated and their new states. None, nothing run: the caller
+    runs Django's update and reads the new states after it."""
+    columns = [w.source.state_columns() for w in writers]
+    if connections[using].vendor != "postgresql" or any(c is None for c in columns):
+        return None
+    attnames = list(dict.fromkeys(c for cols in columns if cols is not None for c in cols))
+    rows = update_returning(qs, using, values, attnames)
+    if rows is None:
+        return None
+    news: States = {}
+    for w, cols in zip(writers, columns):
+        pick = [attnames.index(c) for c in cols or []]
+        news[w] = w.source.states_of([tuple(r[i] for i in pick) for r in rows])
+    return len(rows), news
 
 
 def bulk_update(qs: models.QuerySet[Any], objs: Sequence[models.Model], run: Callable[[], int]) -> int:
@@ -213,10 +247,15 @@ def collector_delete(collector: Any, run: Callable[[], tuple[int, dict[str, int]
             pks = [o.pk for o in instances if o.pk is not None and not in_listy_delete(model._meta.concrete_model, o.pk)]
             if pks:
                 sources.append((client, pks))
+    returning: list[_Returning] = []
     for qs in collector.fast_deletes:
         client = client_of(qs.model)
         if client is not None and not origin.is_handled(qs.model):
-            sources.append((client, qs))
+            capture = _returning_capture(client, qs, using)
+            if capture is None:
+                sources.append((client, qs))
+            else:
+                returning.append(capture)
     updated: list[tuple[Writes, list[Any]]] = []
     for (field, _value), lists in collector.field_updates.items():
         client = client_of(field.model)
@@ -229,13 +268,22 @@ def collector_delete(collector: Any, run: Callable[[], tuple[int, dict[str, int]
             else:
                 pks.extend(o.pk for o in instances)
         updated.append((client, pks))
-    if not sources and not updated:
+    if not sources and not updated and not returning:
         return run()
-    models_ = [c.model for c, _ in sources + updated]
+    models_ = [c.model for c, _ in sources + updated] + [r.client.model for r in returning]
     with transaction.atomic(using=using, savepoint=False), origin.handled(*models_):
         deleted = [(c, _read(c.writers(), rows, using, lock=True)) for c, rows in sources]
         changed = [(c, pks, _read(c.writers(), pks, using, lock=True)) for c, pks in updated]
-        result = run()
+        # the collector calls each fast delete's ``_raw_delete``: on these
+        # querysets (whatever their manager's class) it is the capture's
+        for r in returning:
+            setattr(r.qs, "_raw_delete", r.raw_delete)
+        try:
+            result = run()
+        finally:
+            for r in returning:
+                r.qs.__dict__.pop("_raw_delete", None)
+        deleted.extend((r.client, r.states()) for r in returning)
         for client, olds in deleted:
             total = max((len(s) for s in olds.values()), default=0)
             ops = flush_ops(olds) if total > _threshold() else change_ops(olds, None)
@@ -246,6 +294,44 @@ def collector_delete(collector: Any, run: Callable[[], tuple[int, dict[str, int]
             else:
                 _schedule(client, using, change_ops(olds, _read(list(olds), pks, using, lock=False)))
     return result
+
+
+class _Returning:
+    """A fast delete of a cached model whose deleted rows' states its own
+    statement returns (``DELETE ... RETURNING``, see ``collector_delete``):
+    the rows land in ``rows`` when Django's collector runs it."""
+
+    def __init__(self, client: Writes, qs: models.QuerySet[Any], writers: list[Writes], columns: list[list[str]]) -> None:
+        self.client, self.qs, self.writers = client, qs, writers
+        self.attnames = list(dict.fromkeys(c for cols in columns for c in cols))
+        self.picks = [[self.attnames.index(c) for c in cols] for cols in columns]
+        self.rows: list[tuple[Any, ...]] = []
+
+    def raw_delete(self, using: str) -> int:
+        """The queryset's ``_raw_delete(using)``, returning the rows."""
+        self.rows = delete_returning(self.qs, using, self.attnames)
+        return len(self.rows)
+
+    def states(self) -> States:
+        """Each writer's states of the rows deleted."""
+        return {
+            w: w.source.states_of([tuple(r[i] for i in pick) for r in self.rows])
+            for w, pick in zip(self.writers, self.picks)
+        }
+
+
+def _returning_capture(client: Writes, qs: models.QuerySet[Any], using: str) -> _Returning | None:
+    """A capture for a fast delete that can return its rows' states itself:
+    on PostgreSQL, when every writer's state is made of the model's own
+    columns (an inlined field is read through a join: not returned by a
+    DELETE). None: the states are read (locked) before the delete."""
+    if connections[using].vendor != "postgresql":
+        return None
+    writers = client.writers()
+    columns = [w.source.state_columns() for w in writers]
+    if not writers or any(c is None for c in columns):
+        return None
+    return _Returning(client, qs, writers, [c for c in columns if c is not None])
 
 
 def raw_delete(qs: models.QuerySet[Any], using: str, run: Callable[[], int]) -> int:

@@ -105,7 +105,7 @@ class ListyQuerySet(models.QuerySet[Any]):
 
     def update(self, **kwargs: Any) -> int:
         """``QuerySet.update``; the changed rows reach every list after commit."""
-        return bulk.update(self, lambda qs: super(ListyQuerySet, cast(ListyQuerySet, qs)).update(**kwargs))
+        return bulk.update(self, lambda qs: super(ListyQuerySet, cast(ListyQuerySet, qs)).update(**kwargs), kwargs)
 
     def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
         """``QuerySet.bulk_update``; the changed rows reach every list after commit."""

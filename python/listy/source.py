@@ -22,15 +22,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import decimal
-import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.db import connections, models
 from django.utils import timezone
 
+from listy.fetch import max_params, pk_filter, values
 from listy.schema import PLACEHOLDER, Column, ModelSchema
 
 EPOCH = datetime.date(1970, 1, 1)
@@ -51,6 +51,50 @@ def day_number(value: datetime.date | datetime.datetime, tz: datetime.tzinfo | N
     elif not isinstance(value, datetime.date):
         raise TypeError(f"expected a date or datetime, got {type(value).__name__}")
     return (value - EPOCH).days
+
+
+class DayCache:
+    """``day_number(value, tz)`` for many values: a zone's UTC offset is
+    looked up once per hour of UTC time (and reused for that hour when it is
+    the same at both ends of the hour: no zone changes its offset twice
+    within one hour), so a batch of 5,000 timestamps costs a few lookups,
+    not 5,000 conversions. Naive datetimes and dates go through
+    ``day_number`` itself."""
+
+    def __init__(self, tz: datetime.tzinfo | None) -> None:
+        self.tz = tz
+        self._aware = bool(settings.USE_TZ)
+        self._offsets: dict[int, int | None] = {}
+
+    def __call__(self, value: datetime.date | datetime.datetime | None) -> int | None:
+        if value is None:
+            return None
+        if not (self._aware and type(value) is datetime.datetime and value.tzinfo is not None):
+            return day_number(value, self.tz)
+        delta = value - _UTC_EPOCH
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        hour = micros // _HOUR
+        if hour in self._offsets:
+            offset = self._offsets[hour]
+        else:
+            offset = self._offsets[hour] = self._offset(hour)
+        if offset is None:  # the offset changes within this hour
+            return day_number(value, self.tz)
+        return (micros + offset) // _DAY
+
+    def _offset(self, hour: int) -> int | None:
+        tz = self.tz or timezone.get_current_timezone()
+        start = _UTC_EPOCH + datetime.timedelta(microseconds=hour * _HOUR)
+        end = start + datetime.timedelta(microseconds=_HOUR - 1)
+        a, b = start.astimezone(tz).utcoffset(), end.astimezone(tz).utcoffset()
+        if a is None or a != b:
+            return None
+        return (a.days * 86_400 + a.seconds) * 1_000_000 + a.microseconds
+
+
+_HOUR = 3_600_000_000
+_DAY = 86_400_000_000
+_UTC_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 def date_of_day(day: int) -> datetime.date:
@@ -277,18 +321,37 @@ class DjangoBackingStore:
         if isinstance(rows, models.QuerySet):
             queries = [self._own_rows(rows, using)]
         else:
-            pks = list(rows)
-            base = self.all_rows_queryset().using(using)
-            queries = [base.filter(pk__in=chunk) for chunk in _chunks(pks, max_params(using))]
+            queries = pk_filter(self.all_rows_queryset().using(using), list(rows), using)
         out: dict[Any, State] = {}
-        n = len(self._paths)
         for qs in queries:
             if lock:
                 qs = _locked(qs, using)
-            for found in qs.order_by("pk").values_list(*cols):
-                row = self._convert([found[:n]])[0]
-                out[row[0]] = (row, self._listed(dict(zip(extra, found[n:]))), self.day_of_row(row))
+            out.update(self.states_of(values(qs.order_by("pk").values_list(*cols), using)))
         return out
+
+    def state_columns(self) -> list[str] | None:
+        """The columns a state is made of (``states_of``'s input), when they
+        are all the model's own (no inlined field read through a join)."""
+        local = {f.attname for f in self.model._meta.local_concrete_fields}
+        names = {f.name: f.attname for f in self.model._meta.local_concrete_fields}
+        cols = [*self._paths, *(f for f in (self.enabled_field, self.soft_delete_field) if f)]
+        out = [c if c in local else names.get(c, "") for c in cols]
+        return None if "" in out else out
+
+    def states_of(self, found: Iterable[Row]) -> dict[Any, State]:
+        """``{pk: (row, listed, day)}`` of rows read as ``state_columns``
+        (the schema's paths, then the enabled and soft-delete flags)."""
+        extra = [f for f in (self.enabled_field, self.soft_delete_field) if f]
+        n = len(self._paths)
+        day = self._day_reader()
+        listed = self._listed
+        found = list(found)
+        if extra:
+            flags = [listed(dict(zip(extra, r[n:]))) for r in found]
+            found = [r[:n] for r in found]
+        else:
+            flags = [True] * len(found)
+        return {row[0]: (row, live, day(row)) for row, live in zip(self._convert(found), flags)}
 
     def states_by_pk(self, pks: Sequence[Any]) -> list[State]:
         """The engine's batched settle read (``Engine.change_many``): the
@@ -384,6 +447,15 @@ class DjangoBackingStore:
         value = row[self._index[self._ts_attname]]
         return None if value is None else day_number(value, _counter_zone())
 
+    def _day_reader(self) -> Callable[[Row], int | None]:
+        """``day_of_row`` for many rows at once: the same days, the time
+        zone consulted once per hour of timestamps (see :class:`DayCache`)."""
+        if not self._ts_attname:
+            return lambda row: None
+        i = self._index[self._ts_attname]
+        days = DayCache(_counter_zone())
+        return lambda row: days(row[i])
+
     def day_of(self, instance: models.Model) -> int | None:
         """The day of the instance's timestamp field in the default time
         zone (the cached counters' buckets), or None."""
@@ -397,24 +469,6 @@ def locked(qs: models.QuerySet[Any]) -> models.QuerySet[Any]:
     """``qs`` read ``FOR UPDATE`` where the database has row locks (only the
     model's own rows where it can say so: inlined fields join other tables)."""
     return _locked(qs, qs.db)
-
-
-def max_params(using: str) -> int:
-    """How many query parameters one statement on ``using`` may take."""
-    conn = connections[using]
-    if conn.vendor == "sqlite":
-        conn.ensure_connection()
-        try:
-            return int(conn.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) - 10
-        except (AttributeError, sqlite3.Error):
-            return 999 - 10
-    return conn.features.max_query_params or 60_000
-
-
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    if not items:
-        return []
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _locked(qs: models.QuerySet[Any], using: str) -> models.QuerySet[Any]:

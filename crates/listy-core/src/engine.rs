@@ -357,6 +357,11 @@ pub struct Engine {
     /// Field sets no two rows share (the database's unique constraints).
     unique: Vec<Vec<String>>,
     specs: Mutex<HashMap<Vec<String>, Arc<ListSpec>>>,
+    /// The model-wide counter keys of `(generation, epoch, day)`, as
+    /// `model_counter_keys` last built them: a batch of 5,000 rows from a
+    /// few days builds a few sets of keys, not 5,000 (bounded: cleared past
+    /// [`COUNTER_KEYS_MEMO`] entries).
+    counter_keys: Mutex<HashMap<CounterDay, Arc<[String]>>>,
     meta: Mutex<Option<Meta>>,
     options: Options,
     hook: Option<Hook>,
@@ -364,6 +369,12 @@ pub struct Engine {
     hits: AtomicU64,
     misses: AtomicU64,
 }
+
+/// `(generation, epoch, day)`: what a row's model-wide counter keys depend on.
+type CounterDay = (u64, u64, Option<i32>);
+
+/// How many `(generation, epoch, day)` sets of counter keys an engine keeps built.
+const COUNTER_KEYS_MEMO: usize = 4096;
 
 /// Lease markers end the value (prepends go before them): magic, owner
 /// token, and the time it was taken.
@@ -448,6 +459,7 @@ impl Engine {
             indexes: normalized,
             unique: Vec::new(),
             specs: Mutex::new(HashMap::new()),
+            counter_keys: Mutex::new(HashMap::new()),
             meta: Mutex::new(None),
             options,
             hook: None,
@@ -1496,6 +1508,19 @@ impl Engine {
     /// The model-wide counters a row dated `day` counts in. (A list's
     /// counts are taken from the list itself: see `list_counts`.)
     fn model_counter_keys(&self, gen: u64, epoch: u64, day: Option<i32>) -> Vec<String> {
+        let mut memo = self.counter_keys.lock().expect("counter keys poisoned");
+        if let Some(keys) = memo.get(&(gen, epoch, day)) {
+            return keys.to_vec();
+        }
+        let keys = self.build_counter_keys(gen, epoch, day);
+        if memo.len() >= COUNTER_KEYS_MEMO {
+            memo.clear();
+        }
+        memo.insert((gen, epoch, day), keys.clone().into());
+        keys
+    }
+
+    fn build_counter_keys(&self, gen: u64, epoch: u64, day: Option<i32>) -> Vec<String> {
         let mut keys = vec![self.counter_key(gen, epoch, "c")];
         if let Some(day) = day {
             for p in Period::ALL {
