@@ -825,7 +825,8 @@ impl Engine {
 
     /// Some segments of a list read head-only (`partial`), in one batched
     /// round trip, in the order of `indices`; `None` when one is gone (a
-    /// compaction or an eviction came first: read the list again).
+    /// compaction or an eviction came first: read the list again) or the
+    /// cache failed (the whole read then falls back to the source).
     pub fn segments_of(&self, fields: &[String], partial: &Fetched, indices: &[u16]) -> Result<Option<Vec<Vec<u8>>>> {
         let spec = self.spec(fields)?;
         let id = match spec.layout.part_of(&partial.parts[0])? {
@@ -835,8 +836,10 @@ impl Engine {
         let ops = indices.iter().map(|&i| Op::Get { key: keys::segment_key(&partial.key, id, i) }).collect();
         let mut out = Vec::with_capacity(indices.len());
         for reply in self.store.execute(ops) {
-            match reply? {
-                Reply::Value(Some(item)) => out.push(item.value),
+            match reply {
+                Ok(Reply::Value(Some(item))) => out.push(item.value),
+                // A segment gone, or the cache failing: the caller reads
+                // the list whole, which falls back to the source.
                 _ => return Ok(None),
             }
         }
