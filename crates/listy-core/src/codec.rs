@@ -1228,7 +1228,10 @@ mod tests {
         assert!(parts[0].len() - index_end <= 200 && parts[1..].iter().all(|p| p.len() <= 4000));
         let in_segments: u32 = index.iter().map(|s| s.count).sum();
         assert_eq!(in_segments as usize + layout.read_parts(&[&parts[0]]).unwrap().len(), 1000);
-        assert_eq!((index[0].max, index.last().unwrap().min), (1000 - layout.read_parts(&[&parts[0]]).unwrap().len() as i64, 1));
+        assert_eq!(
+            (index[0].max, index.last().unwrap().min),
+            (1000 - layout.read_parts(&[&parts[0]]).unwrap().len() as i64, 1)
+        );
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         let full = layout.read_parts(&refs).unwrap();
         assert!(full.complete());

@@ -101,7 +101,10 @@ impl HeadIndex {
         }
         let Some((segments, prepended)) = segments else { return Ok(None) };
         if segments.len() != segments_named as usize {
-            return Err(Error::Decode(format!("the index lists {} segments, the head {segments_named}", segments.len())));
+            return Err(Error::Decode(format!(
+                "the index lists {} segments, the head {segments_named}",
+                segments.len()
+            )));
         }
         Ok(Some(Self::walk(id, segments, &frames, prepended)))
     }
@@ -128,9 +131,9 @@ impl HeadIndex {
                 if let (Some((a, b)), false) = (content, hard.contains(&pk)) {
                     head.push((pk, (0, a, b)));
                 }
-            } else if !pending.contains_key(&pk) {
+            } else if let std::collections::hash_map::Entry::Vacant(slot) = pending.entry(pk) {
                 order.push(pk);
-                pending.insert(pk, if tag == TAG_UPDATE { Shadow::Content(s, e) } else { Shadow::Skip });
+                slot.insert(if tag == TAG_UPDATE { Shadow::Content(s, e) } else { Shadow::Skip });
             }
         }
         let mut shadows: HashMap<i64, Shadow, std::hash::BuildHasherDefault<PkHasher>> = HashMap::default();

@@ -287,7 +287,6 @@ fn an_undecodable_record_is_an_error_naming_the_list() {
     });
 }
 
-
 /// A small deterministic generator (the same cases on every run).
 struct Lcg(u64);
 
@@ -409,7 +408,8 @@ fn counts_slices_and_keyset_pages_of_a_list_in_segments_match_the_whole_list_and
             assert_eq!(iterated, reference, "round {round}: iteration");
             // Keyset pages, both ways, against the database's order.
             in_db.reverse();
-            let cursor = if n == 0 { None } else { Some(reference[rng.below(n as u64) as usize] + rng.below(2) as i64) };
+            let cursor =
+                if n == 0 { None } else { Some(reference[rng.below(n as u64) as usize] + rng.below(2) as i64) };
             let limit = 1 + rng.below(30) as usize;
             let list = read(&e, &db);
             let page = |span: listy_core::reader::Span| -> Vec<i64> {

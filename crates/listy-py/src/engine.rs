@@ -262,9 +262,7 @@ impl Completion for ListCompleter {
     }
 
     fn segments(&self, partial: &Fetched, indices: &[u16]) -> Result<Option<Vec<Vec<u8>>>, Raised> {
-        Python::attach(|py| {
-            py.detach(|| self.engine.segments_of(&self.fields, partial, indices)).map_err(Raised::from)
-        })
+        Python::attach(|py| py.detach(|| self.engine.segments_of(&self.fields, partial, indices)).map_err(Raised::from))
     }
 }
 

@@ -326,7 +326,11 @@ impl Records {
             return Ok(out.into_any());
         }
         let i: isize = index.extract()?;
-        let span = if i < 0 { Span { content: self.list.whole()?, first: 0 } } else { self.list.span(i as usize, i as usize + 1)? };
+        let span = if i < 0 {
+            Span { content: self.list.whole()?, first: 0 }
+        } else {
+            self.list.span(i as usize, i as usize + 1)?
+        };
         let j = if i < 0 { i + span.end() as isize } else { i };
         if j < 0 || !span.holds(j as usize) {
             return Err(PyIndexError::new_err("Records index out of range"));
