@@ -29,7 +29,9 @@ class Follow(models.Model):
 
 
 def reads(me: User) -> None:
-    assert_type(Follow.cache.get(follower=me), Sequence[Follow])
+    assert_type(Follow.cache.get(follower=me), listy.CachedList[Follow])
+    assert_type(Follow.cache.get(follower=me).after(10, 20), list[Follow])
+    assert_type(Follow.cache.get(follower=me).before(None), list[Follow])
     assert_type(Follow.cache.get_one(1), Follow | None)
     assert_type(Follow.cache.get_first(follower=me), Follow | None)
     assert_type(Follow.cache.get_multi([{"follower": me}]), dict[Any, Sequence[Follow]])
@@ -40,5 +42,5 @@ def reads(me: User) -> None:
 def standalone() -> None:
     users = listy.ListCache(User, [("pk",)], timestamp_field="date_joined")
     assert_type(users, listy.ListCache[User])
-    assert_type(users.get(pk=1), Sequence[User])
+    assert_type(users.get(pk=1), listy.CachedList[User])
     listy.ListCache(User, [("pk",)], not_an_option=True)  # type: ignore[call-arg]

@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--add-samples", type=int, default=5)
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out"))
     p.add_argument("--quick", action="store_true", help="few rounds, for trying the harness")
+    p.add_argument("--no-big", action="store_true", help="skip the 1,000,000-item list (about 40 s)")
     return p.parse_args(argv)
 
 
@@ -358,6 +359,14 @@ def main(argv: list[str] | None = None) -> int:
         bad = [c for c in checks if not c["ok"]]
         if bad:
             log(f"WARNING: lists that differ from the database: {bad}")
+
+        # -------------------------------------------------------- the 1,000,000-item list
+        if not args.no_big:
+            from listybench import bigbench
+
+            log("the 1,000,000-item list (built once)")
+            local["listy_mc"].activate()
+            results["big"] = bigbench.run(memcached, log)
 
         results["meta"]["listy_stats"] = {"hits": local["listy_mc"].model.cache.hits, "misses": local["listy_mc"].model.cache.misses}
     finally:

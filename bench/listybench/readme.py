@@ -33,6 +33,8 @@ def block(report: str) -> str:
         "",
         "![read time against list length](docs/read_vs_length.png)",
         "",
+        *(["A 1,000,000-item list:", "", section(report, "8. A 1,000,000-item list"), ""]
+          if "## 8. A 1,000,000-item list" in report else []),
         section(report, "SPEC §5 targets"),
         END,
     ])

@@ -305,6 +305,18 @@ def markdown(results: dict) -> str:
         lines += _length_table(results, "values", vs, "values_sql")
         add("")
 
+    if "big" in results:
+        from listybench.bigbench import table
+
+        add("## 8. A 1,000,000-item list")
+        add("")
+        add("One follower with 1,000,000 follows, Listy on memcached (`Follow.cache.get(follower_id=u)`), "
+            "medians; a round trip (RT) is the raw socket `get` of a 10-byte value measured in the same run. "
+            "Peak RSS: a fresh process iterating the whole list (its `VmHWM` less its RSS before).")
+        add("")
+        add(table(results["big"]))
+        add("")
+
     # ------------------------------------------------------------ SPEC
     sp = speedups(results)
     add("## SPEC §5 targets")
@@ -340,6 +352,17 @@ def markdown(results: dict) -> str:
     for peer in ("cacheops", "cachalot"):
         a, b = both(lambda o, p=peer: o[f"p99_vs_{p}"], lambda x: f"{x:.1f}x lower")
         add(f"| 99/1 workload: p99 read ≥ 10x lower than {_label(results, peer)}'s | {a} | {b} | {verdict(mcs.get(f'p99_vs_{peer}', 0) >= 10)} |")
+    big = results.get("big")
+    if big:
+        rt = big["rt_raw_us"]
+        add(f"| 1M list: first 20 within 1.2x of a 10-item list's | {big['first20_us'] / big['first20_small_us']:.2f}x | - | {verdict(big['first20_us'] <= 1.2 * big['first20_small_us'])} |")
+        add(f"| 1M list: first 20 within 1.5x of a raw round trip ({rt:.0f} µs) | {big['first20_us'] / rt:.2f}x | - | {verdict(big['first20_us'] <= 1.5 * rt)} |")
+        for m in ("len", "count"):
+            add(f"| 1M list: `{m}()` within 2 round trips | {big[m + '_us'] / rt:.2f} RT | - | {verdict(big[m + '_us'] <= 2 * rt)} |")
+        add(f"| 1M list: full read ≥ 20x faster than the ORM | {big['orm_full_us'] / big['full_us']:.1f}x | - | {verdict(big['orm_full_us'] >= 20 * big['full_us'])} |")
+        add(f"| 1M list: cold build ≤ half the ORM's full read | {big['cold_build_us'] / big['orm_full_us']:.2f}x | - | {verdict(big['cold_build_us'] <= 0.5 * big['orm_full_us'])} |")
+        grown = big["rss"]["peak"] - big["rss"]["base"]
+        add(f"| 1M list: iterating it grows peak RSS by a few times its stored bytes (≤ 4x) | {grown / big['stored_bytes']:.1f}x | - | {verdict(grown <= 4 * big['stored_bytes'])} |")
     ac = results.get("add_cost", {})
     for key, idx in (("listy_proxy_one", "1 index"), ("listy_proxy", "3 indexes")):
         if key in ac:

@@ -33,6 +33,7 @@ from listy.exceptions import (
 )
 from listy.manager import CachingManager
 from listy.origin import bypass
+from listy.records import CachedList
 from listy.source import DjangoBackingStore
 
 from listy._native import __version__ as _engine_version
@@ -43,6 +44,7 @@ from listy._native import __version__ as _engine_version
 __version__: str = _engine_version
 
 __all__ = [
+    "CachedList",
     "CacheUnavailable",
     "CachingManager",
     "ConfigError",

@@ -96,7 +96,11 @@ class Schema:
 class Records(Sequence[Any]):
     """A lazy, read-only list of model instances, newest first.
 
-    Decoding happens on access; ``len()``/``bool()`` walk frame headers only.
+    Decoding happens on access. A list stored in segments is read by parts:
+    ``len()``/``bool()`` count from the head's index (two round trips at
+    most), an index or a slice reads the segments it falls in, iteration
+    reads one segment at a time, and ``after``/``before`` read the segments
+    whose pk range can hold the page.
     """
 
     key: str
@@ -117,6 +121,13 @@ class Records(Sequence[Any]):
     def values(self) -> list[tuple[Any, ...]]:
         """Rows as tuples in schema order (no model instances)."""
     def pks(self) -> list[int]: ...
+    def after(self, pk: int | None, limit: int = 20) -> list[Any]:
+        """A keyset page: up to ``limit`` instances whose pk is below ``pk``
+        (from the top when None), largest pk first, as the ORM's
+        ``filter(pk__lt=pk).order_by("-pk")[:limit]``."""
+    def before(self, pk: int | None, limit: int = 20) -> list[Any]:
+        """The ``limit`` instances with the smallest pks above ``pk``,
+        largest pk first (the page a reverse cursor shows)."""
     def index(self, value: Any) -> int: ...  # type: ignore[override]  # no start/stop
     def count(self, value: Any) -> int: ...
     def __contains__(self, value: object, /) -> bool: ...

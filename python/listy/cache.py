@@ -30,7 +30,7 @@ from listy.declaration import Index, Options, _middleware_on_build
 from listy.exceptions import CacheUnavailable
 from listy.inspection import is_list
 from listy.periods import PeriodCounts
-from listy.records import CoherencyReport, FallbackRecords
+from listy.records import CachedList, CoherencyReport, FallbackRecords
 from listy.source import Row
 from listy.writes import SKIP_SIGNALS, Writes, in_listy_delete
 
@@ -106,24 +106,26 @@ class ListCache(Writes, PeriodCounts, AsyncCalls, Generic[M]):
         worker.ensure_started()
         return not _repairs.ready(self, self._resolve().db_alias)
 
-    def _get(self, index: Index, values: tuple[Any, ...], complete: bool = False) -> Sequence[M]:
+    def _get(self, index: Index, values: tuple[Any, ...], complete: bool = False) -> CachedList[M]:
         if self._use_db():
-            return cast("Sequence[M]", self._from_db(index, values))
+            return cast("CachedList[M]", self._from_db(index, values))
         try:
             engine = self._engine()
             records = engine.get(index, values, self._resolve().source.rows, complete)
         except CacheUnavailable as exc:
             self._unavailable(exc)
-            return cast("Sequence[M]", self._from_db(index, values))
+            return cast("CachedList[M]", self._from_db(index, values))
         self._after_read(records)
-        return cast("Sequence[M]", records)
+        return cast("CachedList[M]", records)
 
-    def get(self, **filters: Any) -> Sequence[M]:
+    def get(self, **filters: Any) -> CachedList[M]:
         """The list of live instances matching ``filters``, newest first.
 
         A lazy, read-only sequence: ``len()``, ``bool()``, indexing and
-        slicing work without building every instance. ``filters`` must match
-        one configured index exactly, else ``NotCachableException``.
+        slicing work without building every instance (a list stored in
+        segments reads only the segments an access needs). ``after(pk)`` /
+        ``before(pk)`` give keyset pages for cursor pagination. ``filters``
+        must match one configured index exactly, else ``NotCachableException``.
         """
         self._sync_only("get")
         if _recorder.active() is not None:  # the debug-toolbar panel

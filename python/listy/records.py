@@ -1,20 +1,57 @@
-"""The list objects a read returns besides the engine's lazy ``Records``:
-``FallbackRecords`` (a list served from the database) and ``CoherencyReport``
-(one list's state, from ``determine_coherency``).
+"""The list objects a read returns: ``CachedList`` (the type ``get()``
+returns: the engine's lazy ``Records``, or ``FallbackRecords``, a list served
+from the database) and ``CoherencyReport`` (one list's state, from
+``determine_coherency``).
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from listy import _native
 from listy.declaration import Index
 from listy.source import Row
 
 
-class FallbackRecords(Sequence[Any]):
+M = TypeVar("M")
+
+
+class CachedList(Sequence[M]):
+    """What ``ListCache.get()`` returns: a lazy, read-only sequence of
+    instances, newest first, with keyset pages (``after``/``before``, for
+    cursor pagination), ``values()`` and ``pks()``."""
+
+    __slots__ = ()
+
+    key: str
+    """The literal memcached key (prefix included; a segmented list's head)."""
+    from_cache: bool
+    size: int
+
+    @abstractmethod
+    def values(self) -> list[Row]:
+        """Rows as tuples in schema order."""
+
+    @abstractmethod
+    def pks(self) -> list[int]:
+        """Primary keys, newest first."""
+
+    @abstractmethod
+    def after(self, pk: int | None, limit: int = 20) -> list[M]:
+        """A keyset page: up to ``limit`` instances whose pk is below ``pk``
+        (from the top when None), largest pk first, as the ORM's
+        ``filter(pk__lt=pk).order_by("-pk")[:limit]``."""
+
+    @abstractmethod
+    def before(self, pk: int | None, limit: int = 20) -> list[M]:
+        """The ``limit`` instances with the smallest pks above ``pk``,
+        largest pk first (the page a reverse cursor shows)."""
+
+
+class FallbackRecords(CachedList[Any]):
     """A list served from the database (cache disabled or unavailable).
 
     Same interface as the engine's ``Records``: ``key``, ``size`` (0),
@@ -54,9 +91,21 @@ class FallbackRecords(Sequence[Any]):
         """Primary keys, newest first."""
         return [r[0] for r in self._rows]
 
+    def after(self, pk: int | None, limit: int = 20) -> list[Any]:
+        """Up to ``limit`` instances whose pk is below ``pk`` (from the top
+        when None), largest pk first: ``filter(pk__lt=pk).order_by("-pk")``."""
+        page = [o for o in self._items if pk is None or o.pk < pk]
+        return sorted(page, key=lambda o: o.pk, reverse=True)[:limit]
 
-# The engine's lazy list is a read-only sequence, like FallbackRecords.
-Sequence.register(_native.Records)
+    def before(self, pk: int | None, limit: int = 20) -> list[Any]:
+        """The ``limit`` instances with the smallest pks above ``pk``,
+        largest pk first (the page a reverse cursor shows)."""
+        page = sorted((o for o in self._items if pk is None or o.pk > pk), key=lambda o: o.pk)[:limit]
+        return page[::-1]
+
+
+# The engine's lazy list is a CachedList, like FallbackRecords.
+CachedList.register(_native.Records)
 
 
 @dataclass(frozen=True)
@@ -78,4 +127,4 @@ class CoherencyReport:
 
 
 
-__all__ = ["CoherencyReport", "FallbackRecords"]
+__all__ = ["CachedList", "CoherencyReport", "FallbackRecords"]

@@ -6,6 +6,8 @@
 //! update     = 0xA4 varint(pk) [null bitmap] field*   (new content of a row already listed)
 //! tombstone  = 0xA2 varint(pk)                         (soft: a later record revives)
 //! final tomb = 0xA3 varint(pk)                         (hard delete: hides every record of pk)
+//! index      = 0xA5 varint(n) (varint(count) zigzag(min pk) zigzag(max pk))*n
+//!                                                     (a head with segments: what each holds)
 //! trailer    = 0xAF version:u8 fingerprint:u32le part:u16le id:u32le "LY"   (14 bytes, last)
 //! ```
 //!
@@ -18,7 +20,9 @@
 //! A list larger than one item is stored in parts: a small *head* that takes
 //! the prepends (its trailer's `part` is the number of segments) and older
 //! *segments* (`part` = 0x8000 | index), all carrying the same random `id`
-//! so that parts of two builds never mix.
+//! so that parts of two builds never mix. Such a head starts, as built, with
+//! an *index* frame (each segment's record count and pk range, see
+//! [`crate::segments`]): frames before it were prepended since the build.
 //!
 //! Reading rules: the newest frame of a pk decides (a record or update shows
 //! the row with that content, a tombstone hides it); a shown row stands where
@@ -37,6 +41,9 @@ pub const TAG_TOMBSTONE: u8 = 0xA2;
 pub const TAG_FINAL_TOMBSTONE: u8 = 0xA3;
 /// The first byte of an update frame (new content of a row already listed).
 pub const TAG_UPDATE: u8 = 0xA4;
+/// The first byte of a segment index (see [`crate::segments`]): written once,
+/// at build, in a head with segments; frames before it were prepended since.
+pub const TAG_INDEX: u8 = 0xA5;
 /// The first byte of the trailer.
 pub const TAG_TRAILER: u8 = 0xAF;
 /// The format version every trailer carries.
@@ -408,7 +415,8 @@ impl Layout {
     }
 
     /// A complete list in parts: a head of at most `head_max` bytes of
-    /// records, then segments of at most `segment_max` bytes each.
+    /// records (and, with segments, their index), then segments of at most
+    /// `segment_max` bytes each.
     pub fn encode_parts<'r>(
         &self,
         rows: impl IntoIterator<Item = &'r Row>,
@@ -437,11 +445,23 @@ impl Layout {
         segment_max: usize,
     ) -> Result<Vec<Vec<u8>>> {
         let mut parts: Vec<Vec<u8>> = vec![tombstones.to_vec()];
+        // What each segment holds (its record count and pk range): the
+        // head's index, so that counts and deep pages need no full read.
+        let mut infos: Vec<SegmentInfo> = Vec::new();
+        // A pk listed twice would be counted twice by the index: the first
+        // record of a pk wins, as a reader would decide.
+        let mut seen: PkSet = HashSet::default();
         for frame in records {
+            let (pk, _) = get_varint(frame.get(1..).unwrap_or_default())?;
+            let pk = unzigzag(pk);
+            if !seen.insert(pk) {
+                continue;
+            }
             let limit = if parts.len() == 1 { head_max } else { segment_max };
             let last = parts.last_mut().expect("at least the head");
             if !last.is_empty() && last.len() + frame.len() + TRAILER_LEN > limit {
                 parts.push(Vec::new());
+                infos.push(SegmentInfo { count: 0, min: pk, max: pk });
             }
             let last = parts.last_mut().expect("at least the head");
             if frame.len() + TRAILER_LEN > segment_max {
@@ -449,8 +469,22 @@ impl Layout {
             }
             last.push(TAG_RECORD);
             last.extend_from_slice(&frame[1..]);
+            if let (true, Some(info)) = (parts.len() > 1, infos.last_mut()) {
+                info.count += 1;
+                info.min = info.min.min(pk);
+                info.max = info.max.max(pk);
+            }
         }
         let segments = (parts.len() - 1) as u16;
+        if segments > 0 {
+            let mut head = Vec::with_capacity(parts[0].len() + 8 + infos.len() * 12);
+            encode_index(&infos, &mut head);
+            head.extend_from_slice(&parts[0]);
+            if head.len() + TRAILER_LEN > segment_max {
+                return Err(Error::TooLarge { size: head.len(), limit: segment_max });
+            }
+            parts[0] = head;
+        }
         for (i, part) in parts.iter_mut().enumerate() {
             let which = if i == 0 { Part::Head { segments } } else { Part::Segment { index: (i - 1) as u16 } };
             part.extend_from_slice(&self.trailer(which, id));
@@ -507,11 +541,16 @@ impl Layout {
         Ok(())
     }
 
-    /// Skips one frame starting at `pos`; returns (kind tag, pk, end).
-    fn frame_at(&self, bytes: &[u8], pos: usize) -> Result<(u8, i64, usize)> {
+    /// Skips one frame starting at `pos`; returns (kind tag, pk, end). An
+    /// index frame has pk 0.
+    pub(crate) fn frame_at(&self, bytes: &[u8], pos: usize) -> Result<(u8, i64, usize)> {
         let mut r = Reader { buf: bytes, pos };
         let tag = r.byte()?;
         match tag {
+            TAG_INDEX => {
+                let (_, end) = decode_index(bytes, pos)?;
+                Ok((tag, 0, end))
+            }
             TAG_RECORD | TAG_UPDATE => {
                 let pk = unzigzag(r.varint()?);
                 self.decode_fields(&mut r, None)?;
@@ -571,6 +610,49 @@ pub fn trailer_of(bytes: &[u8]) -> Option<Trailer> {
     })
 }
 
+/// What one segment of a list holds, as the head's index frame says: its
+/// records (each pk once) and the range of their pks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Record frames in the segment (all live when it was written).
+    pub count: u32,
+    /// The smallest pk among them.
+    pub min: i64,
+    /// The largest pk among them.
+    pub max: i64,
+}
+
+/// Appends an index frame describing `infos` (segment 0 first).
+pub fn encode_index(infos: &[SegmentInfo], out: &mut Vec<u8>) {
+    out.push(TAG_INDEX);
+    put_varint(out, infos.len() as u64);
+    for info in infos {
+        put_varint(out, info.count as u64);
+        put_varint(out, zigzag(info.min));
+        put_varint(out, zigzag(info.max));
+    }
+}
+
+/// Reads the index frame at `pos` of `bytes`; returns it and where it ends.
+pub fn decode_index(bytes: &[u8], pos: usize) -> Result<(Vec<SegmentInfo>, usize)> {
+    let mut r = Reader { buf: bytes, pos };
+    if r.byte()? != TAG_INDEX {
+        return Err(Error::Decode(format!("no index frame at byte {pos}")));
+    }
+    let n = r.varint()?;
+    if n > u16::MAX as u64 {
+        return Err(Error::Decode(format!("an index of {n} segments")));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let count = u32::try_from(r.varint()?).map_err(|_| Error::Decode("segment count out of range".into()))?;
+        let min = unzigzag(r.varint()?);
+        let max = unzigzag(r.varint()?);
+        out.push(SegmentInfo { count, min, max });
+    }
+    Ok((out, r.pos))
+}
+
 /// The name of a frame's tag, as inspection tools show it.
 pub fn frame_kind(tag: u8) -> &'static str {
     match tag {
@@ -578,6 +660,7 @@ pub fn frame_kind(tag: u8) -> &'static str {
         TAG_UPDATE => "update",
         TAG_TOMBSTONE => "tombstone",
         TAG_FINAL_TOMBSTONE => "final-tombstone",
+        TAG_INDEX => "index",
         _ => "unknown",
     }
 }
@@ -664,6 +747,10 @@ impl<'a> ListView<'a> {
             let mut pos = 0;
             while pos < body.len() {
                 let (tag, pk, end) = layout.frame_at(body, pos)?;
+                if tag == TAG_INDEX {
+                    pos = end;
+                    continue;
+                }
                 frames += 1;
                 let here = (p as u16, pos as u32, end as u32);
                 pos = end;
@@ -796,10 +883,10 @@ pub fn describe(layout: &Layout, bytes: &[u8]) -> (Vec<FrameInfo>, Option<String
 
 /// A set of primary keys with a cheap multiplicative hash: walking a list
 /// hashes every pk, and SipHash would cost more than decoding.
-type PkSet = HashSet<i64, std::hash::BuildHasherDefault<PkHasher>>;
+pub(crate) type PkSet = HashSet<i64, std::hash::BuildHasherDefault<PkHasher>>;
 
 #[derive(Default)]
-struct PkHasher(u64);
+pub(crate) struct PkHasher(u64);
 
 impl std::hash::Hasher for PkHasher {
     fn finish(&self) -> u64 {
@@ -1135,7 +1222,16 @@ mod tests {
         let layout = Layout::new(follow_schema(), &[2]);
         let parts = parts_of(&layout, 1000, 200, 4000);
         assert!(parts.len() > 3, "{} parts", parts.len());
-        assert!(parts[0].len() <= 200 && parts[1..].iter().all(|p| p.len() <= 4000));
+        // The head's records fit in 200 bytes; its index comes on top.
+        let (index, index_end) = decode_index(&parts[0], 0).unwrap();
+        assert_eq!(index.len(), parts.len() - 1);
+        assert!(parts[0].len() - index_end <= 200 && parts[1..].iter().all(|p| p.len() <= 4000));
+        let in_segments: u32 = index.iter().map(|s| s.count).sum();
+        assert_eq!(in_segments as usize + layout.read_parts(&[&parts[0]]).unwrap().len(), 1000);
+        assert_eq!(
+            (index[0].max, index.last().unwrap().min),
+            (1000 - layout.read_parts(&[&parts[0]]).unwrap().len() as i64, 1)
+        );
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         let full = layout.read_parts(&refs).unwrap();
         assert!(full.complete());

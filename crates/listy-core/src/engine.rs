@@ -32,6 +32,7 @@ use crate::codec::{encode_tombstone, Kind, Layout, Part, Row, Schema, Value, Val
 use crate::error::{Error, Result, SourceError, SourceErrorKind};
 use crate::fault::{Fault, FaultKind};
 use crate::keys;
+use crate::segments::HeadIndex;
 use crate::store::{Item, Op, Reply, Store};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -835,6 +836,29 @@ impl Engine {
         self.get(fields, values, source)
     }
 
+    /// Some segments of a list read head-only (`partial`), in one batched
+    /// round trip, in the order of `indices`; `None` when one is gone (a
+    /// compaction or an eviction came first: read the list again) or the
+    /// cache failed (the whole read then falls back to the source).
+    pub fn segments_of(&self, fields: &[String], partial: &Fetched, indices: &[u16]) -> Result<Option<Vec<Vec<u8>>>> {
+        let spec = self.spec(fields)?;
+        let id = match spec.layout.part_of(&partial.parts[0])? {
+            (Part::Head { .. }, id) => id,
+            _ => return Ok(None),
+        };
+        let ops = indices.iter().map(|&i| Op::Get { key: keys::segment_key(&partial.key, id, i) }).collect();
+        let mut out = Vec::with_capacity(indices.len());
+        for reply in self.store.execute(ops) {
+            match reply {
+                Ok(Reply::Value(Some(item))) => out.push(item.value),
+                // A segment gone, or the cache failing: the caller reads
+                // the list whole, which falls back to the source.
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// Wraps parts that read as a list; `None` when they do not.
     fn fetched(spec: &ListSpec, key: String, parts: Vec<Vec<u8>>, hit: bool, fault: Option<Fault>) -> Option<Fetched> {
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
@@ -944,6 +968,10 @@ impl Engine {
     fn hit(&self, spec: &ListSpec, key: &str, item: &Item, complete: bool) -> Result<Option<Fetched>> {
         let mut parts = vec![item.value.clone()];
         let segmented = matches!(spec.layout.part_of(&item.value), Ok((Part::Head { segments }, _)) if segments > 0);
+        // A head that prepends have grown past `head_split` is split again
+        // now, even by a reader that wanted the head only: the first page of
+        // every list stays one small read, whatever its length.
+        let complete = complete || (segmented && item.value.len() > self.options.head_split);
         if segmented && complete {
             let Some(segments) = self.fetch_segments(spec, key, &item.value)? else { return Ok(None) };
             parts.extend(segments);
@@ -1604,6 +1632,12 @@ impl Engine {
             Ok(Reply::Value(item)) => item,
             _ => None,
         };
+        if buckets.iter().all(Option::is_none) {
+            if let Some(n) = head.as_ref().and_then(|item| self.indexed_count(&spec, &key, item)) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(vec![n; buckets.len()]);
+            }
+        }
         let tag = head.as_ref().and_then(|item| count_tag(&spec, item));
         if let Some(tag) = &tag {
             let cached: Option<Vec<u64>> = replies
@@ -1631,6 +1665,27 @@ impl Engine {
             let _ = self.store.execute(ops);
         }
         Ok(counts)
+    }
+
+    /// The live count of a list in segments from its head's index (see
+    /// [`crate::segments`]): the head, plus one batched read of the segments
+    /// whose pk range holds a pk the head's prepends shadow. `None` when the
+    /// head has no index or a segment is gone (count the whole list).
+    fn indexed_count(&self, spec: &ListSpec, key: &str, head: &Item) -> Option<u64> {
+        let index = HeadIndex::new(&spec.layout, &head.value).ok()??;
+        let needed = index.ambiguous();
+        let mut read = Vec::with_capacity(needed.len());
+        if !needed.is_empty() {
+            let ops = needed.iter().map(|&i| Op::Get { key: keys::segment_key(key, index.id(), i) }).collect();
+            for reply in self.store.execute(ops) {
+                match reply.ok()? {
+                    Reply::Value(Some(item)) => read.push(item.value),
+                    _ => return None,
+                }
+            }
+        }
+        let given: Vec<(u16, &[u8])> = needed.iter().copied().zip(read.iter().map(Vec::as_slice)).collect();
+        Some(index.blocks(&spec.layout, &given).ok()?.total() as u64)
     }
 
     /// The model-wide counters, kept with `incr`/`decr` by every write. One

@@ -11,6 +11,7 @@
 //! - [`store`]: the [`Store`] trait; [`local`] (embedded) and [`pool`] (memcached).
 //! - [`client`], [`ketama`]: the memcached text protocol and server selection.
 //! - [`reader`]: the lazy head-first [`reader::List`] a program iterates.
+//! - [`segments`]: counts and pages of a list in segments from the few parts they need.
 //! - [`pgoutput`]: PostgreSQL's logical decoding messages (`listy_sync`).
 //! - [`fault`]: why a read bypassed the cache or a write fell short, by kind.
 //! - [`error`]: the crate's one [`Error`], with the typed [`SourceError`].
@@ -30,6 +31,7 @@ pub mod local;
 pub mod pgoutput;
 pub mod pool;
 pub mod reader;
+pub mod segments;
 pub mod store;
 #[cfg(feature = "tls")]
 pub mod tls;

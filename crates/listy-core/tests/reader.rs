@@ -136,8 +136,12 @@ fn the_head_serves_the_newest_rows_and_the_segments_are_fetched_on_demand() {
         assert_eq!(list.get(head - 1).unwrap().as_ref(), Some(&expected[head - 1]));
         assert!(!list.is_empty().unwrap());
         assert!(!list.is_complete());
-        // Past it: one completion, then every row, in order, whole.
+        // Past it: only the segment the row is in, never the whole list.
         assert_eq!(list.get(head).unwrap().as_ref(), Some(&expected[head]));
+        assert!(!list.is_complete());
+        assert_eq!(list.len().unwrap(), 40);
+        assert!(!list.is_complete());
+        assert_eq!(list.pks().unwrap(), pks(&expected));
         assert!(list.is_complete());
         assert_eq!(list.get(expected.len()).unwrap(), None);
         assert_eq!(list.rows().collect::<Result<Vec<_>, _>>().unwrap(), expected);
@@ -150,7 +154,7 @@ fn the_head_serves_the_newest_rows_and_the_segments_are_fetched_on_demand() {
 }
 
 #[test]
-fn iterating_completes_the_list_only_when_it_goes_past_the_head() {
+fn iterating_reads_the_segments_only_when_it_goes_past_the_head() {
     on_every_store(|store| {
         let db = Db::with_follows(40);
         let e = engine(&store);
@@ -159,10 +163,12 @@ fn iterating_completes_the_list_only_when_it_goes_past_the_head() {
         let first: Vec<Row> = list.rows().take(head).map(Result::unwrap).collect();
         assert_eq!(first, expected[..head]);
         assert!(!list.is_complete());
-        // A window across the head's end and into the segments.
+        // A window across the head's end and into the segments: a segment
+        // at a time, the list is never read whole.
         let window: Vec<Row> = list.rows().skip(head - 2).take(5).map(Result::unwrap).collect();
         assert_eq!(window, expected[head - 2..head + 3]);
-        assert!(list.is_complete());
+        assert_eq!(list.rows().collect::<Result<Vec<_>, _>>().unwrap(), expected);
+        assert!(!list.is_complete());
         // The prefix the head holds is the head; one more needs the whole.
         let list = read(&e, &db);
         assert!(!list.prefix(head).unwrap().complete);
@@ -279,4 +285,173 @@ fn an_undecodable_record_is_an_error_naming_the_list() {
         assert!(err.to_string().contains(list.key()), "{err}");
         assert_eq!(broken.get(1).unwrap().as_ref(), Some(&db.list()[1]));
     });
+}
+
+/// A small deterministic generator (the same cases on every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// What a complete read of the list shows (the reference reader).
+fn whole_pks(e: &Arc<Engine>, db: &Db) -> Vec<i64> {
+    let list = read(e, db);
+    let whole = list.whole().unwrap();
+    let mut out = Vec::new();
+    for i in 0..whole.live.len() {
+        out.push(match list.row_of(&whole, i).unwrap()[0] {
+            Value::Int(pk) => pk,
+            _ => unreachable!(),
+        });
+    }
+    out
+}
+
+/// Counts, slices anywhere, iteration and keyset pages of a list in
+/// segments, read without completing it, equal the complete read and the
+/// database after random adds, deletes (of rows in the head, in segments,
+/// twice), updates and revivals, and after the compactions they cause.
+#[test]
+fn counts_slices_and_keyset_pages_of_a_list_in_segments_match_the_whole_list_and_the_database() {
+    // Items of 1 KiB: a list of 300 rows takes several segments.
+    let server = common::Memcached::start();
+    let mut config = PoolConfig::new(vec![server.addr()]);
+    config.max_item_size = 1024;
+    let stores: Vec<Arc<dyn Store>> =
+        vec![Arc::new(LocalStore::new("reader-test", 1024)), Arc::new(MemcachedPool::new(config).unwrap())];
+    for store in stores {
+        let db = Db::with_follows(300);
+        let mut options = Options { head_max: 120, head_split: 600, ..Options::default() };
+        options.compact_min_dead = 8;
+        let mut e =
+            Engine::new(store.clone(), "r:", "app.Follow", schema(), vec![vec!["follower_id".to_string()]], options)
+                .unwrap();
+        let splits = Arc::new(AtomicUsize::new(0));
+        let seen = splits.clone();
+        e.set_event_sink(Arc::new(move |_, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }));
+        let e = Arc::new(e);
+        read(&e, &db);
+        let mut rng = Lcg(7);
+        let mut next_pk = 301;
+        let mut gone: Vec<Row> = Vec::new();
+        for round in 0..60 {
+            for _ in 0..rng.below(6) {
+                let live: Vec<i64> = db.rows.lock().unwrap().keys().copied().collect();
+                match rng.below(5) {
+                    0 => {
+                        let row = follow(next_pk);
+                        next_pk += 1;
+                        db.rows.lock().unwrap().insert(row_pk(&row), row.clone());
+                        e.add(&row, None, &db).unwrap();
+                    }
+                    1 | 2 if !live.is_empty() => {
+                        let pk = live[rng.below(live.len() as u64) as usize];
+                        let row = db.rows.lock().unwrap().remove(&pk).unwrap();
+                        let hard = rng.below(2) == 0;
+                        e.delete(&row, None, hard).unwrap();
+                        if !hard {
+                            gone.push(row);
+                        }
+                    }
+                    3 if !live.is_empty() => {
+                        let pk = live[rng.below(live.len() as u64) as usize];
+                        let old = db.rows.lock().unwrap()[&pk].clone();
+                        let mut new = old.clone();
+                        new[3] = Value::Str(format!("updated {round}"));
+                        db.rows.lock().unwrap().insert(pk, new.clone());
+                        e.update(&old, None, &new, None, &db).unwrap();
+                    }
+                    _ if !gone.is_empty() => {
+                        // A soft-deleted row comes back (prepended, out of pk order).
+                        let row = gone.remove(rng.below(gone.len() as u64) as usize);
+                        db.rows.lock().unwrap().insert(row_pk(&row), row.clone());
+                        e.add(&row, None, &db).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            let queries = db.queries();
+            let reference = whole_pks(&e, &db);
+            let mut in_db: Vec<i64> = db.rows.lock().unwrap().keys().copied().collect();
+            let mut sorted = reference.clone();
+            sorted.sort();
+            assert_eq!(sorted, in_db, "round {round}: the complete read equals the database");
+            let n = reference.len();
+            // len and count, without completing the list.
+            let list = read(&e, &db);
+            assert_eq!(list.len().unwrap(), n, "round {round}");
+            let fields = vec!["follower_id".to_string()];
+            assert_eq!(e.count(&fields, &[Value::Int(FOLLOWER)], &db).unwrap(), n as u64, "round {round}");
+            // Slices anywhere, spanning segment boundaries.
+            for _ in 0..6 {
+                let a = rng.below(n as u64 + 3) as usize;
+                let b = a + rng.below(40) as usize;
+                let list = read(&e, &db);
+                let span = list.span(a, b).unwrap();
+                let got: Vec<i64> = (a..b.min(n))
+                    .map(|i| {
+                        assert!(span.holds(i), "round {round}: [{a}:{b}] holds {i}");
+                        row_pk(&list.row_of(&span.content, i - span.first).unwrap())
+                    })
+                    .collect();
+                assert_eq!(got, reference[a.min(n)..b.min(n)], "round {round}: [{a}:{b}]");
+                assert_eq!(list.get(a).unwrap().map(|r| row_pk(&r)), reference.get(a).copied());
+            }
+            let list = read(&e, &db);
+            let iterated: Vec<i64> = list.rows().map(|r| row_pk(&r.unwrap())).collect();
+            assert_eq!(iterated, reference, "round {round}: iteration");
+            // Keyset pages, both ways, against the database's order.
+            in_db.reverse();
+            let cursor =
+                if n == 0 { None } else { Some(reference[rng.below(n as u64) as usize] + rng.below(2) as i64) };
+            let limit = 1 + rng.below(30) as usize;
+            let list = read(&e, &db);
+            let page = |span: listy_core::reader::Span| -> Vec<i64> {
+                (0..span.content.live.len()).map(|i| row_pk(&list.row_of(&span.content, i).unwrap())).collect()
+            };
+            let after: Vec<i64> = in_db.iter().copied().filter(|p| cursor.is_none_or(|c| *p < c)).take(limit).collect();
+            assert_eq!(page(list.keyset(cursor, limit, true).unwrap()), after, "round {round}: after {cursor:?}");
+            let mut before: Vec<i64> =
+                in_db.iter().rev().copied().filter(|p| cursor.is_none_or(|c| *p > c)).take(limit).collect();
+            before.reverse();
+            assert_eq!(page(list.keyset(cursor, limit, false).unwrap()), before, "round {round}: before {cursor:?}");
+            if round % 10 == 9 {
+                // A keyset walk through the whole list, a row added between
+                // pages: every row once, in the database's order.
+                let mut walked = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let list = read(&e, &db);
+                    let span = list.keyset(cursor, 7, true).unwrap();
+                    let page: Vec<i64> =
+                        (0..span.content.live.len()).map(|i| row_pk(&list.row_of(&span.content, i).unwrap())).collect();
+                    let Some(&last) = page.last() else { break };
+                    walked.extend(page);
+                    cursor = Some(last);
+                    let row = follow(next_pk);
+                    next_pk += 1;
+                    db.rows.lock().unwrap().insert(row_pk(&row), row.clone());
+                    e.add(&row, None, &db).unwrap();
+                }
+                assert_eq!(walked, in_db, "round {round}: a keyset walk with prepends");
+            }
+            let segments = read(&e, &db).whole().unwrap().parts.len() - 1;
+            assert!(segments >= 4, "round {round}: {segments} segments");
+            assert_eq!(db.queries(), queries, "round {round}: every read was a hit");
+        }
+        assert!(splits.load(Ordering::SeqCst) > 0, "the list was compacted or split along the way");
+    }
+}
+
+fn row_pk(row: &Row) -> i64 {
+    match row[0] {
+        Value::Int(pk) => pk,
+        _ => unreachable!(),
+    }
 }

@@ -260,6 +260,10 @@ impl Completion for ListCompleter {
                 .map_err(|e| Raised(source.error(e)))
         })
     }
+
+    fn segments(&self, partial: &Fetched, indices: &[u16]) -> Result<Option<Vec<Vec<u8>>>, Raised> {
+        Python::attach(|py| py.detach(|| self.engine.segments_of(&self.fields, partial, indices)).map_err(Raised::from))
+    }
 }
 
 fn report_to_py(py: Python<'_>, report: WriteReport) -> PyResult<Bound<'_, PyDict>> {

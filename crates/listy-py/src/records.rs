@@ -11,7 +11,7 @@ use crate::engine::ListCompleter;
 use crate::errors::ConfigError;
 use listy_core::codec::{Layout, ValueRef};
 use listy_core::engine::Fetched;
-use listy_core::reader::List;
+use listy_core::reader::{List, Span};
 use pyo3::exceptions::PyIndexError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -238,6 +238,14 @@ impl Records {
         value.getattr(pyo3::intern!(py, "pk"))?.extract()
     }
 
+    /// A keyset page (see `after`), built into a list.
+    fn keyset<'py>(&self, py: Python<'py>, pk: Option<i64>, limit: usize, after: bool) -> PyResult<Bound<'py, PyList>> {
+        let span = self.list.keyset(pk, limit, after)?;
+        let out = PyList::empty(py);
+        self.build_range(py, &span.content, (0, 1, span.content.live.len() as isize), |o| out.append(o))?;
+        Ok(out)
+    }
+
     /// The instances of records `start, start + step, ...` (`n` of them) of
     /// `content`, decoded into one reused buffer, appended to `out`.
     fn build_range<'py>(
@@ -299,32 +307,57 @@ impl Records {
             let stop: Option<isize> = slice.getattr("stop")?.extract()?;
             let start: Option<isize> = slice.getattr("start")?.extract()?;
             let step: Option<isize> = slice.getattr("step")?.extract()?;
-            // `[:n]` (and `[i:n]`) needs the first n records only.
-            let content = match stop {
+            // `[i:n]` needs records i..n only: the head, or the segments
+            // they are in (a list in segments is never read whole for it).
+            let span = match stop {
                 Some(n) if n >= 0 && step.unwrap_or(1) > 0 && start.unwrap_or(0) >= 0 => {
-                    self.list.prefix(n as usize)?
+                    self.list.span(start.unwrap_or(0) as usize, n as usize)?
                 }
-                _ => self.list.whole()?,
+                _ => Span { content: self.list.whole()?, first: 0 },
             };
-            let ind = slice.indices(content.live.len() as isize)?;
+            // Indices over the list as far as the span reaches.
+            let ind = slice.indices(span.end() as isize)?;
             let out = PyList::empty(py);
-            self.build_range(py, &content, (ind.start, ind.step, ind.slicelength as isize), |o| out.append(o))?;
+            let local = (ind.start - span.first as isize, ind.step, ind.slicelength as isize);
+            if ind.slicelength > 0 && local.0 < 0 {
+                return Err(PyIndexError::new_err("Records slice out of the span read"));
+            }
+            self.build_range(py, &span.content, local, |o| out.append(o))?;
             return Ok(out.into_any());
         }
         let i: isize = index.extract()?;
-        let content = if i < 0 { self.list.whole()? } else { self.list.prefix(i as usize + 1)? };
-        let n = content.live.len() as isize;
-        let j = if i < 0 { i + n } else { i };
-        if j < 0 || j >= n {
+        let span = if i < 0 {
+            Span { content: self.list.whole()?, first: 0 }
+        } else {
+            self.list.span(i as usize, i as usize + 1)?
+        };
+        let j = if i < 0 { i + span.end() as isize } else { i };
+        if j < 0 || !span.holds(j as usize) {
             return Err(PyIndexError::new_err("Records index out of range"));
         }
+        let (content, j) = (&span.content, j as usize - span.first);
         let mut values = Vec::new();
-        let pk = self.list.decode(&content, j as usize, &mut values)?;
+        let pk = self.list.decode(content, j, &mut values)?;
         self.builder.record_instance(py, self.list.layout(), pk, &values, &self.fixed)
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> RecordsIter {
-        RecordsIter { records: slf.unbind(), next: 0, ready: std::collections::VecDeque::new() }
+        RecordsIter { records: slf.unbind(), next: 0, span: None, ready: std::collections::VecDeque::new() }
+    }
+
+    /// A keyset page: up to `limit` instances whose pk is below `pk` (from
+    /// the top when None), largest pk first, as the ORM's
+    /// `filter(pk__lt=pk).order_by("-pk")[:limit]`.
+    #[pyo3(signature = (pk, limit = 20))]
+    fn after<'py>(&self, py: Python<'py>, pk: Option<i64>, limit: usize) -> PyResult<Bound<'py, PyList>> {
+        self.keyset(py, pk, limit, true)
+    }
+
+    /// The keyset page before `pk`: the `limit` instances with the smallest
+    /// pks above it, largest pk first (the page a reverse cursor shows).
+    #[pyo3(signature = (pk, limit = 20))]
+    fn before<'py>(&self, py: Python<'py>, pk: Option<i64>, limit: usize) -> PyResult<Bound<'py, PyList>> {
+        self.keyset(py, pk, limit, false)
     }
 
     /// Rows as tuples in schema order, without model instances.
@@ -391,6 +424,9 @@ impl Records {
 pub struct RecordsIter {
     records: Py<Records>,
     next: usize,
+    /// The part of the list being iterated: the head, or one segment (a
+    /// list in segments is read one at a time, so memory stays flat).
+    span: Option<Span>,
     /// Instances built ahead, in batches.
     ready: std::collections::VecDeque<Py<PyAny>>,
 }
@@ -404,13 +440,16 @@ impl RecordsIter {
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         if self.ready.is_empty() {
             let records = self.records.get();
-            let content = records.list.prefix(self.next + 1)?;
+            if !self.span.as_ref().is_some_and(|s| s.holds(self.next)) {
+                self.span = Some(records.list.span(self.next, self.next + 1)?);
+            }
+            let span = self.span.as_ref().expect("span read");
             // Batches grow from 8 to ITER_BATCH: `next(iter(records))` and
             // loops that stop early do not pay for instances they never see.
             let batch = self.next.clamp(8, ITER_BATCH);
-            let end = content.live.len().min(self.next + batch);
-            let span = (self.next as isize, 1, end.saturating_sub(self.next) as isize);
-            records.build_range(py, &content, span, |o| {
+            let end = span.end().min(self.next + batch);
+            let local = ((self.next - span.first.min(self.next)) as isize, 1, end.saturating_sub(self.next) as isize);
+            records.build_range(py, &span.content, local, |o| {
                 self.ready.push_back(o.unbind());
                 Ok(())
             })?;
