@@ -889,3 +889,28 @@ def test_a_caching_manager_from_a_custom_queryset():
     assert isinstance(qs, MineQuerySet) and isinstance(qs, ListyQuerySet)
     assert isinstance(Thing.objects.mine(), ListyQuerySet)
     assert isinstance(Thing.cache, listy.ListCache)
+
+
+def test_instances_do_not_share_their_dicts_or_state() -> None:
+    """Instances are copies of one template ``__dict__``: each has its own
+    dict and its own ``ModelState``, with the keys ``from_db`` gives, and a
+    change to one leaves the others (and later reads) as they were."""
+    me = User.objects.create(username="me")
+    others = User.objects.bulk_create([User(username=f"o{i}") for i in range(3)])
+    Follow.objects.bulk_create([Follow(follower=me, followee=o) for o in others])
+    a, b, c = Follow.cache.get(follower=me)
+    orm = Follow.objects.get(pk=a.pk)
+    assert list(a.__dict__) == list(orm.__dict__)
+    assert vars(a._state) == vars(orm._state)
+    assert a.__dict__ is not b.__dict__ and a._state is not b._state
+    a.followee_id = me.pk
+    a._state.adding = True
+    a._state.fields_cache["followee"] = me
+    assert b.followee_id == others[1].pk and c.followee_id == others[0].pk
+    assert b._state.adding is False and "followee" not in b._state.fields_cache
+    again = Follow.cache.get(follower=me)[0]
+    assert again.followee_id == others[2].pk and again._state.adding is False
+    assert again._state.fields_cache == {}
+    names = [f.attname for f in Follow._meta.concrete_fields]
+    rows = Follow.objects.filter(follower=me).order_by("-pk").values_list(*names)
+    assert Follow.cache.get(follower=me).values() == list(rows)

@@ -332,7 +332,7 @@ impl PyEngine {
         let engine = builder.build().map_err(CoreError)?;
         let names: Vec<&str> = s.inner.fields().iter().map(|f| f.name.as_str()).collect();
         let attnames =
-            names.iter().map(|n| if n.contains('.') { None } else { Some(PyString::new(py, n).unbind()) }).collect();
+            names.iter().map(|n| if n.contains('.') { None } else { Some(PyString::intern(py, n).unbind()) }).collect();
         let mut rels = Vec::new();
         for (fk_attname, (field_name, class, pk_attname)) in related.unwrap_or_default() {
             let fk_position = s.inner.position(&fk_attname).ok_or_else(|| {
@@ -342,14 +342,14 @@ impl PyEngine {
             let fields = names
                 .iter()
                 .enumerate()
-                .filter_map(|(i, n)| n.strip_prefix(&prefix).map(|a| (i, PyString::new(py, a).unbind())))
+                .filter_map(|(i, n)| n.strip_prefix(&prefix).map(|a| (i, PyString::intern(py, a).unbind())))
                 .collect();
             rels.push(Related {
                 fields,
                 fk_position,
                 field_name: PyString::new(py, &field_name).unbind(),
                 class,
-                pk_attname: PyString::new(py, &pk_attname).unbind(),
+                pk_attname: PyString::intern(py, &pk_attname).unbind(),
             });
         }
         let builder = Builder {
@@ -360,6 +360,7 @@ impl PyEngine {
             related: rels,
             on_build,
             aware: s.aware,
+            templates: pyo3::sync::PyOnceLock::new(),
         };
         Ok(PyEngine { engine: Arc::new(engine), schema, builder: Arc::new(builder) })
     }

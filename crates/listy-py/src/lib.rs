@@ -11,6 +11,7 @@ mod pgoutput;
 mod protocol;
 mod records;
 mod store;
+mod template;
 
 use pyo3::prelude::*;
 

@@ -9,13 +9,15 @@
 use crate::convert::to_py;
 use crate::engine::ListCompleter;
 use crate::errors::ConfigError;
+use crate::template::{put, Template};
 use listy_core::codec::{Layout, ValueRef};
 use listy_core::engine::Fetched;
 use listy_core::reader::{List, Span};
 use pyo3::exceptions::PyIndexError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySlice, PyString, PyTuple, PyType};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyList, PySlice, PyString, PyTuple, PyType};
 use std::sync::Arc;
 
 /// An inlined foreign key: the related instance is built from the record.
@@ -35,35 +37,66 @@ pub struct Builder {
     pub model_class: Py<PyType>,
     pub state_class: Py<PyType>,
     pub db_alias: Py<PyString>,
-    /// Attnames in schema order (inlined fields have `None`).
+    /// Attnames in schema order (inlined fields have `None`), interned.
     pub attnames: Vec<Option<Py<PyString>>>,
     pub related: Vec<Related>,
     pub on_build: Option<Py<PyAny>>,
     pub aware: bool,
+    /// The dict templates, made on first use (the model class must be
+    /// ready to make a bare instance of it).
+    pub templates: PyOnceLock<Templates>,
+}
+
+/// The templates instances are copied from (see `crate::template`).
+pub struct Templates {
+    /// The model's `__dict__`: `_state`, then every attname (None).
+    instance: Template,
+    /// `ModelState`'s: `db` (the alias), `adding` (False), as `from_db` leaves it.
+    state: Template,
+    /// Each inlined related model's: `_state`, its pk and inlined fields.
+    related: Vec<Template>,
+    state_key: Py<PyString>,
 }
 
 impl Builder {
-    /// A bare instance of `cls` (no `__init__`), like `object.__new__(cls)`.
-    fn allocate<'py>(py: Python<'py>, cls: &Py<PyType>) -> PyResult<Bound<'py, PyAny>> {
-        let empty = PyTuple::empty(py);
-        // SAFETY: `cls` is a live type object and `empty` a live tuple while
-        // the GIL is held; `PyType_GenericNew` returns a new reference or NULL.
-        unsafe {
-            let obj = ffi::PyType_GenericNew(cls.as_ptr().cast(), empty.as_ptr(), std::ptr::null_mut());
-            Bound::from_owned_ptr_or_err(py, obj)
-        }
+    fn templates(&self, py: Python<'_>) -> PyResult<&Templates> {
+        self.templates.get_or_try_init(py, || {
+            let none = || py.None().into_bound(py);
+            let state_key = pyo3::intern!(py, "_state").clone();
+            let mut items = vec![(state_key.clone(), none())];
+            items.extend(self.attnames.iter().flatten().map(|a| (a.bind(py).clone(), none())));
+            let instance = Template::new(py, &self.model_class, &items)?;
+            let state_items = [
+                (pyo3::intern!(py, "db").clone(), self.db_alias.bind(py).clone().into_any()),
+                (pyo3::intern!(py, "adding").clone(), PyBool::new(py, false).to_owned().into_any()),
+            ];
+            let state = Template::new(py, &self.state_class, &state_items)?;
+            let related = self
+                .related
+                .iter()
+                .map(|rel| {
+                    let mut items = vec![(state_key.clone(), none()), (rel.pk_attname.bind(py).clone(), none())];
+                    items.extend(rel.fields.iter().map(|(_, a)| (a.bind(py).clone(), none())));
+                    Template::new(py, &rel.class, &items)
+                })
+                .collect::<PyResult<_>>()?;
+            Ok::<_, PyErr>(Templates { instance, state, related, state_key: state_key.unbind() })
+        })
     }
 
-    fn state<'py>(&self, py: Python<'py>, fields_cache: Option<Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
-        // Plain attributes (no descriptors on ModelState): CPython keeps them
-        // inline without a dict object, one GC-tracked object less per row.
-        let state = Self::allocate(py, &self.state_class)?;
-        state.setattr(pyo3::intern!(py, "db"), self.db_alias.bind(py))?;
-        state.setattr(pyo3::intern!(py, "adding"), false)?;
+    /// A `ModelState` as `Model.from_db` leaves it (`db` set, `adding`
+    /// False), with the inlined related instances if any.
+    fn state<'py>(
+        &self,
+        py: Python<'py>,
+        t: &Templates,
+        fields_cache: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let dict = t.state.dict(py)?;
         if let Some(cache) = fields_cache {
-            state.setattr(pyo3::intern!(py, "fields_cache"), cache)?;
+            put(&dict, pyo3::intern!(py, "fields_cache"), &cache)?;
         }
-        Ok(state)
+        t.state.object(py, dict)
     }
 
     /// Builds one instance from a record's values (`stored` positions of the
@@ -76,7 +109,8 @@ impl Builder {
         values: &[ValueRef<'_>],
         fixed: &[(usize, Py<PyAny>)],
     ) -> PyResult<Bound<'py, PyAny>> {
-        let mut fields = self.fields(py);
+        let t = self.templates(py)?;
+        let mut fields = self.fields(py, t)?;
         fields.put(0, &pk.into_pyobject(py)?.into_any())?;
         for (&pos, value) in layout.stored().iter().zip(values) {
             fields.put(pos, &to_py(py, *value, self.aware)?)?;
@@ -84,7 +118,51 @@ impl Builder {
         for (pos, value) in fixed {
             fields.put(*pos, value.bind(py))?;
         }
-        self.finish(py, fields)
+        self.finish(py, t, fields)
+    }
+
+    /// One row as a tuple in schema order (`.values()`), from a record's
+    /// values and the list's fixed key values.
+    pub fn record_tuple<'py>(
+        &self,
+        py: Python<'py>,
+        layout: &Layout,
+        pk: i64,
+        values: &[ValueRef<'_>],
+        fixed: &[(usize, Py<PyAny>)],
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let n = self.attnames.len();
+        // SAFETY: GIL held; `PyTuple_New` returns a new tuple of `n` NULL
+        // slots (or NULL with an error set). Every slot is filled below
+        // before the tuple is handed out, each with a new reference the
+        // tuple steals: pk at 0, then `stored` and the fixed positions
+        // (which cover 1..n for a layout of this schema; any slot left NULL
+        // is filled with None rather than handed out NULL).
+        unsafe {
+            let tuple = Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(n as ffi::Py_ssize_t))?;
+            let t = tuple.as_ptr();
+            // Counts the slots filled for the first time.
+            let set = |pos: usize, value: Bound<'py, PyAny>| -> usize {
+                let first = ffi::PyTuple_GetItem(t, pos as ffi::Py_ssize_t).is_null();
+                ffi::PyTuple_SetItem(t, pos as ffi::Py_ssize_t, value.into_ptr());
+                first as usize
+            };
+            let mut filled = set(0, pk.into_pyobject(py)?.into_any());
+            for (&pos, value) in layout.stored().iter().zip(values) {
+                filled += set(pos, to_py(py, *value, self.aware)?);
+            }
+            for (pos, value) in fixed {
+                filled += set(*pos, value.bind(py).clone());
+            }
+            if filled < n {
+                for pos in 0..n {
+                    if ffi::PyTuple_GetItem(t, pos as ffi::Py_ssize_t).is_null() {
+                        set(pos, py.None().into_bound(py));
+                    }
+                }
+            }
+            Ok(tuple.cast_into_unchecked())
+        }
     }
 
     /// Builds one instance from a row in schema order, as a loader returns
@@ -94,11 +172,12 @@ impl Builder {
         if n != self.attnames.len() {
             return Err(ConfigError::new_err(format!("a row of {n} values for a schema of {}", self.attnames.len())));
         }
-        let mut fields = self.fields(py);
+        let t = self.templates(py)?;
+        let mut fields = self.fields(py, t)?;
         for (pos, value) in row.try_iter()?.enumerate() {
             fields.put(pos, &value?)?;
         }
-        self.finish(py, fields)
+        self.finish(py, t, fields)
     }
 
     /// Instances from rows in schema order (see `row_instance`).
@@ -111,23 +190,23 @@ impl Builder {
         Ok(out)
     }
 
-    /// An empty instance `__dict__` to fill.
-    fn fields<'a, 'py>(&'a self, py: Python<'py>) -> Fields<'a, 'py> {
+    /// A fresh instance `__dict__` (a copy of the template) to fill.
+    fn fields<'a, 'py>(&'a self, py: Python<'py>, t: &Templates) -> PyResult<Fields<'a, 'py>> {
         let mut by_position = Vec::new();
         if !self.related.is_empty() {
             by_position.resize(self.attnames.len(), None);
         }
-        Fields { py, attnames: &self.attnames, dict: PyDict::new(py), by_position }
+        Ok(Fields { py, attnames: &self.attnames, dict: t.instance.dict(py)?, by_position })
     }
 
     /// The instance of filled `fields`: `_state` (with the inlined related
     /// instances), the bare object, the `on_build` hook.
-    fn finish<'py>(&self, py: Python<'py>, fields: Fields<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn finish<'py>(&self, py: Python<'py>, t: &Templates, fields: Fields<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
         let Fields { dict, by_position, .. } = fields;
-        let fields_cache = if self.related.is_empty() { None } else { Some(self.related_cache(py, &by_position)?) };
-        dict.set_item(pyo3::intern!(py, "_state"), self.state(py, fields_cache)?)?;
-        let obj = Self::allocate(py, &self.model_class)?;
-        obj.setattr(pyo3::intern!(py, "__dict__"), dict)?;
+        let fields_cache =
+            if self.related.is_empty() { None } else { Some(self.related_cache(py, t, &by_position)?) };
+        put(&dict, t.state_key.bind(py), &self.state(py, t, fields_cache)?)?;
+        let obj = t.instance.object(py, dict)?;
         match &self.on_build {
             Some(hook) => hook.bind(py).call1((obj,)),
             None => Ok(obj),
@@ -139,24 +218,23 @@ impl Builder {
     fn related_cache<'py>(
         &self,
         py: Python<'py>,
+        t: &Templates,
         by_position: &[Option<Bound<'py, PyAny>>],
     ) -> PyResult<Bound<'py, PyDict>> {
         let cache = PyDict::new(py);
-        for rel in &self.related {
+        for (rel, template) in self.related.iter().zip(&t.related) {
             let Some(fk) = by_position[rel.fk_position].as_ref().filter(|v| !v.is_none()) else {
                 continue;
             };
-            let d = PyDict::new(py);
-            d.set_item(rel.pk_attname.bind(py), fk)?;
+            let d = template.dict(py)?;
+            put(&d, rel.pk_attname.bind(py), fk)?;
             for (pos, attname) in &rel.fields {
                 if let Some(v) = &by_position[*pos] {
-                    d.set_item(attname.bind(py), v)?;
+                    put(&d, attname.bind(py), v)?;
                 }
             }
-            d.set_item(pyo3::intern!(py, "_state"), self.state(py, None)?)?;
-            let obj = Self::allocate(py, &rel.class)?;
-            obj.setattr(pyo3::intern!(py, "__dict__"), d)?;
-            cache.set_item(rel.field_name.bind(py), obj)?;
+            put(&d, t.state_key.bind(py), &self.state(py, t, None)?)?;
+            cache.set_item(rel.field_name.bind(py), template.object(py, d)?)?;
         }
         Ok(cache)
     }
@@ -175,7 +253,7 @@ struct Fields<'a, 'py> {
 impl<'py> Fields<'_, 'py> {
     fn put(&mut self, pos: usize, value: &Bound<'py, PyAny>) -> PyResult<()> {
         if let Some(name) = &self.attnames[pos] {
-            self.dict.set_item(name.bind(self.py), value)?;
+            put(&self.dict, name.bind(self.py), value)?;
         }
         if !self.by_position.is_empty() {
             self.by_position[pos] = Some(value.clone());
@@ -363,23 +441,19 @@ impl Records {
     /// Rows as tuples in schema order, without model instances.
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = self.list.whole()?;
-        let n_fields = self.builder.attnames.len();
+        let n = list.live.len();
         let _pause = GcPause::new(py);
-        let out = PyList::empty(py);
-        let mut values = Vec::new();
-        for i in 0..list.live.len() {
+        // SAFETY: GIL held; a list of `n` NULL slots, each filled below
+        // (the loop runs `n` times or returns an error, dropping the list)
+        // with a new reference the list steals.
+        let out = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(n as ffi::Py_ssize_t))? };
+        let mut values = Vec::with_capacity(self.list.layout().stored().len());
+        for i in 0..n {
             let pk = self.list.decode(&list, i, &mut values)?;
-            let mut row: Vec<Bound<'py, PyAny>> = vec![py.None().into_bound(py); n_fields];
-            row[0] = pk.into_pyobject(py)?.into_any();
-            for (&pos, v) in self.list.layout().stored().iter().zip(&values) {
-                row[pos] = to_py(py, *v, self.builder.aware)?;
-            }
-            for (pos, v) in &self.fixed {
-                row[*pos] = v.bind(py).clone();
-            }
-            out.append(PyTuple::new(py, row)?)?;
+            let row = self.builder.record_tuple(py, self.list.layout(), pk, &values, &self.fixed)?;
+            unsafe { ffi::PyList_SetItem(out.as_ptr(), i as ffi::Py_ssize_t, row.into_ptr()) };
         }
-        Ok(out)
+        Ok(unsafe { out.cast_into_unchecked() })
     }
 
     /// The primary keys, newest first.
