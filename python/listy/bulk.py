@@ -12,8 +12,10 @@ settle read). Python decides nothing about lists: the engine does.
 
 Above ``LISTY["BULK_REPAIR_THRESHOLD"]`` rows (or when the database does not
 say which rows a write touched: ``bulk_create(ignore_conflicts=True)``, or
-no primary keys returned) the model's lists are repaired wholesale instead:
-the generation bump of ``flush_all()`` (``Engine.flush``).
+no primary keys returned; or when ``bulk_create()`` inserted rows under
+primary keys the caller gave, which earlier rows' final tombstones would
+hide) the model's lists are repaired wholesale instead: the generation bump
+of ``flush_all()`` (``Engine.flush``).
 """
 
 from __future__ import annotations
@@ -154,8 +156,9 @@ def bulk_create(
 ) -> list[models.Model]:
     """``bulk_create()``: the rows inserted (or changed by an upsert) reach
     every list. Where the database does not say which rows those are
-    (conflicts ignored, no primary keys returned) the model's lists are
-    repaired wholesale."""
+    (conflicts ignored, no primary keys returned), or rows were inserted
+    under primary keys the caller gave (``_recreated``), the model's lists
+    are repaired wholesale."""
     model = qs.model
     client = client_of(model)
     if client is None or origin.is_handled(model):
@@ -174,13 +177,26 @@ def bulk_create(
                 known = False
             else:
                 olds = _read(writers, existing, using, lock=True)
+        given = {o.pk for o in objs if o.pk is not None}
         created = run()
         pks = [o.pk for o in created]
-        if not known or any(pk is None for pk in pks):
+        if not known or any(pk is None for pk in pks) or _recreated(given, olds):
             _schedule(client, using, flush_ops(writers))
         else:
             _schedule(client, using, change_ops(olds, _read(writers, pks, using, lock=False)))
     return created
+
+
+def _recreated(given: set[Any], olds: States) -> bool:
+    """Whether rows were inserted under primary keys the caller gave (not
+    those of rows an upsert updated): such a key may have been used before,
+    and the earlier row's final tombstones would hide the new one in every
+    list it joins. As for a single insert under a given key
+    (``Engine.recreate``), the model's lists start afresh."""
+    if not given:
+        return False
+    existing = set().union(*(states.keys() for states in olds.values()))
+    return bool(given - existing)
 
 
 def _existing(qs: models.QuerySet[Any], objs: Sequence[models.Model], unique_fields: Sequence[str] | None) -> models.QuerySet[Any] | None:
