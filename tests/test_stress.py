@@ -231,3 +231,44 @@ def test_two_processes_deleting_one_row_count_it_once(users, memcached_server, h
     assert out in ('{"deleted": false}', '{"deleted": 0}')
     assert Follow.cache.count() == 1
     assert [f.followee_id for f in Follow.cache.get(follower=me)] == [him.pk]
+
+
+@pytest.mark.parametrize("how", ["m2m", "upsert"])
+def test_two_processes_inserting_one_row_count_it_once(users, memcached_server, how):
+    """An insert that waits for a concurrent insert of the same unique row
+    (a many-to-many ``add()``, whose INSERT ignores conflicts; an upsert),
+    then finds it there: the model-wide counter goes up once, not twice."""
+    from django.db import connection, transaction
+
+    if how == "upsert" and not connection.features.supports_update_conflicts_with_target:
+        pytest.skip("an upsert without unique fields repairs the lists wholesale")
+    me, you = users[:2]
+    team = Team.objects.create(name="t")
+    model = TeamMembers if how == "m2m" else Friend
+    assert model.cache.count() == 0  # the model-wide counter, cached
+    with transaction.atomic():
+        if how == "m2m":
+            team.members.add(you)
+            a = team.pk
+        else:
+            Friend.objects.bulk_create([Friend(follower=me, followee=you)], update_conflicts=True,
+                                       unique_fields=["follower", "followee"], update_fields=["hidden"])
+            a = me.pk
+        # the other process finds no such row (not committed): its INSERT
+        # waits for ours, then meets it
+        other = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "workers.py"), "add_member", str(a), str(you.pk), how],
+            env=worker_env(memcached_server),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert other.stdout is not None
+        started = other.stdout.readline()
+        assert started, other.stderr.read() if other.stderr else ""
+        time.sleep(0.5)  # its INSERT is waiting on our row
+    out, err = other.communicate(timeout=60)
+    assert other.returncode == 0, err
+    assert model._base_manager.count() == 1
+    assert model.cache.count() == 1

@@ -20,6 +20,11 @@ for the simpler one-shot helper). They share the test database
 ``python tests/workers.py delete FOLLOWER FOLLOWEE listy|orm``
     One delete of the pair (the concurrent-delete test).
 
+``python tests/workers.py add_member A B m2m|upsert``
+    One insert that may meet a concurrent insert of the same row (the
+    concurrent-insert test): ``Team(pk=A).members.add(B)``, or an upsert
+    of the ``Friend`` pair ``(A, B)``.
+
 ``python tests/workers.py serve``
     Reads commands from stdin, one per line, answers one JSON line each:
     ``get FOLLOWER`` (the list, its counter, whether it came from the
@@ -311,6 +316,23 @@ def serve() -> None:
         print(json.dumps(answer), flush=True)
 
 
+def add_member(team: int, user: int, how: str) -> None:
+    """One insert of the membership: ``m2m`` (``team.members.add()``),
+    ``upsert`` (``Friend`` pair ``team, user`` as users, through
+    ``bulk_create(update_conflicts=True)``)."""
+    print(json.dumps({"started": True}), flush=True)
+    if how == "m2m":
+        Team(pk=team).members.add(user)
+    else:
+        Friend.objects.bulk_create(
+            [Friend(follower_id=team, followee_id=user)],
+            update_conflicts=True,
+            unique_fields=["follower", "followee"],
+            update_fields=["hidden"],
+        )
+    print(json.dumps({"added": True}))
+
+
 def delete(follower: int, followee: int, how: str) -> None:
     """One delete of the pair, through Listy or the ORM (signals)."""
     print(json.dumps({"started": True}), flush=True)
@@ -325,6 +347,8 @@ if __name__ == "__main__":
     if sys.argv[1] == "stress":
         teams = [int(x) for x in sys.argv[5].split(",")] if len(sys.argv) > 5 else []
         stress(int(sys.argv[2]), int(sys.argv[3]), [int(x) for x in sys.argv[4].split(",")], teams)
+    elif sys.argv[1] == "add_member":
+        add_member(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif sys.argv[1] == "delete":
         delete(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif sys.argv[1] == "serve":
