@@ -272,3 +272,24 @@ def test_two_processes_inserting_one_row_count_it_once(users, memcached_server, 
     assert other.returncode == 0, err
     assert model._base_manager.count() == 1
     assert model.cache.count() == 1
+
+
+def test_an_insert_left_to_the_background_settle_is_settled_when_the_process_ends(users, memcached_server):
+    """An insert whose settle waits for the background worker's next look
+    (``listy.worker.verify_later``) is settled when its process ends before
+    that look: its row, deleted meanwhile by a path that left no tombstone
+    where the insert's frames landed, is not left listed."""
+    me, you = users[:2]
+    assert len(Follow.cache.get(follower=me)) == 0  # cached, empty
+    env = process_env(memcached_server.address, repair_interval=60)  # no look before the exit
+    other = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "workers.py"), "insert_then_exit", str(me.pk), str(you.pk)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert other.returncode == 0, other.stderr
+    pk = json.loads(other.stdout.strip().splitlines()[-1])["pk"]
+    assert not Follow.objects.filter(pk=pk).exists()
+    got = Follow.cache.get(follower=me)
+    assert got.from_cache
+    assert [f.pk for f in got] == []
+    assert Follow.cache.get_one(pk) is None

@@ -21,6 +21,10 @@ for the simpler one-shot helper). They share the test database
 ``python tests/workers.py delete FOLLOWER FOLLOWEE listy|orm``
     One delete of the pair (the concurrent-delete test).
 
+``python tests/workers.py insert_then_exit FOLLOWER FOLLOWEE``
+    An add() whose row is then deleted behind Listy's back, and the process
+    ends before its background worker's next look (the exit test).
+
 ``python tests/workers.py add_member A B m2m|upsert``
     One insert that may meet a concurrent insert of the same row (the
     concurrent-insert test): ``Team(pk=A).members.add(B)``, or an upsert
@@ -38,6 +42,7 @@ import json
 import os
 import random
 import sys
+import time
 import traceback
 from collections import Counter
 from contextlib import nullcontext
@@ -340,6 +345,23 @@ def add_member(team: int, user: int, how: str) -> None:
     print(json.dumps({"added": True}))
 
 
+def insert_then_exit(follower: int, followee: int) -> None:
+    """``Follow.cache.add()`` (its settle left to the background worker's
+    next look), then the row deleted by a statement the raw-SQL guard does
+    not see (as if its delete's tombstones went to an older generation), and
+    the process ends at once, before that look."""
+    from listy import rawsql
+
+    Follow.cache.get(follower_id=follower)  # the worker starts; its first look runs now
+    time.sleep(0.3)
+    obj = Follow.cache.add(follower_id=follower, followee_id=followee)
+    assert obj is not None
+    connection.execute_wrappers.remove(rawsql.guard)
+    with connection.cursor() as c:
+        c.execute(f"DELETE FROM {connection.ops.quote_name(Follow._meta.db_table)} WHERE id = %s", [obj.pk])
+    print(json.dumps({"pk": obj.pk}), flush=True)
+
+
 def delete(follower: int, followee: int, how: str) -> None:
     """One delete of the pair, through Listy or the ORM (signals)."""
     print(json.dumps({"started": True}), flush=True)
@@ -354,6 +376,8 @@ if __name__ == "__main__":
     if sys.argv[1] == "stress":
         teams = [int(x) for x in sys.argv[5].split(",")] if len(sys.argv) > 5 else []
         stress(int(sys.argv[2]), int(sys.argv[3]), [int(x) for x in sys.argv[4].split(",")], teams)
+    elif sys.argv[1] == "insert_then_exit":
+        insert_then_exit(int(sys.argv[2]), int(sys.argv[3]))
     elif sys.argv[1] == "add_member":
         add_member(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif sys.argv[1] == "delete":

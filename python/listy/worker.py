@@ -63,6 +63,11 @@ def _start() -> None:
         # still inside the engine then (GIL released) would be ended by
         # pthread_exit, which unwinds through Rust frames and aborts.
         atexit.register(stop)
+        # Runs first (last registered): inserts still waiting for their
+        # settle are settled before the process ends, not dropped (a row
+        # deleted meanwhile by a path that left no tombstone where the
+        # insert's frames landed would stay listed).
+        atexit.register(settle_inserts)
         _atexit_registered = True
     with _lock:
         if _pid == os.getpid() and _thread is not None and _thread.is_alive():
