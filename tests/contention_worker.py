@@ -10,8 +10,15 @@ work on ``Mark`` (soft deletes, an enabled flag, indexes ``(entry, color)``,
     of a possibly stale instance (a move between lists), soft-delete and
     enabled flips through ``save(update_fields=...)``, ``instance.delete()``,
     a plain ``save()`` of a stale instance (Django re-creates a row deleted
-    meanwhile under its old primary key), and reads; a third of the writes
-    inside ``transaction.atomic()``. Prints one JSON line: operations per
+    meanwhile under its old primary key), the batched ORM write paths
+    (``QuerySet.update()`` moving rows or flipping flags, ``bulk_update()``
+    of stale instances, ``bulk_create()`` of new rows and, with
+    ``ignore_conflicts``/``update_conflicts``, of rows under primary keys
+    seen before (the primary key is the unique constraint met: a row
+    deleted meanwhile is inserted again), queryset ``delete()``), a raw
+    SQL write through ``connection.cursor()``, and reads; a third of the
+    writes inside ``transaction.atomic()``; the writes that repair the lists
+    wholesale not in the last fifth. Prints one JSON line: operations per
     kind, errors per class, primary keys seen, and up to 5 tracebacks.
     ``LISTY_CONTENTION_MIX=add,move,...`` keeps only the writes named
     (reads stay).
@@ -77,7 +84,8 @@ import django  # noqa: E402
 
 django.setup()
 
-from django.db import DatabaseError, IntegrityError, OperationalError, transaction  # noqa: E402
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 import listy  # noqa: E402
 from listy.store import get_store  # noqa: E402
@@ -98,7 +106,7 @@ def django_would_raise(op: str, exc: BaseException) -> str | None:
         return f"db:{op}:{type(exc).__name__}"
     if op in ("move", "flip_deleted", "flip_enabled") and isinstance(exc, DatabaseError) and GONE in text:
         return f"django:{op}:gone"
-    if op == "stale_save" and isinstance(exc, IntegrityError):
+    if op in ("stale_save", "raw_sql") and isinstance(exc, IntegrityError):
         # the UPDATE matched nothing (deleted meanwhile), the INSERT under the
         # old pk met another process's re-creation of it
         return f"django:{op}:duplicate_pk"
@@ -116,6 +124,14 @@ class Stress:
         ("flip_enabled", 3),
         ("hard_delete", 6),
         ("stale_save", 7),
+        ("qs_move", 5),
+        ("qs_flip", 3),
+        ("bulk_update", 4),
+        ("bulk_create", 3),
+        ("bulk_create_ignore", 2),
+        ("bulk_create_upsert", 3),
+        ("qs_delete", 3),
+        ("raw_sql", 2),
         ("refresh", 8),
         ("get_entry", 8),
         ("get_name", 6),
@@ -180,6 +196,68 @@ class Stress:
                     obj.color = r.choice(COLORS)
                 obj.save()
 
+    def batched(self, op: str) -> None:
+        """The batched ORM write paths and a raw SQL write."""
+        r = self.rng
+        if op == "qs_move":
+            # the rows of one (entry, name) move to a color's lists
+            t = self.triple()
+            Mark.objects.filter(entry_id=t["entry_id"], name=t["name"]).update(color=t["color"])
+        elif op == "qs_flip":
+            t = self.triple()
+            field = "deleted" if r.random() < 0.6 else "enabled"
+            Mark.objects.filter(entry_id=t["entry_id"], color=t["color"]).update(**{field: r.random() < 0.5})
+        elif op == "bulk_update":
+            objs = {o.pk: o for o in (self.instance() for _ in range(3)) if o is not None}
+            for o in objs.values():
+                o.color = r.choice(COLORS)
+                if r.random() < 0.3:
+                    o.deleted = not o.deleted
+            if objs:
+                Mark.objects.bulk_update(list(objs.values()), ["color", "deleted"])
+        elif op == "bulk_create":
+            made = Mark.objects.bulk_create([Mark(**self.triple()) for _ in range(r.randint(1, 3))])
+            self.seen.update(o.pk for o in made if o.pk is not None)
+        elif op in ("bulk_create_ignore", "bulk_create_upsert"):
+            # rows under primary keys seen before: live ones conflict, those
+            # hard-deleted meanwhile are inserted again under their old key
+            pks = r.sample(sorted(self.seen), min(len(self.seen), r.randint(1, 3)))
+            objs = [Mark(pk=pk, **self.triple()) for pk in pks] + [Mark(**self.triple())]
+            if op == "bulk_create_ignore":
+                Mark.objects.bulk_create(objs, ignore_conflicts=True)
+            else:
+                target = connection.features.supports_update_conflicts_with_target
+                made = Mark.objects.bulk_create(
+                    objs, update_conflicts=True, unique_fields=["pk"] if target else None, update_fields=["color", "deleted"]
+                )
+                self.seen.update(o.pk for o in made if o.pk is not None)
+        elif op == "qs_delete":
+            t = self.triple()
+            Mark.objects.filter(entry_id=t["entry_id"], name=t["name"], color=t["color"]).delete()
+        elif op == "raw_sql":
+            self.raw_sql()
+
+    def raw_sql(self) -> None:
+        """One write of Mark's table through ``connection.cursor()``: Listy
+        repairs the lists after commit."""
+        r = self.rng
+        table = connection.ops.quote_name(Mark._meta.db_table)
+        t = self.triple()
+        how = r.choice(["move", "flip", "delete", "insert"])
+        with connection.cursor() as c:
+            if how == "move":
+                c.execute(f"UPDATE {table} SET color = %s WHERE entry_id = %s AND name = %s", [t["color"], t["entry_id"], t["name"]])
+            elif how == "flip":
+                c.execute(f"UPDATE {table} SET deleted = NOT deleted WHERE name = %s AND color = %s", [t["name"], t["color"]])
+            elif how == "delete" and self.seen:
+                c.execute(f"DELETE FROM {table} WHERE id = %s", [r.choice(sorted(self.seen))])
+            else:
+                now = connection.ops.adapt_datetimefield_value(timezone.now())
+                c.execute(
+                    f"INSERT INTO {table} (entry_id, name, color, created, deleted, enabled) VALUES (%s, %s, %s, %s, %s, %s)",
+                    [t["entry_id"], t["name"], t["color"], now, False, True],
+                )
+
     def read(self, op: str) -> None:
         r = self.rng
         if op == "get_entry":
@@ -205,16 +283,27 @@ class Stress:
             ops = [(n, w) for n, w in ops if n in allowed]
         names = [n for n, _ in ops]
         weights = [w for _, w in ops]
+        # the writes that repair the lists wholesale (a generation bump) are
+        # not in the last fifth: most lists end up cached and updated in
+        # place, so the final check compares lists, not fresh rebuilds
+        wholesale = {"raw_sql", "bulk_create_ignore"}
+        if not connection.features.supports_update_conflicts_with_target:
+            wholesale.add("bulk_create_upsert")  # an upsert without unique fields (MariaDB)
+        calm = [0 if n in wholesale else w for n, w in ops]
         writes = {"add", "cache_delete", "move", "flip_deleted", "flip_enabled", "hard_delete", "stale_save"}
-        for _ in range(n_ops):
-            op = self.rng.choices(names, weights)[0]
+        batched = {n for n, _ in self.OPS} - writes - {"refresh", "get_entry", "get_name", "get_one", "count"}
+        for i in range(n_ops):
+            op = self.rng.choices(names, weights if i < n_ops * 4 // 5 else calm)[0]
             try:
                 if op == "refresh":
                     self.refresh()
-                elif op in writes:
+                elif op in writes or op in batched:
                     block = transaction.atomic() if self.rng.random() < 0.33 else nullcontext()
                     with block:
-                        self.write(op)
+                        if op in writes:
+                            self.write(op)
+                        else:
+                            self.batched(op)
                 else:
                     self.read(op)
                 self.done[op] += 1

@@ -235,6 +235,31 @@ def test_bulk_create_updating_conflicts(people):
     assert len(Friend.cache.get(follower=me)) == 2
 
 
+@pytest.mark.parametrize("how", ["plain", "upsert"])
+def test_bulk_create_under_a_deleted_rows_primary_key(graph, how):
+    """``bulk_create()`` given the primary key of a row deleted before (as
+    a stale instance's ``save()`` may re-create one): the deleted row's
+    final tombstones must not hide the new row in any list it joins."""
+    a, b, c, x, y, z = graph
+    gone = Follow.cache.get(follower=a)[0]
+    Follow.objects.filter(pk=gone.pk).delete()
+    warm(Follow, ("follower",), graph)
+    assert gone.pk not in [f.pk for f in Follow.cache.get(follower=a)]
+    assert Follow.cache.get_one(gone.pk) is None
+    again = Follow(pk=gone.pk, follower=a, followee_id=gone.followee_id)
+    if how == "plain":
+        Follow.objects.bulk_create([again])
+    elif connection.features.supports_update_conflicts_with_target:
+        Follow.objects.bulk_create([again], update_conflicts=True, unique_fields=["pk"], update_fields=["followee"])
+    else:
+        Follow.objects.bulk_create([again], update_conflicts=True, update_fields=["followee"])
+    assert_coherent(Follow, "follower", graph)
+    assert gone.pk in [f.pk for f in Follow.cache.get(follower=a)]
+    assert gone.pk in [f.pk for f in Follow.cache.get(follower=a, followee=gone.followee_id)]
+    got = Follow.cache.get_one(gone.pk)
+    assert got is not None and got.followee_id == gone.followee_id
+
+
 # ---------------------------------------------------------------- deletes
 
 

@@ -294,13 +294,18 @@ class Engine:
         pairs: Iterable[tuple[RowState | None, RowState | None]],
         loader: Loader,
         rows_loader: Callable[[list[Any]], Iterable[RowState]],
+        recount: bool = False,
     ) -> WriteReport:
         """Many row changes, after their commit, in one pipelined batch:
         each pair is ``(old, new)`` as for ``change``. Frames bound for one
         list go as one prepend, counter moves as one sum per counter; lists
         found missing are left to the next read. Changes of existing rows
         are settled with one ``rows_loader(pks)`` call per round (the
-        states of the rows still stored, in any order)."""
+        states of the rows still stored, in any order). ``recount``: the
+        model-wide counters the changes touch are deleted (counted afresh
+        by the next read) instead of moved, for a writer that cannot tell
+        whether its insert inserted the row or met the one a concurrent
+        writer inserted."""
     def follow_changes(self, changes: list[tuple[RowState | None, RowState | None]]) -> WriteReport:
         """Row changes read from the database's change stream, in commit
         order, applied as its follower does: one pipelined batch of frames

@@ -12,8 +12,10 @@ settle read). Python decides nothing about lists: the engine does.
 
 Above ``LISTY["BULK_REPAIR_THRESHOLD"]`` rows (or when the database does not
 say which rows a write touched: ``bulk_create(ignore_conflicts=True)``, or
-no primary keys returned) the model's lists are repaired wholesale instead:
-the generation bump of ``flush_all()`` (``Engine.flush``).
+no primary keys returned; or when ``bulk_create()`` inserted rows under
+primary keys the caller gave, which earlier rows' final tombstones would
+hide) the model's lists are repaired wholesale instead: the generation bump
+of ``flush_all()`` (``Engine.flush``).
 """
 
 from __future__ import annotations
@@ -65,10 +67,14 @@ def flush_ops(writers: Iterable[Writes]) -> list[Op]:
     return [(w, w.engine.flush) for w in writers]
 
 
-def change_ops(olds: States, news: States | None) -> list[Op]:
+def change_ops(olds: States, news: States | None, *, recount: bool = False) -> list[Op]:
     """Cache work for many row changes: per writer, one ``change_many`` of
     every ``(old, new)`` pair that touches lists (``news`` None: every row
-    of ``olds`` was deleted; a pk absent from the old states: inserted)."""
+    of ``olds`` was deleted; a pk absent from the old states: inserted).
+    ``recount``: some "inserted" rows may have been inserted by a concurrent
+    writer (an INSERT that ignores conflicts, an upsert that found no row to
+    lock): the model-wide counters are recounted rather than moved, so that
+    the row is not counted twice."""
     ops: list[Op] = []
     for w, old in olds.items():
         new = {} if news is None else news.get(w, {})
@@ -79,7 +85,7 @@ def change_ops(olds: States, news: States | None) -> list[Op]:
                 pairs.append((o, n))
         if pairs:
             source = w.source
-            ops.append((w, partial(w.engine.change_many, pairs, source.rows, source.states_by_pk)))
+            ops.append((w, partial(w.engine.change_many, pairs, source.rows, source.states_by_pk, recount=recount)))
     return ops
 
 
@@ -188,8 +194,9 @@ def bulk_create(
 ) -> list[models.Model]:
     """``bulk_create()``: the rows inserted (or changed by an upsert) reach
     every list. Where the database does not say which rows those are
-    (conflicts ignored, no primary keys returned) the model's lists are
-    repaired wholesale."""
+    (conflicts ignored, no primary keys returned), or rows were inserted
+    under primary keys the caller gave (``_recreated``), the model's lists
+    are repaired wholesale."""
     model = qs.model
     client = client_of(model)
     if client is None or origin.is_handled(model):
@@ -208,13 +215,35 @@ def bulk_create(
                 known = False
             else:
                 olds = _read(writers, existing, using, lock=True)
+        given = {o.pk for o in objs if o.pk is not None}
         created = run()
         pks = [o.pk for o in created]
-        if not known or any(pk is None for pk in pks):
+        if not known or any(pk is None for pk in pks) or _recreated(given, olds):
             _schedule(client, using, flush_ops(writers))
         else:
-            _schedule(client, using, change_ops(olds, _read(writers, pks, using, lock=False)))
+            # an upsert's rows that its locked read did not find may have
+            # been inserted meanwhile by another writer, which counted them
+            news = _read(writers, pks, using, lock=False)
+            _schedule(client, using, change_ops(olds, news, recount=update_conflicts and _unlocked(olds, news)))
     return created
+
+
+def _recreated(given: set[Any], olds: States) -> bool:
+    """Whether rows were inserted under primary keys the caller gave (not
+    those of rows an upsert updated): such a key may have been used before,
+    and the earlier row's final tombstones would hide the new one in every
+    list it joins. As for a single insert under a given key
+    (``Engine.recreate``), the model's lists start afresh."""
+    if not given:
+        return False
+    existing = set().union(*(states.keys() for states in olds.values()))
+    return bool(given - existing)
+
+
+def _unlocked(olds: States, news: States) -> bool:
+    """Whether rows are stored now that the locked read before the write
+    did not find."""
+    return any(news.get(w, {}).keys() - old.keys() for w, old in olds.items())
 
 
 def _existing(qs: models.QuerySet[Any], objs: Sequence[models.Model], unique_fields: Sequence[str] | None) -> models.QuerySet[Any] | None:
@@ -370,7 +399,9 @@ def m2m_added(through: type[models.Model], instance: models.Model, model: type[m
     writers = client.writers()
     news = _read(writers, rows, using, lock=False)
     olds: States = {w: {} for w in writers}
-    _schedule(client, using, change_ops(olds, news))
+    # Django's INSERT ignores conflicts: a row read here may be one a
+    # concurrent add() inserted (and counted), this INSERT meeting it
+    _schedule(client, using, change_ops(olds, news, recount=True))
 
 
 def _m2m_fields(

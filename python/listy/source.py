@@ -30,7 +30,8 @@ from django.conf import settings
 from django.db import connections, models
 from django.utils import timezone
 
-from listy.fetch import max_params, pk_filter, values
+from listy.fetch import max_params, pk_filter
+from listy.fetch import values as fetch_values
 from listy.schema import PLACEHOLDER, Column, ModelSchema
 
 EPOCH = datetime.date(1970, 1, 1)
@@ -231,7 +232,9 @@ class DjangoBackingStore:
         """The live rows of one list, newest first, as tuples in schema order."""
         _check_online()
         qs = self.live_queryset().filter(**dict(zip(fields, values)))
-        return self._convert(qs.order_by("-pk").values_list(*self._paths))
+        # a cold build of a big list: psycopg's C loaders where they give
+        # what Django's do (listy.fetch)
+        return self._convert(fetch_values(qs.order_by("-pk").values_list(*self._paths), self.db_alias))
 
     __call__ = rows
 
@@ -326,7 +329,7 @@ class DjangoBackingStore:
         for qs in queries:
             if lock:
                 qs = _locked(qs, using)
-            out.update(self.states_of(values(qs.order_by("pk").values_list(*cols), using)))
+            out.update(self.states_of(fetch_values(qs.order_by("pk").values_list(*cols), using)))
         return out
 
     def state_columns(self) -> list[str] | None:

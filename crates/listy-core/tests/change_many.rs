@@ -336,3 +336,24 @@ fn an_empty_batch_sends_nothing() {
         assert_eq!(db.batch_reads.load(Ordering::SeqCst), 0);
     });
 }
+
+/// Two writers each hand the engine the same insert (an INSERT that ignored
+/// the conflict with a concurrent one, then read the row that one inserted).
+/// Moved, the model-wide counters would count the row twice; recounted
+/// (`change_many_with(.., recount)`), they are deleted and counted afresh.
+#[test]
+fn an_insert_handed_twice_is_counted_once_when_recounted() {
+    on_every_store(|store| {
+        let (e, db) = seeded(&store);
+        let id = N + 1;
+        let insert = db.write(id, Some(thing(id, 1, 1, 1, false)));
+        e.change_many(std::slice::from_ref(&insert), &db).unwrap();
+        let report = e.change_many_with(&[insert], &db, true).unwrap();
+        assert!(report.faults.is_empty(), "{:?}", report.faults);
+        assert_converged(&e, &db, &ids());
+        // a recounted move between days: both days' counters recounted
+        let moved = db.write(1, Some(thing(1, 3, 2, 2, false))); // row 1 was on day 1
+        e.change_many_with(&[moved], &db, true).unwrap();
+        assert_converged(&e, &db, &ids());
+    });
+}

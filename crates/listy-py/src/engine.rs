@@ -544,12 +544,16 @@ impl PyEngine {
     /// Many row changes after their commit, in one pipelined batch: each
     /// pair is `(old, new)` as for `change`. Settles through one
     /// `rows_loader(pks)` call per round (the states of those still stored).
+    /// `recount`: the model-wide counters they touch are deleted instead of
+    /// moved (`Engine::change_many_with`).
+    #[pyo3(signature = (pairs, loader, rows_loader, recount = false))]
     fn change_many<'py>(
         &self,
         py: Python<'py>,
         pairs: &Bound<'py, PyAny>,
         loader: Py<PyAny>,
         rows_loader: Py<PyAny>,
+        recount: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let schema = &self.schema(py).inner;
         let mut changes = Vec::new();
@@ -561,7 +565,7 @@ impl PyEngine {
         }
         let source = PySource::settling_many(&loader, &rows_loader, self.schema(py));
         let engine = self.engine.clone();
-        let report = py.detach(|| engine.change_many(&changes, &source)).map_err(|e| source.error(e))?;
+        let report = py.detach(|| engine.change_many_with(&changes, &source, recount)).map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 

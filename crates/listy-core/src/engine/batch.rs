@@ -17,7 +17,7 @@
 //! [`super::Source::rows_by_pk`] call, and the rows another writer changed
 //! meanwhile are written as one more batch (lists only, never counters).
 
-use super::change::{arriving, leaving, SETTLE_ROUNDS};
+use super::change::{arriving, leaving, recount_days, SETTLE_ROUNDS};
 use super::{Arriving, Engine, Leaving, Meta, Missing, Plan, Stored, WriteReport};
 use crate::codec::Value;
 use crate::error::{Error, Result};
@@ -25,10 +25,12 @@ use crate::fault::Fault;
 use crate::store::{Op, Reply};
 use std::collections::{HashMap, HashSet};
 
-/// One planned change: what leaves and what arrives (counted or not).
+/// One planned change: what leaves and what arrives (counted or not), and
+/// the days whose model-wide counters it deletes instead of moving them.
 struct Planned<'a> {
     removed: Option<Leaving<'a>>,
     added: Option<Arriving<'a>>,
+    recount: Vec<Option<i32>>,
 }
 
 impl Engine {
@@ -43,8 +45,32 @@ impl Engine {
         changes: &[(Option<Stored>, Option<Stored>)],
         source: &dyn super::Source,
     ) -> Result<WriteReport> {
-        let planned: Vec<Planned<'_>> =
-            changes.iter().filter_map(|(old, new)| planned(old.as_ref(), new.as_ref(), true)).collect();
+        self.change_many_with(changes, source, false)
+    }
+
+    /// [`Engine::change_many`]; with `recount`, the model-wide counters the
+    /// changes touch are deleted (counted afresh by the next read) instead
+    /// of moved: for a writer that cannot tell whether its insert inserted
+    /// the row or met the same row a concurrent writer inserted (an INSERT
+    /// that ignores conflicts, an upsert that found no row to lock), whose
+    /// `incr` would count the row a second time. Deleting is idempotent.
+    pub fn change_many_with(
+        &self,
+        changes: &[(Option<Stored>, Option<Stored>)],
+        source: &dyn super::Source,
+        recount: bool,
+    ) -> Result<WriteReport> {
+        let planned: Vec<Planned<'_>> = changes
+            .iter()
+            .filter_map(|(old, new)| {
+                let (old, new) = (old.as_ref(), new.as_ref());
+                let mut p = planned(old, new, !recount)?;
+                if recount {
+                    p.recount = recount_days(Plan::of(old, new), old, new);
+                }
+                Some(p)
+            })
+            .collect();
         let mut report = self.write_batch(&planned)?;
         let mut written: Vec<Stored> = changes
             .iter()
@@ -225,7 +251,12 @@ impl Engine {
         let mut by_key: HashMap<String, Vec<(Op, Option<Missing>)>> = HashMap::new();
         let mut counters: HashMap<String, i64> = HashMap::new();
         let mut counter_order: Vec<String> = Vec::new();
+        let mut recount: Vec<String> = Vec::new();
+        let epoch = self.counter_epoch();
         for c in changes {
+            for &day in &c.recount {
+                recount.extend(self.model_counter_keys(meta.generation, epoch, day));
+            }
             let removed: Vec<Leaving<'_>> = c.removed.into_iter().collect();
             for (op, target) in self.plan(meta, &removed, c.added)? {
                 let delta = match &op {
@@ -263,6 +294,9 @@ impl Engine {
                 d => out.push((Op::Decr { key, delta: d.unsigned_abs() }, None)),
             }
         }
+        recount.sort();
+        recount.dedup();
+        out.extend(recount.into_iter().map(|key| (Op::Delete { key }, None)));
         Ok(out)
     }
 
@@ -299,11 +333,11 @@ fn planned<'a>(old: Option<&'a Stored>, new: Option<&'a Stored>, counted: bool) 
         (Plan::Move, Some(o), Some(n)) => (Some(leaving(o, false, counted)), arriving(n, counted)),
         _ => return None,
     };
-    Some(Planned { removed, added })
+    Some(Planned { removed, added, recount: vec![] })
 }
 
 /// A row found gone by a settle: final tombstones in the lists of the state
 /// written, no counter move.
 fn planned_bury(written: &Stored) -> Option<Planned<'_>> {
-    Some(Planned { removed: Some(leaving(written, true, false)), added: None })
+    Some(Planned { removed: Some(leaving(written, true, false)), added: None, recount: vec![] })
 }

@@ -330,17 +330,20 @@ fn step<'a>(plan: Plan, old: Option<&'a Stored>, new: Option<&'a Stored>, option
         (Plan::Move, Some(o), Some(n)) => (vec![leaving(o, false, counted)], arriving(n, counted), false),
         _ => return None,
     };
-    // The counter buckets a counted change would move: the new row's when
-    // it arrives, the old one's when it leaves, both when a move changes
-    // its day (a move within one day moves nothing).
-    let recount = match (options.recount, plan, old, new) {
-        (false, ..) => vec![],
-        (true, Plan::Add, _, Some(n)) => vec![n.day],
-        (true, Plan::Remove { .. }, Some(o), _) => vec![o.day],
-        (true, Plan::Move, Some(o), Some(n)) if o.day != n.day => vec![o.day, n.day],
-        _ => vec![],
-    };
+    let recount = if options.recount { recount_days(plan, old, new) } else { vec![] };
     Some(Step { removed, added, build, recount })
+}
+
+/// The days whose model-wide counters a counted change would move: the new
+/// row's when it arrives, the old one's when it leaves, both when a move
+/// changes its day (a move within one day moves nothing).
+pub(super) fn recount_days(plan: Plan, old: Option<&Stored>, new: Option<&Stored>) -> Vec<Option<i32>> {
+    match (plan, old, new) {
+        (Plan::Add, _, Some(n)) => vec![n.day],
+        (Plan::Remove { .. }, Some(o), _) => vec![o.day],
+        (Plan::Move, Some(o), Some(n)) if o.day != n.day => vec![o.day, n.day],
+        _ => vec![],
+    }
 }
 
 /// `s` entering its lists (`counted`: the model-wide counters count it).
