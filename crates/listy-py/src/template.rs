@@ -19,6 +19,11 @@ use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 pub struct Template {
     class: Py<PyType>,
     dict: Py<PyDict>,
+    /// The object whose `__dict__` is the template, kept alive: its
+    /// finaliser may write to that dict (Django 6's `ModelState.__del__`
+    /// reads `fields_cache`, whose descriptor stores a new `{}` there, which
+    /// every copy would then share).
+    _proto: Py<PyAny>,
 }
 
 impl Template {
@@ -40,7 +45,7 @@ impl Template {
         for (key, value) in items {
             dict.set_item(key, value)?;
         }
-        Ok(Template { class: class.clone_ref(py), dict: dict.unbind() })
+        Ok(Template { class: class.clone_ref(py), dict: dict.unbind(), _proto: proto.unbind() })
     }
 
     /// A fresh copy of the template dict, to fill before [`object`](Self::object).
