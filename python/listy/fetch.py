@@ -100,7 +100,7 @@ def delete_returning(qs: models.QuerySet[Any], using: str, attnames: Sequence[st
     except EmptyResultSet:
         return []
     opts = qs.model._meta
-    table = compiler.quote_name_unless_alias(opts.db_table)
+    table = conn.ops.quote_name(opts.db_table)  # a table, never an alias
     fields = [opts.get_field(a) for a in attnames]
     cols = [f.get_col(opts.db_table) for f in fields]
     returning = ", ".join(f"{table}.{conn.ops.quote_name(f.column)}" for f in fields)
@@ -139,7 +139,7 @@ def update_returning(
     if not sql:
         return None
     opts = qs.model._meta
-    table = compiler.quote_name_unless_alias(opts.db_table)
+    table = conn.ops.quote_name(opts.db_table)  # a table, never an alias
     fields = [opts.get_field(a) for a in attnames]
     returning = ", ".join(f"{table}.{conn.ops.quote_name(f.column)}" for f in fields)
     converters = query.get_compiler(using).get_converters([f.get_col(opts.db_table) for f in fields])
