@@ -243,12 +243,11 @@ impl Engine {
 
     /// Every change's ops for `meta`, merged: one prepend per list (frames
     /// in the order separate prepends would leave them), one counter op per
-    /// counter (the sum of the moves). Lists whose ops are not all plain
-    /// prepends (a one-row list stored whole, a pk list set) keep their ops
-    /// as they are, in order.
+    /// counter (the sum of the moves). A list's frames are merged by
+    /// `merge::merge_by_key` (a whole-list `add` or `set` carries the later
+    /// frames in front).
     fn plan_batch(&self, meta: &Meta, changes: &[Planned<'_>]) -> Result<Vec<(Op, Option<Missing>)>> {
-        let mut order: Vec<String> = Vec::new();
-        let mut by_key: HashMap<String, Vec<(Op, Option<Missing>)>> = HashMap::new();
+        let mut frames: Vec<(Op, Option<Missing>)> = Vec::new();
         let mut counters: HashMap<String, i64> = HashMap::new();
         let mut counter_order: Vec<String> = Vec::new();
         let mut recount: Vec<String> = Vec::new();
@@ -272,21 +271,10 @@ impl Engine {
                     *counters.entry(key).or_insert(0) += delta;
                     continue;
                 }
-                let key = op.key().to_string();
-                by_key
-                    .entry(key.clone())
-                    .or_insert_with(|| {
-                        order.push(key);
-                        Vec::new()
-                    })
-                    .push((op, target));
+                frames.push((op, target));
             }
         }
-        let mut out = Vec::with_capacity(order.len() + counter_order.len());
-        for key in order {
-            let ops = by_key.remove(&key).expect("planned key");
-            out.extend(super::merge::merge_key(ops));
-        }
+        let mut out = super::merge::merge_by_key(frames);
         for key in counter_order {
             match counters[&key] {
                 0 => {}

@@ -38,7 +38,7 @@ pub(super) fn merge_by_key(ops: Vec<(Op, Option<Missing>)>) -> Vec<(Op, Option<M
 /// (`prepend`, a whole-list `add` or `set`) with one kind of follow-up;
 /// otherwise unchanged. A `set` replaces the list: the ops before the last
 /// one no longer matter.
-pub(super) fn merge_key(ops: Vec<(Op, Option<Missing>)>) -> Vec<(Op, Option<Missing>)> {
+fn merge_key(ops: Vec<(Op, Option<Missing>)>) -> Vec<(Op, Option<Missing>)> {
     if ops.len() < 2 || !ops.iter().all(|(op, _)| matches!(op, Op::Prepend { .. } | Op::Add { .. } | Op::Set { .. })) {
         return ops;
     }
