@@ -25,6 +25,7 @@ error translation, its query log) and each selected field's converters
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Sequence
 from typing import Any
@@ -91,7 +92,6 @@ def delete_returning(qs: models.QuerySet[Any], using: str, attnames: Sequence[st
     rows deleted, read under the delete's own row locks."""
     from django.db.models.sql import DeleteQuery
 
-    conn = connections[using]
     query = qs.query.clone()
     query.__class__ = DeleteQuery
     compiler = query.get_compiler(using)
@@ -99,20 +99,7 @@ def delete_returning(qs: models.QuerySet[Any], using: str, attnames: Sequence[st
         sql, params = compiler.as_sql()
     except EmptyResultSet:
         return []
-    opts = qs.model._meta
-    table = conn.ops.quote_name(opts.db_table)  # a table, never an alias
-    fields = [opts.get_field(a) for a in attnames]
-    cols = [f.get_col(opts.db_table) for f in fields]
-    returning = ", ".join(f"{table}.{conn.ops.quote_name(f.column)}" for f in fields)
-    converters = compiler.get_converters(cols)
-    with conn.cursor() as cursor:
-        if _fast_tz(conn):
-            _use_c_tz_loader(cursor)
-        cursor.execute(f"{sql} RETURNING {returning}", params)
-        rows = cursor.fetchall()
-    if converters:
-        return [tuple(r) for r in compiler.apply_converters(rows, converters)]
-    return [tuple(r) for r in rows]
+    return _returning(compiler, sql, params, qs.model, attnames, using, contextlib.nullcontext())
 
 
 def update_returning(
@@ -125,7 +112,6 @@ def update_returning(
     of a parent model, an ordered update): the caller runs Django's."""
     from django.db.models.sql import UpdateQuery
 
-    conn = connections[using]
     query: Any = qs.query.chain(UpdateQuery)
     query.add_update_values(values)
     if query.related_updates or query.order_by:
@@ -138,12 +124,29 @@ def update_returning(
         return []
     if not sql:
         return None
-    opts = qs.model._meta
+    guard = transaction.mark_for_rollback_on_error(using=using)
+    return _returning(compiler, sql, params, qs.model, attnames, using, guard)
+
+
+def _returning(
+    compiler: Any,
+    sql: str,
+    params: Any,
+    model: type[models.Model],
+    attnames: Sequence[str],
+    using: str,
+    guard: Any,
+) -> list[tuple[Any, ...]]:
+    """Runs ``sql`` (a ``DELETE`` or ``UPDATE`` of ``model``'s table) with
+    ``RETURNING`` of its own columns ``attnames``, the values converted as
+    Django's reads convert them; ``guard`` wraps the statement."""
+    conn = connections[using]
+    opts: Any = model._meta
     table = conn.ops.quote_name(opts.db_table)  # a table, never an alias
     fields = [opts.get_field(a) for a in attnames]
     returning = ", ".join(f"{table}.{conn.ops.quote_name(f.column)}" for f in fields)
-    converters = query.get_compiler(using).get_converters([f.get_col(opts.db_table) for f in fields])
-    with transaction.mark_for_rollback_on_error(using=using), conn.cursor() as cursor:
+    converters = compiler.get_converters([f.get_col(opts.db_table) for f in fields])
+    with guard, conn.cursor() as cursor:
         if _fast_tz(conn):
             _use_c_tz_loader(cursor)
         cursor.execute(f"{sql} RETURNING {returning}", params)
