@@ -6,7 +6,9 @@ rows (``Loader``) and counts (``CountLoader``) on a miss.
 """
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal, TypedDict, final, overload
+from typing import Any, Literal, TypedDict, TypeVar, final, overload
+
+_T = TypeVar("_T")
 
 __version__: str
 """Cargo's package version, compiled in (``listy.__version__`` is this)."""
@@ -150,6 +152,9 @@ RowState = tuple[tuple[Any, ...], bool, int | None]
 hold it, and the local day of its timestamp field (days since 1970-01-01)."""
 
 CountLoader = Callable[[tuple[str, ...], tuple[Any, ...], int | None, int | None], int]
+#: ``model_counter(start_day, end_day)``: the whole model's live rows and the
+#: tags (write intent ids) of the writes committed in the same snapshot.
+ModelCountLoader = Callable[[int | None, int | None], tuple[int, list[int]]]
 
 Period = Literal["day", "week", "month", "year"]
 
@@ -320,12 +325,18 @@ class Engine:
         write report); returns the keys still unreachable."""
 
     def count(
-        self, index: tuple[str, ...], values: tuple[Any, ...], loader: Loader, counter: CountLoader
+        self,
+        index: tuple[str, ...],
+        values: tuple[Any, ...],
+        loader: Loader,
+        counter: CountLoader,
+        model_counter: ModelCountLoader | None = None,
     ) -> int:
         """Live rows of the list, counted from the list itself (read or built
         with ``loader``; the count is cached beside a list in segments, tagged
         with its head). ``index=()``: the whole model, from a counter built
-        with ``counter`` and kept by every write's ``incr``/``decr``."""
+        with ``model_counter`` (or ``counter``) and moved by every write's
+        tagged prepend (``with_write_tag``)."""
     def period_counts(
         self,
         index: tuple[str, ...],
@@ -335,6 +346,7 @@ class Engine:
         buckets: list[tuple[tuple[int, int], tuple[int, int]]],
         loader: Loader,
         counter: CountLoader,
+        model_counter: ModelCountLoader | None = None,
     ) -> list[int]:
         """Counts of the rows whose ``timestamp`` falls in each bucket, given as
         ``((start_day, end_day), (start_us, end_us))``: local days since the
@@ -405,6 +417,12 @@ class TrailerInfo(TypedDict):
 
 def trailer(raw: bytes) -> TrailerInfo | None:
     """The trailer ``raw`` ends with (any layout), or None."""
+
+def with_write_tag(tag: int, work: Callable[[], _T]) -> _T:
+    """Calls ``work()`` with the model-wide counter moves of every write it
+    makes on this thread tagged ``tag`` (a committed write's intent id; 0:
+    untagged), so that a counter built while they are in flight counts them
+    once. Returns what ``work`` returns."""
 
 def is_lease(raw: bytes) -> bool:
     """True when ``raw`` ends with a builder's lease marker."""

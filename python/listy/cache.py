@@ -12,13 +12,14 @@ prepends are the engine's (``listy._native.Engine``).
 from __future__ import annotations
 
 import logging
+from functools import partial
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar, Unpack, cast
 
 from django.db import models
 
 from listy import events as _events
-from listy import middleware, registry, worker
+from listy import intents, middleware, registry, worker
 from listy import outage as _outage
 from listy import recorder as _recorder
 from listy import repair as _repairs
@@ -205,7 +206,7 @@ class ListCache(Writes, PeriodCounts, AsyncCalls, Generic[M]):
         if self._use_db():
             return source.count(index, values)
         try:
-            return self._engine().count(index, values, source.rows, source.count)
+            return self._engine().count(index, values, source.rows, source.count, partial(intents.model_count, source))
         except CacheUnavailable as exc:
             self._unavailable(exc)
             return source.count(index, values)

@@ -50,7 +50,8 @@ that model's lists afresh. ``None``: no intents.
 
 ``COUNTER_EPOCH``: the model-wide counters (``count()`` and period counts
 without filters) are counted afresh from the database this often, in
-seconds, which bounds how long their known race can leave one off (see
+seconds, which bounds how long an untagged write (autocommit ``save()``,
+intents off) in flight while one was built can leave it one off (see
 docs/architecture.md, "Known gaps"); ``None`` never (one COUNT per counter
 ever, until ``flush_all()``).
 

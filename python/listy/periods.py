@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 from django.conf import settings
 from django.utils import timezone
 
-from listy import _native
+from listy import _native, intents
 from listy import recorder as _recorder
 from listy.declaration import Declaration
 from listy.exceptions import CacheUnavailable, ConfigError
@@ -92,7 +92,10 @@ class PeriodCounts(Declaration):
                 engine = self._engine()
                 found = self._field(str(self.timestamp_field))
                 timestamp = found.attname if found is not None else str(self.timestamp_field)
-                counts = list(engine.period_counts(index, values, period, timestamp, spans, source.rows, counter))
+                model_counter = partial(intents.model_count, source)
+                counts = list(
+                    engine.period_counts(index, values, period, timestamp, spans, source.rows, counter, model_counter)
+                )
             except CacheUnavailable as exc:
                 self._unavailable(exc)
         if counts is None:

@@ -250,6 +250,18 @@ class DjangoBackingStore:
         """Live rows of one list, optionally those whose timestamp's local
         date is in ``[start_day, end_day)``: local to ``tz``, by default the
         default time zone, which the cached counters use."""
+        return self.count_queryset(fields, values, start_day, end_day, tz=tz).count()
+
+    def count_queryset(
+        self,
+        fields: Sequence[str],
+        values: Sequence[Any],
+        start_day: int | None = None,
+        end_day: int | None = None,
+        *,
+        tz: datetime.tzinfo | None = None,
+    ) -> models.QuerySet[Any]:
+        """The rows :meth:`count` counts."""
         _check_online()
         tz = tz or (timezone.get_default_timezone() if settings.USE_TZ else None)
         qs = self.live_queryset().filter(**dict(zip(fields, values)))
@@ -260,7 +272,7 @@ class DjangoBackingStore:
                 qs = qs.filter(**{f"{self._ts_attname}__gte": local_midnight(start_day, tz)})
             if end_day is not None:
                 qs = qs.filter(**{f"{self._ts_attname}__lt": local_midnight(end_day, tz)})
-        return qs.count()
+        return qs
 
     def stored_row(self, pk: Any, *, lock: bool = False) -> tuple[Row, bool] | None:
         """The row with primary key ``pk`` as stored now and whether lists

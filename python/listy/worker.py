@@ -32,7 +32,7 @@ from typing import Any
 
 from django.db import connections
 
-from listy import intents, registry, repair
+from listy import _native, intents, registry, repair
 from listy.conf import listy_settings
 
 logger = logging.getLogger("listy")
@@ -125,7 +125,9 @@ def run_cache_work(alias: str, intent: int | None, work: Any) -> None:
     _running.intent = None if intent is None else (alias, intent)
     _running.held = False
     try:
-        work()
+        # The intent's id tags the model-wide counter moves: a counter built
+        # while they are in flight skips them (listy.intents.model_count).
+        _native.with_write_tag(intent or 0, work)
         held = _running.held
     finally:
         _running.intent = None

@@ -11,8 +11,8 @@
 //!   build is dropped and redone. Losers wait briefly, then read the
 //!   database without storing.
 //! - **Writes.** One pipelined batch: the meta, one `prepend` per list (a
-//!   record, or a tombstone for deletes), one `incr`/`decr` per model-wide
-//!   counter. A
+//!   record, or a tombstone for deletes), one tagged move per model-wide
+//!   counter (see `counters`). A
 //!   prepend that is not stored (missing key, or the value would pass the
 //!   item size limit) deletes the key so it can never be read without the
 //!   write.
@@ -20,12 +20,12 @@
 //!   rewritten with `cas` from its own bytes (no database query).
 //! - **Counts.** A list's counts (total, per day/week/month/year) are taken
 //!   from the list: a frame that reaches a list twice changes nothing, where
-//!   an `incr` that reaches a counter already built with its row counts it
-//!   twice. They are cached beside the list, tagged with the head's CAS. The
-//!   model-wide counters have no list to count: they are built from the
-//!   database under a lease and kept with `incr`/`decr`; one built while a
-//!   committed write's `incr` is still in flight is one off (known gap),
-//!   until the counters' epoch ends (hourly, `Options::counter_epoch`).
+//!   a plain `incr` that reaches a counter already built with its row would
+//!   count it twice. They are cached beside the list, tagged with the head's
+//!   CAS. The model-wide counters have no list to count: they are built from
+//!   the database under a lease and moved by tagged prepends that a counter
+//!   built with the write in flight skips (`counters`); an untagged move in
+//!   flight is one off until the counters' epoch ends (`Options::counter_epoch`).
 
 use crate::calendar::Period;
 use crate::codec::{encode_tombstone, Kind, Layout, Part, Row, Schema, Value, ValueRef};
@@ -41,8 +41,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod batch;
 mod change;
+mod counters;
 mod merge;
 pub use change::{ChangeOptions, Plan, Stored};
+use counters::CounterValue;
+pub use counters::{with_write_tag, write_tag, ModelCount};
 
 /// Where the engine gets rows and counts on a miss (the Django side).
 pub trait Source {
@@ -51,6 +54,14 @@ pub trait Source {
     /// The number of live rows of one list (`fields` empty: the whole
     /// model), optionally only those whose local date is in `[start, end)`.
     fn count(&self, fields: &[String], values: &[Value], days: Option<(i32, i32)>) -> Result<u64>;
+    /// The whole model's live rows (optionally those dated in `[start,
+    /// end)`), and the tags of the writes committed in the same snapshot
+    /// whose cache work may still be in flight (see [`with_write_tag`]).
+    /// The default reports none: a counter built while a write's move is in
+    /// flight then counts that row twice until its epoch ends.
+    fn model_count(&self, days: Option<(i32, i32)>) -> Result<ModelCount> {
+        Ok(ModelCount { rows: self.count(&[], &[], days)?, in_flight: Vec::new() })
+    }
     /// The row with primary key `pk` as the database holds it now (listed
     /// or not), or None when it is gone: the settle read of
     /// [`Engine::change`].
@@ -261,6 +272,9 @@ struct Step<'a> {
 
 /// What a write does when its frame finds no list to prepend to.
 enum Missing {
+    /// A model-wide counter's move: a counter that is missing is counted
+    /// afresh when read, so nothing is to be done.
+    Counter,
     /// Build the list from the source (when the write builds missing lists).
     Build(Arc<ListSpec>, Vec<Value>),
     /// Store it whole: it holds one row at most, so the frame and a
@@ -1248,8 +1262,10 @@ impl Engine {
                     Err(e) => return Ok(self.unreached(report, e, Some(&guess), steps)),
                 };
             }
-            let planned: Vec<_> =
-                self.plan_steps(&guess, steps)?.into_iter().filter(|(op, _)| !done.contains(op.key())).collect();
+            let planned: Vec<_> = counters::tag_moves(self.plan_steps(&guess, steps)?)
+                .into_iter()
+                .filter(|(op, _)| !done.contains(op.key()))
+                .collect();
             let mut batch = vec![Op::Get { key: self.meta_key() }];
             batch.extend(planned.iter().map(|(op, _)| op.clone()));
             let mut replies = self.store.execute(batch);
@@ -1266,6 +1282,9 @@ impl Engine {
                     (Op::Prepend { .. }, Ok(Reply::NotStored)) => match target {
                         // A one-row list missing: the frame and a trailer are all of it.
                         Some(Missing::Create(whole)) => repairs.push(Op::Add { key, value: whole }),
+                        // No counter: counted afresh when read. (One past the
+                        // item size limit is never read: see `counter_of`.)
+                        Some(Missing::Counter) => {}
                         // Missing, or too large for one item (memcached kept the
                         // old value): either way it must not stay without this write.
                         target => {
@@ -1286,8 +1305,6 @@ impl Engine {
                     (Op::Add { .. }, Ok(_)) => {
                         report.pk_list_found.get_or_insert(false);
                     }
-                    // A counter under construction: break the builder's lease.
-                    (Op::Incr { .. } | Op::Decr { .. }, Ok(Reply::NonNumeric)) => repairs.push(Op::Delete { key }),
                     _ => {}
                 }
             }
@@ -1688,11 +1705,12 @@ impl Engine {
         Some(index.blocks(&spec.layout, &given).ok()?.total() as u64)
     }
 
-    /// The model-wide counters, kept with `incr`/`decr` by every write. One
-    /// built while a committed write's `incr` is still in flight counts that
-    /// row twice (`incr` is not idempotent, and a lease cannot order a COUNT
-    /// against an `incr` in flight): keys carry an epoch
-    /// (`Options::counter_epoch`), so such an error lasts one epoch at most.
+    /// The model-wide counters: built from the database under a lease and
+    /// moved by every write with a tagged prepend (see `counters`), so that a
+    /// counter built while a committed write's move is in flight counts that
+    /// row once. Keys carry an epoch (`Options::counter_epoch`): a counter
+    /// off for any other reason (an untagged write's move in flight while it
+    /// was built) is counted afresh when the epoch ends.
     fn model_counts(&self, buckets: &[(String, Option<(i32, i32)>)], source: &dyn Source) -> Result<Vec<u64>> {
         let fields: [String; 0] = [];
         let epoch = self.counter_epoch();
@@ -1710,7 +1728,7 @@ impl Engine {
         for ((suffix, range), reply) in buckets.iter().zip(replies) {
             let key = self.counter_key(meta.generation, epoch, suffix);
             let cached = match reply {
-                Ok(Reply::Value(Some(item))) => parse_count(&item.value),
+                Ok(Reply::Value(Some(item))) => self.counter_of(&key, &item),
                 _ => None,
             };
             let n = match cached {
@@ -1726,17 +1744,38 @@ impl Engine {
         Ok(out)
     }
 
+    /// The count a cached model-wide counter stands for, folding its moves
+    /// into the base once it carries many (by `cas`: a move landing
+    /// meanwhile keeps the unfolded value). None when it is no counter (a
+    /// lease) or too large to trust: a move that would pass the item size
+    /// limit is not stored, so a counter is read only while far from it.
+    fn counter_of(&self, key: &str, item: &Item) -> Option<u64> {
+        if item.value.len() > self.store.max_item_size() / 2 {
+            return None;
+        }
+        let counter = CounterValue::parse(&item.value)?;
+        if counter.moves() >= counters::FOLD_AT {
+            // A lost cas only leaves the moves for the next reader to fold.
+            let _ = self.store.one(Op::Cas { key: key.to_string(), value: counter.fold(), cas: item.cas });
+        }
+        Some(counter.count())
+    }
+
     /// Builds one model-wide counter under the lease; when the lease cannot
-    /// be had, answers from the source without storing.
+    /// be had, answers from the source without storing. A move that lands
+    /// on the lease changes its CAS: the count is taken again.
     fn build_counter(&self, key: &str, range: Option<(i32, i32)>, source: &dyn Source) -> Result<u64> {
+        let token = new_token();
         for _ in 0..4 {
-            let token = new_token();
             let current = self.store.get(key)?;
-            if let Some(n) = current.as_ref().and_then(|i| parse_count(&i.value)) {
+            if let Some(n) = current.as_ref().and_then(|i| self.counter_of(key, i)) {
                 return Ok(n);
             }
             let take = match &current {
-                Some(item) if lease_of(&item.value).map(|(_, a)| a < self.options.lease_ttl).unwrap_or(false) => {
+                // another builder's lease, alive (moves may sit in front of it)
+                Some(item)
+                    if lease_of(&item.value).is_some_and(|(t, age)| t != token && age < self.options.lease_ttl) =>
+                {
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
@@ -1752,8 +1791,8 @@ impl Engine {
             if lease_of(&item.value).map(|(t, _)| t) != Some(token) {
                 continue;
             }
-            let n = match source.count(&[], &[], range) {
-                Ok(n) => n,
+            let counted = match source.model_count(range) {
+                Ok(c) => c,
                 Err(e) => {
                     // Release the lease: readers count in the database at
                     // once instead of waiting for a counter that will not come.
@@ -1761,14 +1800,25 @@ impl Engine {
                     return Err(e);
                 }
             };
+            if counted.in_flight.len() > counters::MAX_IN_FLIGHT {
+                let _ = self.store.one(Op::Delete { key: key.to_string() });
+                return Ok(counted.rows);
+            }
             self.hook(HookPoint::BeforeCounterStore, key);
-            if self.store.one(Op::Cas { key: key.to_string(), value: counter_value(n), cas: item.cas })?
-                == Reply::Stored
-            {
-                return Ok(n);
+            let value = CounterValue::encode(counted.rows, &counted.in_flight);
+            if self.store.one(Op::Cas { key: key.to_string(), value, cas: item.cas })? == Reply::Stored {
+                return Ok(counted.rows);
             }
         }
         source.count(&[], &[], range)
+    }
+
+    /// The raw value of the model-wide total counter and its key, for
+    /// inspection.
+    pub fn raw_counter(&self) -> Result<(String, Option<Vec<u8>>)> {
+        let key = self.counter_key(self.current_meta()?.generation, self.counter_epoch(), "c");
+        let item = self.store.get(&key)?;
+        Ok((key, item.map(|i| i.value)))
     }
 
     /// The raw value of a list and its key, for inspection.
@@ -1799,25 +1849,6 @@ fn tagged_count(value: &[u8], tag: &str) -> Option<u64> {
         return None;
     }
     n.parse().ok()
-}
-
-/// What a model-wide counter stores above its count. `decr` stops at zero
-/// (memcached's rule, and the embedded store's): a decrement that reaches a
-/// counter before the increment it follows (frames of two writers arriving
-/// in the other order) would be lost at zero. Far from zero, `incr`/`decr`
-/// commute as they must.
-const COUNTER_BASE: u64 = 1 << 40;
-
-/// The count a model-wide counter's value stands for (None: not a counter,
-/// or one of an older format: rebuilt).
-fn parse_count(value: &[u8]) -> Option<u64> {
-    let stored: u64 = std::str::from_utf8(value).ok()?.trim_end().parse().ok()?;
-    stored.checked_sub(COUNTER_BASE)
-}
-
-/// The value a model-wide counter of `count` stores.
-fn counter_value(count: u64) -> Vec<u8> {
-    (count + COUNTER_BASE).to_string().into_bytes()
 }
 
 fn pk_of(row: &Row) -> Result<i64> {

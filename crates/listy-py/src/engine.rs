@@ -8,7 +8,9 @@ use crate::records::{Builder, Records, Related};
 use crate::store::PyStore;
 use listy_core::calendar::Period;
 use listy_core::codec::{describe, Row, Value};
-use listy_core::engine::{Bucket, ChangeOptions, Engine, Event, EventSink, Fetched, Source, Stored, WriteReport};
+use listy_core::engine::{
+    Bucket, ChangeOptions, Engine, Event, EventSink, Fetched, ModelCount, Source, Stored, WriteReport,
+};
 use listy_core::error::{SourceError, SourceErrorKind};
 use listy_core::reader::{Completion, List};
 use listy_core::Error;
@@ -26,6 +28,9 @@ struct PySource<'a> {
     loader: Option<&'a Py<PyAny>>,
     /// `count(fields, values, start_day, end_day)`.
     counter: Option<&'a Py<PyAny>>,
+    /// `model_count(start_day, end_day)`: `(rows, tags of the writes in
+    /// flight)` (the model-wide counters; None: `counter`, no tags).
+    model_counter: Option<&'a Py<PyAny>>,
     /// `row(pk)`: `(row, listed, day)` as stored now, or None.
     row_loader: Option<&'a Py<PyAny>>,
     /// `rows(pks)`: the `(row, listed, day)` of those still stored.
@@ -35,11 +40,16 @@ struct PySource<'a> {
 
 impl<'a> PySource<'a> {
     fn new(loader: Option<&'a Py<PyAny>>, schema: &'a PySchema) -> Self {
-        PySource { loader, counter: None, row_loader: None, rows_loader: None, schema }
+        PySource { loader, counter: None, model_counter: None, row_loader: None, rows_loader: None, schema }
     }
 
-    fn counting(loader: &'a Py<PyAny>, counter: &'a Py<PyAny>, schema: &'a PySchema) -> Self {
-        PySource { counter: Some(counter), ..PySource::new(Some(loader), schema) }
+    fn counting(
+        loader: &'a Py<PyAny>,
+        counter: &'a Py<PyAny>,
+        model_counter: Option<&'a Py<PyAny>>,
+        schema: &'a PySchema,
+    ) -> Self {
+        PySource { counter: Some(counter), model_counter, ..PySource::new(Some(loader), schema) }
     }
 
     fn settling(loader: &'a Py<PyAny>, row_loader: &'a Py<PyAny>, schema: &'a PySchema) -> Self {
@@ -136,6 +146,17 @@ impl Source for PySource<'_> {
             let (start, end) = days.unzip();
             let args = (PyTuple::new(py, fields)?, py_values(py, values, self.schema, fields)?, start, end);
             loader.call1(args)?.extract::<u64>()
+        })
+    }
+
+    fn model_count(&self, days: Option<(i32, i32)>) -> listy_core::Result<ModelCount> {
+        if self.model_counter.is_none() {
+            return Ok(ModelCount { rows: self.count(&[], &[], days)?, in_flight: Vec::new() });
+        }
+        self.call_with(self.model_counter, |_, loader| {
+            let (start, end) = days.unzip();
+            let (rows, in_flight) = loader.call1((start, end))?.extract::<(u64, Vec<u64>)>()?;
+            Ok(ModelCount { rows, in_flight })
         })
     }
 
@@ -632,7 +653,11 @@ impl PyEngine {
     }
 
     /// `loader` reads a list's rows (a list is counted from itself),
-    /// `counter` counts in the database (the model-wide counters).
+    /// `counter` counts in the database; `model_counter(start_day,
+    /// end_day)` counts the whole model with the tags of the writes in
+    /// flight (the model-wide counters are then exact, see
+    /// `listy_core::engine::with_write_tag`).
+    #[pyo3(signature = (index, values, loader, counter, model_counter = None))]
     fn count(
         &self,
         py: Python<'_>,
@@ -640,16 +665,19 @@ impl PyEngine {
         values: &Bound<'_, PyAny>,
         loader: Py<PyAny>,
         counter: Py<PyAny>,
+        model_counter: Option<Py<PyAny>>,
     ) -> PyResult<u64> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
-        let source = PySource::counting(&loader, &counter, self.schema(py));
+        let source = PySource::counting(&loader, &counter, model_counter.as_ref(), self.schema(py));
         let engine = self.engine.clone();
         py.detach(|| engine.count(&fields, &vals, &source)).map_err(|e| source.error(e))
     }
 
-    /// `buckets`: `((start_day, end_day), (start_us, end_us))` for each bucket.
+    /// `buckets`: `((start_day, end_day), (start_us, end_us))` for each
+    /// bucket; the loaders as for `count`.
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (index, values, period, timestamp, buckets, loader, counter, model_counter = None))]
     fn period_counts(
         &self,
         py: Python<'_>,
@@ -660,12 +688,13 @@ impl PyEngine {
         buckets: Vec<((i32, i32), (i64, i64))>,
         loader: Py<PyAny>,
         counter: Py<PyAny>,
+        model_counter: Option<Py<PyAny>>,
     ) -> PyResult<Vec<u64>> {
         let fields = self.index(index);
         let (vals, _) = self.values(py, &fields, values)?;
         let period = Period::parse(period).map_err(CoreError)?;
         let buckets: Vec<Bucket> = buckets.into_iter().map(|(days, micros)| Bucket { days, micros }).collect();
-        let source = PySource::counting(&loader, &counter, self.schema(py));
+        let source = PySource::counting(&loader, &counter, model_counter.as_ref(), self.schema(py));
         let engine = self.engine.clone();
         py.detach(|| engine.period_counts(&fields, &vals, period, timestamp, &buckets, &source))
             .map_err(|e| source.error(e))

@@ -83,7 +83,18 @@ fn bucket_end(period: &str, day: i32) -> PyResult<i32> {
     Ok(Period::parse(period).map_err(CoreError)?.end(day))
 }
 
+/// Calls `work()` with the model-wide counter moves of every write it
+/// makes on this thread tagged `tag` (a committed write's intent id; 0:
+/// untagged), so that a counter built while they are in flight counts
+/// them once (`listy_core::engine::with_write_tag`). Returns what `work`
+/// returns.
+#[pyfunction]
+fn with_write_tag(tag: u64, work: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    engine::with_write_tag(tag, || work.call0().map(Bound::unbind))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(with_write_tag, m)?)?;
     m.add_function(wrap_pyfunction!(meta_key, m)?)?;
     m.add_function(wrap_pyfunction!(parse_key, m)?)?;
     m.add_function(wrap_pyfunction!(segment_key, m)?)?;

@@ -198,8 +198,10 @@ impl Engine {
             },
         };
         for _ in 0..4 {
-            let ops: Vec<(Op, Option<Missing>)> =
-                self.plan_batch(&guess, changes)?.into_iter().filter(|(op, _)| !done.contains(op.key())).collect();
+            let ops: Vec<(Op, Option<Missing>)> = super::counters::tag_moves(self.plan_batch(&guess, changes)?)
+                .into_iter()
+                .filter(|(op, _)| !done.contains(op.key()))
+                .collect();
             let mut batch = vec![Op::Get { key: self.meta_key() }];
             batch.extend(ops.iter().map(|(op, _)| op.clone()));
             let mut replies = self.store.execute(batch);
@@ -215,13 +217,14 @@ impl Engine {
                     }
                     (Op::Prepend { .. }, Ok(Reply::NotStored)) => match target {
                         Some(Missing::Create(whole)) => repairs.push(Op::Add { key, value: whole }),
+                        // no counter: counted afresh when read
+                        Some(Missing::Counter) => {}
                         // missing (not built by a batch) or too large: it
                         // must not stay without these frames
                         _ => repairs.push(Op::Delete { key }),
                     },
                     (Op::Add { value, .. }, Ok(Reply::NotStored)) => repairs
                         .push(Op::Prepend { key, value: value[..value.len() - crate::codec::TRAILER_LEN].to_vec() }),
-                    (Op::Incr { .. } | Op::Decr { .. }, Ok(Reply::NonNumeric)) => repairs.push(Op::Delete { key }),
                     _ => {}
                 }
             }

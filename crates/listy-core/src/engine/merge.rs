@@ -88,6 +88,7 @@ fn follow_up_kind(target: &Option<Missing>) -> u8 {
         None => 0,
         Some(Missing::Build(..)) => 1,
         Some(Missing::Create(_)) => 2,
+        Some(Missing::Counter) => 3,
     }
 }
 
