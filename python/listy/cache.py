@@ -12,8 +12,8 @@ prepends are the engine's (``listy._native.Engine``).
 from __future__ import annotations
 
 import logging
-from functools import partial
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, Generic, TypeVar, Unpack, cast
 
 from django.db import models

@@ -89,7 +89,9 @@ def declare(alias: str, label: str) -> int | None:
     return int(WriteIntent.objects.using(alias).create(model=label).pk)
 
 
-def model_count(source: DjangoBackingStore, start_day: int | None = None, end_day: int | None = None) -> tuple[int, list[int]]:
+def model_count(
+    source: DjangoBackingStore, start_day: int | None = None, end_day: int | None = None
+) -> tuple[int, list[int]]:
     """The model's live rows (dated in ``[start_day, end_day)`` if given)
     and, in the same snapshot, the ids of its intents still in the table:
     one statement. A model-wide counter built from it skips the counter
