@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest -q
 export PYO3_PYTHON := $(abspath $(PY))
 MATRIX ?= sqlite+local sqlite+memcached postgres+memcached mariadb+memcached
 
-.PHONY: help venv test-deps build wheel sdist test-wheel check-cross typecheck demo test test-rust test-python test-django6 bench clean
+.PHONY: help venv test-deps build wheel sdist test-wheel check-cross typecheck demo test test-rust test-python test-django6 build-django6 test-django6-matrix test-python-matrix test-suites bench clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,7 +54,7 @@ test-wheel: wheel ## install dist/'s wheel with --no-index --only-binary into a 
 demo: build ## run the example project (SQLite, embedded store; LISTY_SERVERS=host:port for memcached)
 	cd example && $(abspath $(PY)) manage.py migrate --verbosity 0 && $(abspath $(PY)) manage.py demo
 
-test: test-rust typecheck test-python test-django6 test-wheel ## everything: fmt, clippy, cargo test, mypy, the pytest matrix, Django 6, the wheel
+test: test-rust typecheck test-suites test-wheel ## everything: fmt, clippy, cargo test, mypy, the pytest matrices (Django 5.2 and 6, side by side), the wheel
 
 test-rust: venv ## cargo fmt --check, clippy -D warnings, cargo test
 	cargo fmt --all -- --check
@@ -65,7 +65,9 @@ typecheck: test-deps build ## mypy --strict over python/listy (pyproject.toml), 
 	$(PY) -m mypy
 	MYPYPATH=python $(PY) -m mypy.stubtest listy._native --allowlist tests/stubtest_allowlist.txt
 
-test-python: test-deps build ## pytest on sqlite+local, sqlite+memcached, postgres+memcached, mariadb+memcached
+test-python: test-deps build test-python-matrix ## pytest on sqlite+local, sqlite+memcached, postgres+memcached, mariadb+memcached
+
+test-python-matrix:
 	@status=0; for cfg in $(MATRIX); do \
 	  echo "== pytest LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+}"; \
 	  LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+} $(PYTEST) || status=1; \
@@ -82,14 +84,27 @@ $(PY_DJ6):
 	$(PYTHON312) -m venv $(VENV_DJ6)
 	$(PY_DJ6) -m pip install -q --upgrade pip
 
-test-django6: $(PY_DJ6) ## Django 6.x on Python 3.12 (.venv-dj6): pytest on sqlite+memcached, postgres+memcached
+build-django6: $(PY_DJ6) ## install the test requirements with Django 6 into .venv-dj6 and build Listy into it
 	$(PY_DJ6) -m pip install -q -r requirements-dev.txt "Django>=6,<7"
 	VIRTUAL_ENV=$(abspath $(VENV_DJ6)) PYO3_PYTHON=$(abspath $(PY_DJ6)) $(VENV_DJ6)/bin/maturin develop --release --quiet
+
+test-django6: build-django6 test-django6-matrix ## Django 6.x on Python 3.12 (.venv-dj6): pytest on sqlite+memcached, postgres+memcached
+
+test-django6-matrix:
 	@$(PY_DJ6) -c 'import django, sys; print("== Django", django.get_version(), "on Python", sys.version.split()[0])'
 	@status=0; for cfg in $(MATRIX_DJ6); do \
 	  echo "== pytest (Django 6) LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+}"; \
-	  LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+} $(PY_DJ6) -m pytest -q || status=1; \
+	  LISTY_TEST_DB=$${cfg%%+*} LISTY_TEST_STORE=$${cfg##*+} $(PY_DJ6) -m pytest -q -p no:cacheprovider || status=1; \
 	done; exit $$status
+
+# The two matrices run side by side: their test databases, replication
+# slots and memcached servers are per process (tests/settings.py,
+# tests/conftest.py), and both import the one abi3 extension built before
+# they start. Django 6's lane prints its output when it is done.
+test-suites: test-deps build build-django6 ## the pytest matrices of Django 5.2 (test-python) and Django 6 (test-django6) side by side
+	@$(MAKE) --no-print-directory test-django6-matrix > .test-django6.log 2>&1 & lane=$$!; \
+	status=0; $(MAKE) --no-print-directory test-python-matrix || status=1; \
+	wait $$lane || status=1; echo "== Django 6 lane"; cat .test-django6.log; exit $$status
 
 STRESS_RUNS ?= 20
 .PHONY: stress
