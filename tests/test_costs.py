@@ -53,6 +53,7 @@ def measure(users: list[Any]) -> dict[str, tuple[str, int]]:
     assert warm is not None
     Friend.cache.get(follower=me)
     Friend.cache.get(follower=me, followee=him)
+    Friend.cache.get(follower=me, followee=her)
     Friend.cache.get_one(warm.pk)
     Friend.cache.count(follower=me)
     found: dict[str, tuple[str, int]] = {}
@@ -67,6 +68,10 @@ def measure(users: list[Any]) -> dict[str, tuple[str, int]]:
     row("count, cached list", lambda: Friend.cache.count(follower=me))
     row("cache.add, lists cached", lambda: Friend.cache.add(follower=me, followee=him))
     row("objects.create (signals)", lambda: Friend.objects.create(follower=me, followee=her))
+    row(
+        "objects.create, its pair's list not cached (built)",
+        lambda: Friend.objects.create(follower=you, followee=her),
+    )
     made = Friend.objects.get(follower=me, followee=her)
     made.hidden = True
     row("instance.save(), a change (signals)", made.save)

@@ -115,7 +115,7 @@ impl EngineBuilder {
     }
 
     /// Adds one field set no two rows share (a unique constraint of the
-    /// database): a list keyed by all of it holds one row at most.
+    /// database; see [`Engine::set_unique`]).
     pub fn unique<I, S>(mut self, fields: I) -> Self
     where
         I: IntoIterator<Item = S>,

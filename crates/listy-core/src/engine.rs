@@ -485,9 +485,11 @@ impl Engine {
     }
 
     /// Declares the field sets no two rows share (the database's unique
-    /// constraints, besides the primary key). A list whose key fixes one of
-    /// them holds one row at most: a new row writes it whole (no database
-    /// read) and a delete leaves it empty, like a primary-key list.
+    /// constraints, besides the primary key): the model's metadata, for a
+    /// writer's own "already there?" check (as Django's `add()` leaves it to
+    /// the constraint). The write plan does not use it: a list keyed by a
+    /// unique set is written as any list, never stored whole from a write
+    /// (by the time a write lands, another row may hold the values).
     pub fn set_unique(&mut self, sets: Vec<Vec<String>>) -> Result<()> {
         for set in &sets {
             if let Some(bad) = set.iter().find(|f| self.schema.position(f).is_none()) {
@@ -1443,18 +1445,16 @@ impl Engine {
                     spec.layout.encode_record(row, &mut record)?;
                 }
                 new_lists.insert(key.clone());
-                if removed.is_empty() && self.holds_one_row(&e.fields, &values) {
-                    // A new row's list under a unique index holds that row
-                    // alone: no database read needed. A new pk's list cannot
-                    // exist yet: store it whole. Another unique list may (a
-                    // read cached it empty): prepend, and store it whole if missing.
+                if removed.is_empty() && self.is_pk_list(&e.fields) {
+                    // A new row's pk list holds that row alone and cannot
+                    // exist yet: store it whole, no database read needed.
+                    // (Another unique list is no such case: the row may be
+                    // gone and another hold the values by the time this
+                    // lands, in a generation or after an eviction its frames
+                    // never reached. It is built, as any list.)
                     let mut whole = record.clone();
                     whole.extend_from_slice(&spec.layout.trailer(Part::Head { segments: 0 }, 0));
-                    if self.is_pk_list(&e.fields) {
-                        ops.push((Op::Add { key, value: whole }, None));
-                    } else {
-                        ops.push((Op::Prepend { key, value: record }, Some(Missing::Create(whole))));
-                    }
+                    ops.push((Op::Add { key, value: whole }, None));
                 } else if self.is_pk_list(&e.fields) {
                     // A change of an existing row: its pk list holds it alone.
                     // Missing, it is created holding the new state, so that
@@ -1485,21 +1485,23 @@ impl Engine {
                 }
                 let mut tomb = Vec::new();
                 encode_tombstone(pk_of(row)?, hard, &mut tomb);
-                if added.is_none() && self.holds_one_row(&e.fields, &values) {
+                if added.is_none() && self.is_pk_list(&e.fields) {
+                    // Only this row ever has this pk (a row re-created under
+                    // it starts a new generation): its pk list can be stored
+                    // whole, so that a late insert of the row finds it and
+                    // settles (its final tombstone also hides a late add).
                     let mut whole = tomb.clone();
                     whole.extend_from_slice(&self.spec(&e.fields)?.layout.trailer(Part::Head { segments: 0 }, 0));
-                    if hard && self.is_pk_list(&e.fields) {
-                        // The row is gone for good: its pk list is empty
-                        // forever (the final tombstone also hides a late add).
+                    if hard {
                         ops.push((Op::Set { key, value: whole }, None));
                     } else {
-                        // Empty once the row is gone, but another row may take
-                        // the unique values next (never `set`): prepend, and
-                        // if missing store it holding the tombstone alone, so
-                        // a late add of this row stays hidden.
                         ops.push((Op::Prepend { key, value: tomb }, Some(Missing::Create(whole))));
                     }
                 } else {
+                    // Any other list, unique ones included: another row may
+                    // hold the values by the time this lands (its frames in a
+                    // generation or a value this write never sees), so a
+                    // missing list is left to the next reader's build.
                     ops.push((Op::Prepend { key, value: tomb }, None));
                 }
             }
@@ -1516,21 +1518,6 @@ impl Engine {
         incrs.sort();
         ops.extend(incrs.into_iter().map(|key| (Op::Incr { key, delta: 1 }, None)));
         Ok(ops)
-    }
-
-    /// True for a list that holds one row at most: its key fixes the
-    /// primary key, or every field of a unique set to a non-null value
-    /// (NULLs are distinct to a unique constraint).
-    fn holds_one_row(&self, fields: &[String], values: &[Value]) -> bool {
-        self.is_pk_list(fields)
-            || self.unique.iter().any(|set| {
-                set.iter().all(|f| {
-                    fields
-                        .iter()
-                        .position(|x| x == f)
-                        .is_some_and(|i| !matches!(values.get(i), None | Some(Value::Null)))
-                })
-            })
     }
 
     fn is_pk_list(&self, fields: &[String]) -> bool {
