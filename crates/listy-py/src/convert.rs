@@ -89,7 +89,12 @@ pub fn to_value(obj: &Bound<'_, PyAny>, field: &Field) -> PyResult<Value> {
             let b: Vec<u8> = obj.getattr("bytes").map_err(bad)?.extract().map_err(bad)?;
             Value::Uuid(b.try_into().map_err(|_| ConfigError::new_err("a UUID has 16 bytes"))?)
         }
-        Kind::Datetime => Value::Datetime(datetime_micros(obj.cast::<PyDateTime>().map_err(|e| bad(e.into()))?)?),
+        Kind::Datetime => match crate::datetime_capi::utc_or_naive_fields(obj) {
+            Some((y, m, d, h, mi, s, us)) => {
+                Value::Datetime(days_from_civil(y, m, d) as i64 * MICROS_PER_DAY + time_micros(h, mi, s, us))
+            }
+            None => Value::Datetime(datetime_micros(obj.cast::<PyDateTime>().map_err(|e| bad(e.into()))?)?),
+        },
         Kind::Date => {
             let d = obj.cast::<PyDate>().map_err(|e| bad(e.into()))?;
             Value::Date(days_from_civil(d.get_year(), d.get_month() as u32, d.get_day() as u32))

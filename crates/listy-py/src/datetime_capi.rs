@@ -109,3 +109,44 @@ pub fn date(py: Python<'_>, y: i32, m: u8, d: u8) -> PyResult<Bound<'_, PyAny>> 
         None => Ok(pyo3::types::PyDate::new(py, y, m, d)?.into_any()),
     }
 }
+
+/// CPython's `PyDateTime_DateTime` (Include/datetime.h), unchanged since
+/// Python 3.6: what the `PyDateTime_GET_*` macros read, and what the
+/// stable ABI hides behind attribute lookups (about a microsecond per
+/// datetime when a batch of 5,000 rows is converted).
+#[repr(C)]
+struct RawDateTime {
+    ob_base: ffi::PyObject,
+    hashcode: ffi::Py_hash_t,
+    hastzinfo: std::ffi::c_char,
+    /// year (2 bytes, big-endian), month, day, hour, minute, second,
+    /// microsecond (3 bytes, big-endian).
+    data: [u8; 10],
+    fold: u8,
+    tzinfo: *mut ffi::PyObject,
+}
+
+/// An exact `datetime.datetime` that is naive or in `datetime.timezone.utc`
+/// (what PostgreSQL's rows hold under Django's `USE_TZ`): its fields
+/// `(year, month, day, hour, minute, second, microsecond)`, read from the
+/// object itself; None for anything else (a subclass, another zone), which
+/// the caller converts through the datetime's attributes.
+pub fn utc_or_naive_fields(obj: &Bound<'_, PyAny>) -> Option<(i32, u32, u32, u8, u8, u8, u32)> {
+    let api = capi(obj.py())?;
+    let ptr = obj.as_ptr();
+    // SAFETY: GIL held; the type check makes `ptr` a live
+    // `PyDateTime_DateTime`, whose layout is the one above.
+    unsafe {
+        if ffi::Py_TYPE(ptr) != api.datetime_type {
+            return None;
+        }
+        let raw = &*(ptr as *const RawDateTime);
+        if raw.hastzinfo != 0 && raw.tzinfo != api.timezone_utc && raw.tzinfo != ffi::Py_None() {
+            return None;
+        }
+        let d = raw.data;
+        let year = ((d[0] as i32) << 8) | d[1] as i32;
+        let us = ((d[7] as u32) << 16) | ((d[8] as u32) << 8) | d[9] as u32;
+        Some((year, d[2] as u32, d[3] as u32, d[4], d[5], d[6], us))
+    }
+}
