@@ -150,3 +150,18 @@ pub fn utc_or_naive_fields(obj: &Bound<'_, PyAny>) -> Option<(i32, u32, u32, u8,
         Some((year, d[2] as u32, d[3] as u32, d[4], d[5], d[6], us))
     }
 }
+
+/// Whether an exact datetime (see [`utc_or_naive_fields`]) is aware, in
+/// `datetime.timezone.utc`.
+pub fn is_utc(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
+    let Some(api) = capi(py) else { return false };
+    let ptr = obj.as_ptr();
+    // SAFETY: GIL held; as in `utc_or_naive_fields`.
+    unsafe {
+        if ffi::Py_TYPE(ptr) != api.datetime_type {
+            return false;
+        }
+        let raw = &*(ptr as *const RawDateTime);
+        raw.hastzinfo != 0 && raw.tzinfo == api.timezone_utc
+    }
+}
