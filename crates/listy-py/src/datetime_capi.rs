@@ -140,11 +140,16 @@ pub fn utc_or_naive_fields(obj: &Bound<'_, PyAny>) -> Option<(i32, u32, u32, u8,
         if ffi::Py_TYPE(ptr) != api.datetime_type {
             return None;
         }
-        let raw = &*(ptr as *const RawDateTime);
-        if raw.hastzinfo != 0 && raw.tzinfo != api.timezone_utc && raw.tzinfo != ffi::Py_None() {
-            return None;
+        // field by field through the raw pointer: a naive datetime is
+        // allocated without `tzinfo` (read only when `hastzinfo` is set)
+        let raw = ptr as *const RawDateTime;
+        if (*raw).hastzinfo != 0 {
+            let tz = std::ptr::addr_of!((*raw).tzinfo).read();
+            if tz != api.timezone_utc && tz != ffi::Py_None() {
+                return None;
+            }
         }
-        let d = raw.data;
+        let d = std::ptr::addr_of!((*raw).data).read();
         let year = ((d[0] as i32) << 8) | d[1] as i32;
         let us = ((d[7] as u32) << 16) | ((d[8] as u32) << 8) | d[9] as u32;
         Some((year, d[2] as u32, d[3] as u32, d[4], d[5], d[6], us))
@@ -161,7 +166,7 @@ pub fn is_utc(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
         if ffi::Py_TYPE(ptr) != api.datetime_type {
             return false;
         }
-        let raw = &*(ptr as *const RawDateTime);
-        raw.hastzinfo != 0 && raw.tzinfo == api.timezone_utc
+        let raw = ptr as *const RawDateTime;
+        (*raw).hastzinfo != 0 && std::ptr::addr_of!((*raw).tzinfo).read() == api.timezone_utc
     }
 }
