@@ -36,14 +36,22 @@ def test_day_cache_gives_day_number(zone_name):
     step = datetime.timedelta(minutes=7, seconds=13, microseconds=17)
     value = start
     checked = 0
+    values: list[datetime.datetime | datetime.date | None] = []
     while value < start + datetime.timedelta(days=730):
         for v in (value, value.astimezone(tz)):
             assert days(v) == day_number(v, tz), v
+            values.append(v)
         value += step
         checked += 1
     assert checked > 140_000
     assert days(None) is None
     assert days(datetime.date(2025, 3, 30)) == day_number(datetime.date(2025, 3, 30), tz)
+    # the batched form (UTC datetimes' arithmetic done natively), through a
+    # fresh cache and through the one used above
+    values += [None, datetime.date(2025, 3, 30), datetime.datetime(2025, 3, 30, 23, 59, 59, 999999)]
+    expected = [None if v is None else day_number(v, tz) for v in values]
+    assert DayCache(tz).many(values) == expected
+    assert days.many(values) == expected
 
 
 def test_day_cache_of_naive_values():
@@ -52,6 +60,9 @@ def test_day_cache_of_naive_values():
         days = DayCache(None)
         value = datetime.datetime(2025, 3, 30, 23, 59)
         assert days(value) == day_number(value) == (datetime.date(2025, 3, 30) - datetime.date(1970, 1, 1)).days
+        # an aware value with USE_TZ off: its own date, as day_number takes it
+        aware = datetime.datetime(2025, 3, 30, 23, 59, tzinfo=datetime.UTC)
+        assert days.many([value, aware, None]) == [day_number(value), day_number(aware), None]
 
 
 @pytest.fixture

@@ -82,3 +82,38 @@ def test_a_built_list_equals_an_added_one(users):
     Sample.cache.flush_all()
     built = Sample.cache.get(owner=me).values()
     assert added == built
+
+
+class _Stamp(datetime.datetime):
+    """A datetime subclass: converted through its attributes, not read raw."""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.UTC),
+        datetime.datetime(1, 1, 1, tzinfo=datetime.UTC),
+        datetime.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=datetime.UTC),
+        datetime.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=datetime.UTC),
+        datetime.datetime(2024, 3, 31, 2, 30, fold=1, tzinfo=datetime.UTC),
+    ],
+)
+def test_a_datetime_packs_as_the_same_instant_in_any_zone(value):
+    """UTC (and naive) datetimes are read from the object itself; every
+    other zone, and subclasses, through their attributes and utcoffset():
+    one instant packs to the same bytes either way."""
+    native = build_schema(Follow).native
+
+    def packed(dt: datetime.datetime) -> bytes:
+        return native.pack((1, dt, 2, 3))
+
+    expected = packed(value)
+    zones = [datetime.timezone(datetime.timedelta(hours=h, minutes=m)) for h, m in ((5, 30), (-8, 0), (0, 0))]
+    for zone in zones:
+        try:
+            other = value.astimezone(zone)
+        except OverflowError:  # past year 1 or 9999 in that zone
+            continue
+        assert packed(other) == expected
+    assert packed(_Stamp(*value.timetuple()[:6], value.microsecond, tzinfo=datetime.UTC)) == expected
+    assert packed(value.replace(tzinfo=None)) == expected  # naive: wall time as it is

@@ -378,6 +378,15 @@ def change_plan(old_listed: bool | None, new_listed: bool | None) -> Literal["no
     """What ``Engine.change`` does for a row that lists held (or not) before
     and after (None: absent)."""
 
+def utc_days(
+    values: Iterable[Any], offset: Callable[[int], int | None], fallback: Callable[[Any], int | None]
+) -> list[int | None]:
+    """The local day numbers of ``values`` (``DayCache.many``): a datetime
+    in ``datetime.timezone.utc`` by ``offset(hour)`` (the zone's UTC offset
+    in microseconds for that hour since the epoch, asked once per hour;
+    None: it changes within the hour), None as None, anything else by
+    ``fallback(value)``."""
+
 def bucket_start(period: Period, day: int) -> int:
     """The first day (days since epoch) of the bucket containing ``day``."""
 

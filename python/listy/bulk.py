@@ -77,12 +77,18 @@ def change_ops(olds: States, news: States | None, *, recount: bool = False) -> l
     the row is not counted twice."""
     ops: list[Op] = []
     for w, old in olds.items():
-        new = {} if news is None else news.get(w, {})
-        pairs = []
-        for pk in old.keys() | new.keys():
-            o, n = old.get(pk), new.get(pk)
-            if _native.change_plan(None if o is None else o[1], None if n is None else n[1]) != "nothing":
-                pairs.append((o, n))
+        pairs: list[tuple[State | None, State | None]]
+        if news is None:
+            # every row deleted: the engine plans each (a delete is never
+            # "nothing": tombstones, or a burial where no list held the row)
+            pairs = [(o, None) for o in old.values()]
+        else:
+            new = news.get(w, {})
+            pairs = []
+            for pk in old.keys() | new.keys():
+                o, n = old.get(pk), new.get(pk)
+                if _native.change_plan(None if o is None else o[1], None if n is None else n[1]) != "nothing":
+                    pairs.append((o, n))
         if pairs:
             source = w.source
             ops.append((w, partial(w.engine.change_many, pairs, source.rows, source.states_by_pk, recount=recount)))
@@ -343,10 +349,15 @@ class _Returning:
 
     def states(self) -> States:
         """Each writer's states of the rows deleted."""
-        return {
-            w: w.source.states_of([tuple(r[i] for i in pick) for r in self.rows])
-            for w, pick in zip(self.writers, self.picks)
-        }
+        return {w: w.source.states_of(_picked(self.rows, pick)) for w, pick in zip(self.writers, self.picks)}
+
+
+def _picked(rows: list[tuple[Any, ...]], pick: list[int]) -> list[tuple[Any, ...]]:
+    """The columns ``pick`` of each row (the rows themselves when ``pick``
+    is all of them, in order: one writer, the usual case)."""
+    if rows and pick == list(range(len(rows[0]))):
+        return rows
+    return [tuple(r[i] for i in pick) for r in rows]
 
 
 def _returning_capture(client: Writes, qs: models.QuerySet[Any], using: str) -> _Returning | None:

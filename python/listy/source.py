@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import connections, models
 from django.utils import timezone
 
+from listy import _native
 from listy.fetch import max_params, pk_filter
 from listy.fetch import values as fetch_values
 from listy.schema import PLACEHOLDER, Column, ModelSchema
@@ -82,6 +83,19 @@ class DayCache:
         if offset is None:  # the offset changes within this hour
             return day_number(value, self.tz)
         return (micros + offset) // _DAY
+
+    def many(self, values: Iterable[datetime.date | datetime.datetime | None]) -> list[int | None]:
+        """``[self(v) for v in values]``, the arithmetic of UTC datetimes
+        (what PostgreSQL's rows hold) done natively, the zone's offsets
+        still looked up here, once per hour."""
+        if not self._aware:
+            return [self(v) for v in values]
+        return _native.utc_days(values, self._offset_of, self)
+
+    def _offset_of(self, hour: int) -> int | None:
+        if hour not in self._offsets:
+            self._offsets[hour] = self._offset(hour)
+        return self._offsets[hour]
 
     def _offset(self, hour: int) -> int | None:
         tz = self.tz or timezone.get_current_timezone()
@@ -358,7 +372,6 @@ class DjangoBackingStore:
         (the schema's paths, then the enabled and soft-delete flags)."""
         extra = [f for f in (self.enabled_field, self.soft_delete_field) if f]
         n = len(self._paths)
-        day = self._day_reader()
         listed = self._listed
         found = list(found)
         if extra:
@@ -366,7 +379,15 @@ class DjangoBackingStore:
             found = [r[:n] for r in found]
         else:
             flags = [True] * len(found)
-        return {row[0]: (row, live, day(row)) for row, live in zip(self._convert(found), flags)}
+        rows = self._convert(found)
+        return {row[0]: (row, live, day) for row, live, day in zip(rows, flags, self._days_of(rows))}
+
+    def _days_of(self, rows: list[Row]) -> list[int | None]:
+        """``day_of_row`` of many rows (see :class:`DayCache`)."""
+        if not self._ts_attname:
+            return [None] * len(rows)
+        i = self._index[self._ts_attname]
+        return DayCache(_counter_zone()).many([row[i] for row in rows])
 
     def states_by_pk(self, pks: Sequence[Any]) -> list[State]:
         """The engine's batched settle read (``Engine.change_many``): the
@@ -461,15 +482,6 @@ class DjangoBackingStore:
             return None
         value = row[self._index[self._ts_attname]]
         return None if value is None else day_number(value, _counter_zone())
-
-    def _day_reader(self) -> Callable[[Row], int | None]:
-        """``day_of_row`` for many rows at once: the same days, the time
-        zone consulted once per hour of timestamps (see :class:`DayCache`)."""
-        if not self._ts_attname:
-            return lambda row: None
-        i = self._index[self._ts_attname]
-        days = DayCache(_counter_zone())
-        return lambda row: days(row[i])
 
     def day_of(self, instance: models.Model) -> int | None:
         """The day of the instance's timestamp field in the default time

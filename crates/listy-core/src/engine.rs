@@ -1415,16 +1415,43 @@ impl Engine {
         removed: &[Leaving<'_>],
         added: Option<Arriving<'_>>,
     ) -> Result<Vec<(Op, Option<Missing>)>> {
+        self.plan_with(meta, &self.entry_heads(meta), removed, added, true)
+    }
+
+    /// The key heads (`keys::list_key_head`) of the lists of each entry of
+    /// `meta`, in its generation: [`Engine::plan_with`]'s `heads`.
+    fn entry_heads(&self, meta: &Meta) -> Vec<String> {
+        meta.entries
+            .iter()
+            .map(|e| keys::list_key_head(&self.prefix, &self.model, e.layout_fp, meta.generation, &e.fields))
+            .collect()
+    }
+
+    /// [`Engine::plan`]; without `counters`, the model-wide counter moves
+    /// are left out (a batch sums them by day: see `plan_batch`). `heads`
+    /// are [`Engine::entry_heads`] of `meta`.
+    #[allow(clippy::type_complexity)]
+    fn plan_with(
+        &self,
+        meta: &Meta,
+        heads: &[String],
+        removed: &[Leaving<'_>],
+        added: Option<Arriving<'_>>,
+        counters: bool,
+    ) -> Result<Vec<(Op, Option<Missing>)>> {
         let gen = meta.generation;
-        let epoch = self.counter_epoch();
+        let epoch = if counters { self.counter_epoch() } else { 0 };
         let mut ops: Vec<(Op, Option<Missing>)> = Vec::new();
         let mut new_lists: HashSet<String> = HashSet::new();
         let mut new_counters: HashSet<String> = HashSet::new();
-        // Lists the row was already in get an `update` frame: it keeps its place.
+        // Lists the row was already in get an `update` frame: it keeps its
+        // place (only a row that also arrives somewhere needs to know them).
         let mut old_lists: HashSet<String> = HashSet::new();
-        for leaving in removed {
-            for e in &meta.entries {
-                old_lists.insert(self.list_key(e.layout_fp, gen, &e.fields, &self.values_of(leaving.row, &e.fields)?));
+        if added.is_some() {
+            for leaving in removed {
+                for (e, head) in meta.entries.iter().zip(heads) {
+                    old_lists.insert(keys::list_key_after(head, &self.values_of(leaving.row, &e.fields)?));
+                }
             }
         }
         if let Some(Arriving { row, day, counted }) = added {
@@ -1468,15 +1495,15 @@ impl Engine {
                     ops.push((Op::Prepend { key, value: record }, Some(Missing::Build(spec, values))));
                 }
             }
-            if counted {
+            if counted && counters {
                 new_counters.extend(self.model_counter_keys(gen, epoch, day));
             }
         }
         for &Leaving { row, day, hard, counted } in removed {
-            for e in &meta.entries {
+            for (e, head) in meta.entries.iter().zip(heads) {
                 let values = self.values_of(row, &e.fields)?;
-                let key = self.list_key(e.layout_fp, gen, &e.fields, &values);
-                if new_lists.contains(&key) {
+                let key = keys::list_key_after(head, &values);
+                if !new_lists.is_empty() && new_lists.contains(&key) {
                     continue;
                 }
                 if e.schema_fp != self.schema_fp {
@@ -1505,7 +1532,7 @@ impl Engine {
                     ops.push((Op::Prepend { key, value: tomb }, None));
                 }
             }
-            if !counted {
+            if !counted || !counters {
                 continue;
             }
             for key in self.model_counter_keys(gen, epoch, day) {

@@ -34,6 +34,12 @@ pub fn list_key(
     fields: &[String],
     values: &[Value],
 ) -> String {
+    list_key_after(&list_key_head(prefix, model, fingerprint, generation, fields), values)
+}
+
+/// The part of a list's key that does not depend on its values (up to the
+/// `=`): [`list_key_after`] completes it, for many lists of one index.
+pub fn list_key_head(prefix: &str, model: &str, fingerprint: u32, generation: u64, fields: &[String]) -> String {
     let mut key = format!("{}ly:{}:{:08x}:{:x}:", escape(prefix), escape(model), fingerprint, generation);
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
@@ -42,6 +48,14 @@ pub fn list_key(
         key.push_str(&escape(f));
     }
     key.push('=');
+    key
+}
+
+/// The key of one list from its [`list_key_head`] and its values: the same
+/// key as [`list_key`].
+pub fn list_key_after(head: &str, values: &[Value]) -> String {
+    let mut key = String::with_capacity(head.len() + 8 * values.len());
+    key.push_str(head);
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             key.push(',');

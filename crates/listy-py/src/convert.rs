@@ -89,7 +89,12 @@ pub fn to_value(obj: &Bound<'_, PyAny>, field: &Field) -> PyResult<Value> {
             let b: Vec<u8> = obj.getattr("bytes").map_err(bad)?.extract().map_err(bad)?;
             Value::Uuid(b.try_into().map_err(|_| ConfigError::new_err("a UUID has 16 bytes"))?)
         }
-        Kind::Datetime => Value::Datetime(datetime_micros(obj.cast::<PyDateTime>().map_err(|e| bad(e.into()))?)?),
+        Kind::Datetime => match crate::datetime_capi::utc_or_naive_fields(obj) {
+            Some((y, m, d, h, mi, s, us)) => {
+                Value::Datetime(days_from_civil(y, m, d) as i64 * MICROS_PER_DAY + time_micros(h, mi, s, us))
+            }
+            None => Value::Datetime(datetime_micros(obj.cast::<PyDateTime>().map_err(|e| bad(e.into()))?)?),
+        },
         Kind::Date => {
             let d = obj.cast::<PyDate>().map_err(|e| bad(e.into()))?;
             Value::Date(days_from_civil(d.get_year(), d.get_month() as u32, d.get_day() as u32))
@@ -176,4 +181,54 @@ fn datetime_from_micros(py: Python<'_>, us: i64, aware: bool) -> PyResult<Bound<
     let (y, m, d) = civil_from_days(days as i32);
     let (h, mi, s, micro) = split_time(us);
     crate::datetime_capi::datetime(py, y, m as u8, d as u8, h, mi, s, micro, aware)
+}
+
+const MICROS_PER_HOUR: i64 = 3_600_000_000;
+
+/// The local day numbers (days since 1970-01-01) of many values, for the
+/// model-wide counters (`listy.source.DayCache.many`): an exact datetime in
+/// `datetime.timezone.utc` is taken to its day by the zone's UTC offset for
+/// its hour, `offset(hour)` (microseconds, or None where the offset changes
+/// within that hour), asked once per hour of the batch; None stays None;
+/// every other value (a naive datetime, another zone, a date, an hour whose
+/// offset changes) goes to `fallback(value)`. The zone stays Python's.
+#[pyfunction]
+pub fn utc_days<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    offset: &Bound<'py, PyAny>,
+    fallback: &Bound<'py, PyAny>,
+) -> PyResult<Vec<Option<i64>>> {
+    let mut offsets: std::collections::HashMap<i64, Option<i64>> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for value in values.try_iter()? {
+        let value = value?;
+        if value.is_none() {
+            out.push(None);
+            continue;
+        }
+        let micros = match crate::datetime_capi::utc_or_naive_fields(&value) {
+            Some((y, m, d, h, mi, s, us)) if crate::datetime_capi::is_utc(py, &value) => {
+                days_from_civil(y, m, d) as i64 * MICROS_PER_DAY + time_micros(h, mi, s, us)
+            }
+            _ => {
+                out.push(fallback.call1((value,))?.extract()?);
+                continue;
+            }
+        };
+        let hour = micros.div_euclid(MICROS_PER_HOUR);
+        let off = match offsets.get(&hour) {
+            Some(off) => *off,
+            None => {
+                let off: Option<i64> = offset.call1((hour,))?.extract()?;
+                offsets.insert(hour, off);
+                off
+            }
+        };
+        match off {
+            Some(off) => out.push(Some((micros + off).div_euclid(MICROS_PER_DAY))),
+            None => out.push(fallback.call1((value,))?.extract()?),
+        }
+    }
+    Ok(out)
 }

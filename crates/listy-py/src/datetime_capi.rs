@@ -109,3 +109,64 @@ pub fn date(py: Python<'_>, y: i32, m: u8, d: u8) -> PyResult<Bound<'_, PyAny>> 
         None => Ok(pyo3::types::PyDate::new(py, y, m, d)?.into_any()),
     }
 }
+
+/// CPython's `PyDateTime_DateTime` (Include/datetime.h), unchanged since
+/// Python 3.6: what the `PyDateTime_GET_*` macros read, and what the
+/// stable ABI hides behind attribute lookups (about a microsecond per
+/// datetime when a batch of 5,000 rows is converted).
+#[repr(C)]
+struct RawDateTime {
+    ob_base: ffi::PyObject,
+    hashcode: ffi::Py_hash_t,
+    hastzinfo: std::ffi::c_char,
+    /// year (2 bytes, big-endian), month, day, hour, minute, second,
+    /// microsecond (3 bytes, big-endian).
+    data: [u8; 10],
+    fold: u8,
+    tzinfo: *mut ffi::PyObject,
+}
+
+/// An exact `datetime.datetime` that is naive or in `datetime.timezone.utc`
+/// (what PostgreSQL's rows hold under Django's `USE_TZ`): its fields
+/// `(year, month, day, hour, minute, second, microsecond)`, read from the
+/// object itself; None for anything else (a subclass, another zone), which
+/// the caller converts through the datetime's attributes.
+pub fn utc_or_naive_fields(obj: &Bound<'_, PyAny>) -> Option<(i32, u32, u32, u8, u8, u8, u32)> {
+    let api = capi(obj.py())?;
+    let ptr = obj.as_ptr();
+    // SAFETY: GIL held; the type check makes `ptr` a live
+    // `PyDateTime_DateTime`, whose layout is the one above.
+    unsafe {
+        if ffi::Py_TYPE(ptr) != api.datetime_type {
+            return None;
+        }
+        // field by field through the raw pointer: a naive datetime is
+        // allocated without `tzinfo` (read only when `hastzinfo` is set)
+        let raw = ptr as *const RawDateTime;
+        if (*raw).hastzinfo != 0 {
+            let tz = std::ptr::addr_of!((*raw).tzinfo).read();
+            if tz != api.timezone_utc && tz != ffi::Py_None() {
+                return None;
+            }
+        }
+        let d = std::ptr::addr_of!((*raw).data).read();
+        let year = ((d[0] as i32) << 8) | d[1] as i32;
+        let us = ((d[7] as u32) << 16) | ((d[8] as u32) << 8) | d[9] as u32;
+        Some((year, d[2] as u32, d[3] as u32, d[4], d[5], d[6], us))
+    }
+}
+
+/// Whether an exact datetime (see [`utc_or_naive_fields`]) is aware, in
+/// `datetime.timezone.utc`.
+pub fn is_utc(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
+    let Some(api) = capi(py) else { return false };
+    let ptr = obj.as_ptr();
+    // SAFETY: GIL held; as in `utc_or_naive_fields`.
+    unsafe {
+        if ffi::Py_TYPE(ptr) != api.datetime_type {
+            return false;
+        }
+        let raw = ptr as *const RawDateTime;
+        (*raw).hastzinfo != 0 && std::ptr::addr_of!((*raw).tzinfo).read() == api.timezone_utc
+    }
+}

@@ -25,6 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<records::RecordsIter>()?;
     m.add_function(wrap_pyfunction!(engine::bucket_start, m)?)?;
     m.add_function(wrap_pyfunction!(engine::change_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::utc_days, m)?)?;
     m.add_function(wrap_pyfunction!(pgoutput::decode_pgoutput, m)?)?;
     m.add_function(wrap_pyfunction!(pgoutput::format_lsn, m)?)?;
     protocol::register(m)?;

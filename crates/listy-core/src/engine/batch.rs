@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::fault::Fault;
 use crate::store::{Op, Reply};
 use std::collections::{HashMap, HashSet};
+use std::ops::AddAssign;
 
 /// One planned change: what leaves and what arrives (counted or not), and
 /// the days whose model-wide counters it deletes instead of moving them.
@@ -251,31 +252,50 @@ impl Engine {
     /// frames in front).
     fn plan_batch(&self, meta: &Meta, changes: &[Planned<'_>]) -> Result<Vec<(Op, Option<Missing>)>> {
         let mut frames: Vec<(Op, Option<Missing>)> = Vec::new();
+        // the counter moves summed by day first (a batch's rows share a few
+        // days), then by key: what one `plan` per change would move
+        let mut by_day: HashMap<Option<i32>, i64> = HashMap::new();
+        let mut day_order: Vec<Option<i32>> = Vec::new();
+        let mut recount_days: HashSet<Option<i32>> = HashSet::new();
+        let mut move_day = |day: Option<i32>, delta: i64| {
+            by_day
+                .entry(day)
+                .or_insert_with(|| {
+                    day_order.push(day);
+                    0
+                })
+                .add_assign(delta);
+        };
+        let heads = self.entry_heads(meta);
+        for c in changes {
+            recount_days.extend(c.recount.iter().copied());
+            if let Some(a) = c.added.filter(|a| a.counted) {
+                move_day(a.day, 1);
+            }
+            if let Some(r) = c.removed.as_ref().filter(|r| r.counted) {
+                move_day(r.day, -1);
+            }
+            let removed: &[Leaving<'_>] = c.removed.as_slice();
+            frames.extend(self.plan_with(meta, &heads, removed, c.added, false)?);
+        }
+        let epoch = self.counter_epoch();
         let mut counters: HashMap<String, i64> = HashMap::new();
         let mut counter_order: Vec<String> = Vec::new();
-        let mut recount: Vec<String> = Vec::new();
-        let epoch = self.counter_epoch();
-        for c in changes {
-            for &day in &c.recount {
-                recount.extend(self.model_counter_keys(meta.generation, epoch, day));
+        for day in day_order {
+            let delta = by_day[&day];
+            if delta == 0 {
+                continue;
             }
-            let removed: Vec<Leaving<'_>> = c.removed.into_iter().collect();
-            for (op, target) in self.plan(meta, &removed, c.added)? {
-                let delta = match &op {
-                    Op::Incr { delta, .. } => Some(*delta as i64),
-                    Op::Decr { delta, .. } => Some(-(*delta as i64)),
-                    _ => None,
-                };
-                if let Some(delta) = delta {
-                    let key = op.key().to_string();
-                    if !counters.contains_key(&key) {
-                        counter_order.push(key.clone());
-                    }
-                    *counters.entry(key).or_insert(0) += delta;
-                    continue;
+            for key in self.model_counter_keys(meta.generation, epoch, day) {
+                if !counters.contains_key(&key) {
+                    counter_order.push(key.clone());
                 }
-                frames.push((op, target));
+                *counters.entry(key).or_insert(0) += delta;
             }
+        }
+        let mut recount: Vec<String> = Vec::new();
+        for day in recount_days {
+            recount.extend(self.model_counter_keys(meta.generation, epoch, day));
         }
         let mut out = super::merge::merge_by_key(frames);
         for key in counter_order {
