@@ -300,6 +300,7 @@ class Engine:
         loader: Loader,
         rows_loader: Callable[[list[Any]], Iterable[RowState]],
         recount: bool = False,
+        generation: int | None = None,
     ) -> WriteReport:
         """Many row changes, after their commit, in one pipelined batch:
         each pair is ``(old, new)`` as for ``change``. Frames bound for one
@@ -324,6 +325,12 @@ class Engine:
         """Deletes keys a failed write may have left stale (``failed_keys`` of a
         write report); returns the keys still unreachable."""
 
+    def generation_seen(self) -> int | None:
+        """The model's generation as this engine last saw it (no round trip;
+        None before its first contact): read before a delete commits, for
+        ``change_many(..., generation=...)``, which then skips its read for
+        rows inserted again under their key when no generation started
+        meanwhile."""
     def count(
         self,
         index: tuple[str, ...],

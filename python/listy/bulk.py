@@ -78,10 +78,15 @@ def change_ops(olds: States, news: States | None, *, recount: bool = False) -> l
     ops: list[Op] = []
     for w, old in olds.items():
         pairs: list[tuple[State | None, State | None]]
+        generation: int | None = None
         if news is None:
             # every row deleted: the engine plans each (a delete is never
             # "nothing": tombstones, or a burial where no list held the row)
             pairs = [(o, None) for o in old.values()]
+            # read before the COMMIT (this runs inside the delete's
+            # transaction): lets the engine skip its read for rows inserted
+            # again under their key meanwhile (Engine::change_many_since)
+            generation = w.engine.generation_seen()
         else:
             new = news.get(w, {})
             pairs = []
@@ -91,7 +96,8 @@ def change_ops(olds: States, news: States | None, *, recount: bool = False) -> l
                     pairs.append((o, n))
         if pairs:
             source = w.source
-            ops.append((w, partial(w.engine.change_many, pairs, source.rows, source.states_by_pk, recount=recount)))
+            change = partial(w.engine.change_many, pairs, source.rows, source.states_by_pk, recount=recount)
+            ops.append((w, partial(change, generation=generation) if generation is not None else change))
     return ops
 
 

@@ -630,6 +630,13 @@ impl Engine {
 
     // ------------------------------------------------------------ meta
 
+    /// The model's generation as this engine last saw it (no round trip;
+    /// None before its first contact): read it before a delete commits and
+    /// hand it to [`Engine::change_many_since`].
+    pub fn generation_seen(&self) -> Option<u64> {
+        self.meta.lock().expect("meta poisoned").as_ref().map(|m| m.generation)
+    }
+
     fn cached_meta(&self) -> Option<Meta> {
         self.meta.lock().expect("meta poisoned").clone()
     }

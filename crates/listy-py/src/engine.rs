@@ -566,8 +566,9 @@ impl PyEngine {
     /// pair is `(old, new)` as for `change`. Settles through one
     /// `rows_loader(pks)` call per round (the states of those still stored).
     /// `recount`: the model-wide counters they touch are deleted instead of
-    /// moved (`Engine::change_many_with`).
-    #[pyo3(signature = (pairs, loader, rows_loader, recount = false))]
+    /// moved (`Engine::change_many_with`). `generation`: `generation_seen()`
+    /// read before the changes committed (`Engine::change_many_since`).
+    #[pyo3(signature = (pairs, loader, rows_loader, recount = false, generation = None))]
     fn change_many<'py>(
         &self,
         py: Python<'py>,
@@ -575,6 +576,7 @@ impl PyEngine {
         loader: Py<PyAny>,
         rows_loader: Py<PyAny>,
         recount: bool,
+        generation: Option<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let schema = &self.schema(py).inner;
         let mut changes = Vec::new();
@@ -586,7 +588,9 @@ impl PyEngine {
         }
         let source = PySource::settling_many(&loader, &rows_loader, self.schema(py));
         let engine = self.engine.clone();
-        let report = py.detach(|| engine.change_many_with(&changes, &source, recount)).map_err(|e| source.error(e))?;
+        let report = py
+            .detach(|| engine.change_many_since(&changes, &source, recount, generation))
+            .map_err(|e| source.error(e))?;
         report_to_py(py, report)
     }
 
@@ -645,6 +649,12 @@ impl PyEngine {
     fn repair(&self, py: Python<'_>, keys: Vec<String>) -> Vec<String> {
         let engine = self.engine.clone();
         py.detach(move || engine.repair(&keys))
+    }
+
+    /// The model's generation as this engine last saw it (no round trip;
+    /// None before its first contact).
+    fn generation_seen(&self) -> Option<u64> {
+        self.engine.generation_seen()
     }
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {

@@ -61,6 +61,26 @@ impl Engine {
         source: &dyn super::Source,
         recount: bool,
     ) -> Result<WriteReport> {
+        self.change_many_since(changes, source, recount, None)
+    }
+
+    /// [`Engine::change_many_with`] for changes committed after this engine
+    /// saw the model at `generation` ([`Engine::generation_seen`], read
+    /// before the commit). A delete for good reads its rows once more after
+    /// its frames landed, in case a row was inserted again under its primary
+    /// key meanwhile and its frames landed first (its final tombstones would
+    /// hide it). Every such insert starts a new generation before it writes
+    /// a frame ([`Engine::recreate`], Django's saves and bulk inserts under a
+    /// given key, raw SQL's repair): so when every frame of this batch landed
+    /// in `generation` while it was still current, no re-insert's frame can
+    /// be behind them, and the read is skipped.
+    pub fn change_many_since(
+        &self,
+        changes: &[(Option<Stored>, Option<Stored>)],
+        source: &dyn super::Source,
+        recount: bool,
+        generation: Option<u64>,
+    ) -> Result<WriteReport> {
         let planned: Vec<Planned<'_>> = changes
             .iter()
             .filter_map(|(old, new)| {
@@ -72,7 +92,7 @@ impl Engine {
                 Some(p)
             })
             .collect();
-        let mut report = self.write_batch(&planned)?;
+        let (mut report, landed_in) = self.write_batch_in(&planned)?;
         let mut written: Vec<Stored> = changes
             .iter()
             // every change that leaves the row listed or changed an existing
@@ -91,7 +111,9 @@ impl Engine {
             }
             written = self.settle_round(written, source, &mut report)?;
         }
-        self.check_none_recreated(changes, source, &mut report)?;
+        if generation.is_none() || generation != landed_in {
+            self.check_none_recreated(changes, source, &mut report)?;
+        }
         Ok(report)
     }
 
@@ -186,16 +208,23 @@ impl Engine {
     /// Sends the merged ops of `changes` for the current meta (again for a
     /// newer meta when it moved meanwhile, skipping keys already written).
     fn write_batch(&self, changes: &[Planned<'_>]) -> Result<WriteReport> {
+        Ok(self.write_batch_in(changes)?.0)
+    }
+
+    /// [`Self::write_batch`], and the generation every op landed in when
+    /// the meta read in the same batch showed it current (None: the meta
+    /// moved, or could not be read, and some ops went again).
+    fn write_batch_in(&self, changes: &[Planned<'_>]) -> Result<(WriteReport, Option<u64>)> {
         let mut report = WriteReport::default();
         if changes.is_empty() {
-            return Ok(report);
+            return Ok((report, None));
         }
         let mut done: HashSet<String> = HashSet::new();
         let mut guess = match self.cached_meta() {
             Some(m) => m,
             None => match self.current_meta() {
                 Ok(m) => m,
-                Err(e) => return Ok(self.batch_unreached(report, e, None, changes)),
+                Err(e) => return Ok((self.batch_unreached(report, e, None, changes), None)),
             },
         };
         for _ in 0..4 {
@@ -235,14 +264,15 @@ impl Engine {
                 other => Err(Error::protocol(&self.store.server_for(&self.meta_key()), format!("{other:?}"))),
             }) {
                 Ok(meta) => meta,
-                Err(e) => return Ok(self.batch_unreached(report, e, Some(&guess), changes)),
+                Err(e) => return Ok((self.batch_unreached(report, e, Some(&guess), changes), None)),
             };
             if meta == guess {
-                break;
+                // every op went to this generation, current when it was read
+                return Ok((report, Some(meta.generation)));
             }
             guess = meta;
         }
-        Ok(report)
+        Ok((report, None))
     }
 
     /// Every change's ops for `meta`, merged: one prepend per list (frames
