@@ -188,13 +188,14 @@ struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Meta {
     generation: u64,
-    entries: Vec<Entry>,
+    /// Shared: a read clones the meta it last saw, with no allocation.
+    entries: Arc<Vec<Entry>>,
 }
 
 impl Meta {
     fn encode(&self) -> Vec<u8> {
         let mut s = format!("listy-meta 1\ng {:x}\n", self.generation);
-        for e in &self.entries {
+        for e in self.entries.iter() {
             s.push_str(&format!("i {:08x} {:08x} {}\n", e.schema_fp, e.layout_fp, e.fields.join(",")));
         }
         s.into_bytes()
@@ -215,7 +216,7 @@ impl Meta {
             let fields = parts.next()?.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect();
             entries.push(Entry { schema_fp, layout_fp, fields });
         }
-        Some(Meta { generation, entries })
+        Some(Meta { generation, entries: Arc::new(entries) })
     }
 }
 
@@ -363,7 +364,9 @@ pub struct Engine {
     /// few days builds a few sets of keys, not 5,000 (bounded: cleared past
     /// [`COUNTER_KEYS_MEMO`] entries).
     counter_keys: Mutex<HashMap<CounterDay, Arc<[String]>>>,
-    meta: Mutex<Option<Meta>>,
+    /// The meta last seen, with the bytes it was read from (None: written
+    /// by this engine); see `meta_from`.
+    meta: Mutex<Option<(Meta, Option<Vec<u8>>)>>,
     options: Options,
     hook: Option<Hook>,
     events: Option<EventSink>,
@@ -615,11 +618,11 @@ impl Engine {
     // ------------------------------------------------------------ meta
 
     fn cached_meta(&self) -> Option<Meta> {
-        self.meta.lock().expect("meta poisoned").clone()
+        self.meta.lock().expect("meta poisoned").as_ref().map(|(meta, _)| meta.clone())
     }
 
     fn remember_meta(&self, meta: &Meta) {
-        *self.meta.lock().expect("meta poisoned") = Some(meta.clone());
+        *self.meta.lock().expect("meta poisoned") = Some((meta.clone(), None));
     }
 
     /// The meta value as the store has it now, created if missing.
@@ -632,12 +635,20 @@ impl Engine {
     /// replaced by a fresh generation (never an old one: lists of an evicted
     /// generation must stay unreachable).
     fn meta_from(&self, item: Option<Item>) -> Result<Meta> {
-        if let Some(meta) = item.as_ref().and_then(|i| Meta::decode(&i.value)) {
-            self.remember_meta(&meta);
-            return Ok(meta);
+        if let Some(item) = &item {
+            // The bytes last decoded: the same meta (every read fetches it).
+            if let Some((meta, Some(raw))) = self.meta.lock().expect("meta poisoned").as_ref() {
+                if *raw == item.value {
+                    return Ok(meta.clone());
+                }
+            }
+            if let Some(meta) = Meta::decode(&item.value) {
+                *self.meta.lock().expect("meta poisoned") = Some((meta.clone(), Some(item.value.clone())));
+                return Ok(meta);
+            }
         }
         let floor = self.cached_meta().map(|m| m.generation + 1).unwrap_or(0);
-        let fresh = Meta { generation: now_micros().max(floor), entries: Vec::new() };
+        let fresh = Meta { generation: now_micros().max(floor), entries: Arc::default() };
         let op = match item {
             Some(broken) => Op::Cas { key: self.meta_key(), value: fresh.encode(), cas: broken.cas },
             None => Op::Add { key: self.meta_key(), value: fresh.encode() },
@@ -680,7 +691,7 @@ impl Engine {
                 continue;
             };
             let mut next = meta.clone();
-            next.entries.extend(missing.into_iter().cloned());
+            Arc::make_mut(&mut next.entries).extend(missing.into_iter().cloned());
             if self.store.one(Op::Cas { key: self.meta_key(), value: next.encode(), cas: item.cas })? == Reply::Stored {
                 self.remember_meta(&next);
                 return Ok(next);
@@ -1167,7 +1178,7 @@ impl Engine {
     pub fn registered_indexes(&self) -> Result<Vec<Vec<String>>> {
         let meta = self.current_meta()?;
         let mut out: Vec<Vec<String>> = Vec::new();
-        for e in meta.entries {
+        for e in meta.entries.iter().cloned() {
             if !out.contains(&e.fields) {
                 out.push(e.fields);
             }
@@ -1404,12 +1415,12 @@ impl Engine {
         // Lists the row was already in get an `update` frame: it keeps its place.
         let mut old_lists: HashSet<String> = HashSet::new();
         for leaving in removed {
-            for e in &meta.entries {
+            for e in meta.entries.iter() {
                 old_lists.insert(self.list_key(e.layout_fp, gen, &e.fields, &self.values_of(leaving.row, &e.fields)?));
             }
         }
         if let Some(Arriving { row, day, counted }) = added {
-            for e in &meta.entries {
+            for e in meta.entries.iter() {
                 let values = self.values_of(row, &e.fields)?;
                 if e.schema_fp != self.schema_fp {
                     let key = self.list_key(e.layout_fp, gen, &e.fields, &values);
@@ -1456,7 +1467,7 @@ impl Engine {
             }
         }
         for &Leaving { row, day, hard, counted } in removed {
-            for e in &meta.entries {
+            for e in meta.entries.iter() {
                 let values = self.values_of(row, &e.fields)?;
                 let key = self.list_key(e.layout_fp, gen, &e.fields, &values);
                 if new_lists.contains(&key) {
@@ -1850,7 +1861,7 @@ mod tests {
     fn meta_round_trips() {
         let m = Meta {
             generation: 0x1234,
-            entries: vec![Entry { schema_fp: 1, layout_fp: 2, fields: vec!["a".into(), "b".into()] }],
+            entries: Arc::new(vec![Entry { schema_fp: 1, layout_fp: 2, fields: vec!["a".into(), "b".into()] }]),
         };
         assert_eq!(Meta::decode(&m.encode()), Some(m));
         assert_eq!(Meta::decode(b"garbage"), None);
