@@ -367,6 +367,8 @@ pub struct Engine {
     /// The meta last seen, with the bytes it was read from (None: written
     /// by this engine); see `meta_from`.
     meta: Mutex<Option<(Meta, Option<Vec<u8>>)>>,
+    /// Lists read lately and what their bytes read as (`read_view`).
+    views: Mutex<std::collections::VecDeque<ReadView>>,
     options: Options,
     hook: Option<Hook>,
     events: Option<EventSink>,
@@ -424,6 +426,23 @@ fn new_token() -> u64 {
     (now_micros() ^ (pid << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
 }
 
+/// The bytes of a list read lately and where its live records are in
+/// them: the same bytes read again (a hit on a list no write changed since)
+/// are not walked again.
+struct ReadView {
+    key: String,
+    layout_fp: u32,
+    parts: Vec<Vec<u8>>,
+    live: Vec<(u16, u32, u32)>,
+    complete: bool,
+    dead_frames: usize,
+}
+
+/// How many lists, and how many of their bytes, an engine keeps read views
+/// of (a list larger than `READ_VIEW_BYTES / 4` is walked on every read).
+const READ_VIEWS: usize = 32;
+const READ_VIEW_BYTES: usize = 8 << 20;
+
 /// What a reader found under a list key.
 enum Found {
     List(Item),
@@ -465,6 +484,7 @@ impl Engine {
             specs: Mutex::new(HashMap::new()),
             counter_keys: Mutex::new(HashMap::new()),
             meta: Mutex::new(None),
+            views: Mutex::new(std::collections::VecDeque::new()),
             options,
             hook: None,
             events: None,
@@ -840,7 +860,7 @@ impl Engine {
         if let Ok(Some(segments)) = self.fetch_segments(&spec, &partial.key, head) {
             let mut parts = vec![head.clone()];
             parts.extend(segments);
-            if let Some(fetched) = Self::fetched(&spec, partial.key.clone(), parts, true, None) {
+            if let Some(fetched) = self.read_view(&spec, partial.key.clone(), parts) {
                 return Ok(fetched);
             }
         }
@@ -868,6 +888,41 @@ impl Engine {
             }
         }
         Ok(Some(out))
+    }
+
+    /// `fetched` of parts read from the cache (a hit), reusing what the
+    /// same bytes read as last time: identical bytes make an identical
+    /// list, so a list no write changed is not walked again.
+    fn read_view(&self, spec: &ListSpec, key: String, parts: Vec<Vec<u8>>) -> Option<Fetched> {
+        let layout_fp = spec.layout.fingerprint();
+        {
+            let views = self.views.lock().expect("views poisoned");
+            if let Some(v) = views.iter().find(|v| v.key == key && v.layout_fp == layout_fp && v.parts == parts) {
+                let (live, complete, dead_frames) = (v.live.clone(), v.complete, v.dead_frames);
+                return Some(Fetched { key, parts, live, complete, dead_frames, hit: true, fault: None });
+            }
+        }
+        let fetched = Self::fetched(spec, key, parts, true, None)?;
+        let size: usize = fetched.parts.iter().map(Vec::len).sum();
+        if size <= READ_VIEW_BYTES / 4 {
+            let mut views = self.views.lock().expect("views poisoned");
+            // One view per list and kind of read (head only, or whole).
+            views.retain(|v| v.key != fetched.key || v.parts.len() != fetched.parts.len());
+            let mut total = size + views.iter().map(|v| v.parts.iter().map(Vec::len).sum::<usize>()).sum::<usize>();
+            while views.len() >= READ_VIEWS || (total > READ_VIEW_BYTES && !views.is_empty()) {
+                let dropped = views.pop_front().expect("not empty");
+                total -= dropped.parts.iter().map(Vec::len).sum::<usize>();
+            }
+            views.push_back(ReadView {
+                key: fetched.key.clone(),
+                layout_fp,
+                parts: fetched.parts.clone(),
+                live: fetched.live.clone(),
+                complete: fetched.complete,
+                dead_frames: fetched.dead_frames,
+            });
+        }
+        Some(fetched)
     }
 
     /// Wraps parts that read as a list; `None` when they do not.
@@ -987,7 +1042,7 @@ impl Engine {
             let Some(segments) = self.fetch_segments(spec, key, &item.value)? else { return Ok(None) };
             parts.extend(segments);
         }
-        let fetched = Self::fetched(spec, key.to_string(), parts, true, None);
+        let fetched = self.read_view(spec, key.to_string(), parts);
         if let Some(f) = &fetched {
             if f.complete {
                 self.maybe_compact(spec, key, item, f);
