@@ -283,6 +283,8 @@ pub struct Layout {
     schema: Arc<Schema>,
     /// Schema positions stored in each record, after the pk.
     stored: Vec<usize>,
+    /// The kind and nullability of each of `stored` (what decoding reads).
+    kinds: Vec<(Kind, bool)>,
     /// How many of `stored` are nullable (they get a null bitmap).
     nullable: usize,
     fingerprint: u32,
@@ -298,7 +300,8 @@ impl Layout {
         for i in &stored {
             h.write(&(*i as u32).to_le_bytes());
         }
-        Layout { schema, stored, nullable, fingerprint: h.finish() }
+        let kinds = stored.iter().map(|&i| (schema.fields[i].kind, schema.fields[i].nullable)).collect();
+        Layout { schema, stored, kinds, nullable, fingerprint: h.finish() }
     }
 
     /// The schema the layout is cut from.
@@ -527,17 +530,26 @@ impl Layout {
     fn decode_fields<'a>(&self, r: &mut Reader<'a>, mut out: Option<&mut Vec<ValueRef<'a>>>) -> Result<()> {
         let nulls = if self.nullable > 0 { r.varint()? } else { 0 };
         let mut n = 0;
-        for &i in &self.stored {
-            let field = &self.schema.fields[i];
-            let is_null = field.nullable && {
+        let mut is_null = |nullable: bool| {
+            nullable && {
                 n += 1;
                 nulls & (1 << (n - 1)) != 0
-            };
-            match out.as_deref_mut() {
-                Some(out) => out.push(if is_null { ValueRef::Null } else { decode_value(field.kind, r)? }),
-                None if is_null => {}
-                // Skipping a frame checks what decoding it would.
-                None => skip_value(field.kind, r)?,
+            }
+        };
+        match out.as_deref_mut() {
+            Some(out) => {
+                out.reserve(self.kinds.len());
+                for &(kind, nullable) in &self.kinds {
+                    out.push(if is_null(nullable) { ValueRef::Null } else { decode_value(kind, r)? });
+                }
+            }
+            // Skipping a frame checks what decoding it would.
+            None => {
+                for &(kind, nullable) in &self.kinds {
+                    if !is_null(nullable) {
+                        skip_value(kind, r)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -1040,6 +1052,11 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Reads a varint; returns (value, bytes used).
 pub fn get_varint(buf: &[u8]) -> Result<(u64, usize)> {
+    if let Some(&b) = buf.first() {
+        if b < 0x80 {
+            return Ok((b as u64, 1));
+        }
+    }
     let mut v = 0u64;
     for (i, &b) in buf.iter().enumerate().take(10) {
         if i == 9 && b > 1 {

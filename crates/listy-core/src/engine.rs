@@ -439,9 +439,10 @@ struct ReadView {
 }
 
 /// How many lists, and how many of their bytes, an engine keeps read views
-/// of (a list larger than `READ_VIEW_BYTES / 4` is walked on every read).
+/// of (a list larger than `READ_VIEW_BYTES / 4` is walked on every read);
+/// a copy of their bytes is what a view costs.
 const READ_VIEWS: usize = 32;
-const READ_VIEW_BYTES: usize = 8 << 20;
+const READ_VIEW_BYTES: usize = 2 << 20;
 
 /// What a reader found under a list key.
 enum Found {
