@@ -378,10 +378,11 @@ class Declaration:
         then checks, coerces and raises)."""
         attnames: list[str] = []
         for name in names:
-            f = self._field(name[: -len("__exact")] if name.endswith("__exact") else name)
+            f: Any = self._field(name[: -len("__exact")] if name.endswith("__exact") else name)
             if f is None or f.attname in attnames:
                 return None
-            target: Any = f.target_field if f.is_relation and (f.many_to_one or f.one_to_one) else f
+            # f: a concrete field (a ForeignKey has target_field; django-stubs' Field has not)
+            target = f.target_field if f.is_relation and (f.many_to_one or f.one_to_one) else f
             if target.get_internal_type() not in _INT_TYPES:
                 return None
             attnames.append(f.attname)

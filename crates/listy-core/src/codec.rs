@@ -527,7 +527,7 @@ impl Layout {
         Ok(pk)
     }
 
-    fn decode_fields<'a>(&self, r: &mut Reader<'a>, mut out: Option<&mut Vec<ValueRef<'a>>>) -> Result<()> {
+    fn decode_fields<'a>(&self, r: &mut Reader<'a>, out: Option<&mut Vec<ValueRef<'a>>>) -> Result<()> {
         let nulls = if self.nullable > 0 { r.varint()? } else { 0 };
         let mut n = 0;
         let mut is_null = |nullable: bool| {
@@ -536,7 +536,7 @@ impl Layout {
                 nulls & (1 << (n - 1)) != 0
             }
         };
-        match out.as_deref_mut() {
+        match out {
             Some(out) => {
                 out.reserve(self.kinds.len());
                 for &(kind, nullable) in &self.kinds {
