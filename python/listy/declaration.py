@@ -402,9 +402,15 @@ class Declaration:
                 resolved.by_names[names] = fast
         if fast is not None:
             # Ints given as they are need no coercion (as in ``_coerce``).
-            values = tuple([filters[names[i]] for i in fast[1]])
-            if all(type(v) is int for v in values):
-                return fast[0], values
+            # (A loop: a comprehension would make a function per call.)
+            found: list[Any] = []
+            for i in fast[1]:
+                value = filters[names[i]]
+                if type(value) is not int:
+                    break
+                found.append(value)
+            else:
+                return fast[0], tuple(found)
         norm = self._normalise(filters)
         if not norm and allow_all:
             return (), ()
