@@ -162,6 +162,12 @@ def test_sequence_semantics(users, client):
     assert [f.pk for f in got[::2]] == newest[::2]
     assert [f.pk for f in got[-1:0:-2]] == newest[-1:0:-2]
     assert [f.pk for f in reversed(got)] == newest[::-1]
+    # Bounds past what an index holds clip as a list's do (no OverflowError).
+    assert [f.pk for f in got[: 10**30]] == newest
+    assert [f.pk for f in got[-(10**30) : 2]] == newest[:2]
+    assert [f.pk for f in got[1 : 10**30 : 2]] == newest[1::2]
+    with pytest.raises(ValueError):
+        got[::0]
     assert got[1] in got
     assert list(got) == list(got)  # iterable more than once
     with pytest.raises(TypeError):
@@ -914,3 +920,24 @@ def test_instances_do_not_share_their_dicts_or_state() -> None:
     names = [f.attname for f in Follow._meta.concrete_fields]
     rows = Follow.objects.filter(follower=me).order_by("-pk").values_list(*names)
     assert Follow.cache.get(follower=me).values() == list(rows)
+
+
+def test_filter_values_are_coerced_alike_on_every_call(users):
+    """``_index_for`` keeps what it learnt of a call's filter names: the
+    values are still checked and coerced as the ORM would, on every call."""
+    me, you, *_ = users
+    Follow.cache.add(follower=me, followee=you)
+    want = [f.pk for f in Follow.objects.filter(follower=me).order_by("-pk")]
+    for _ in range(2):  # the second call takes what the first one learnt
+        assert [f.pk for f in Follow.cache.get(follower=me.pk)] == want
+        assert [f.pk for f in Follow.cache.get(follower_id=me.pk)] == want
+        assert [f.pk for f in Follow.cache.get(follower=me)] == want
+        assert [f.pk for f in Follow.cache.get(follower_id=str(me.pk))] == want
+        assert [f.pk for f in Follow.cache.get(follower__exact=me.pk)] == want
+        assert [f.pk for f in Follow.cache.get(followee=you.pk, follower=me.pk)] == want
+        with pytest.raises(ValueError):
+            Follow.cache.get(follower_id="not a number")
+        with pytest.raises(listy.NotCachableException):
+            Follow.cache.get(follower=me.pk, follower_id=me.pk)
+        with pytest.raises(listy.NotCachableException):
+            Follow.cache.get(followee=you.pk)

@@ -22,6 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, TypedDict
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
@@ -89,6 +90,10 @@ class _Resolved:
     by_set: dict[frozenset[str], Index]
     db_alias: str
     pk_index: Index | None
+    #: Filter names (in call order) → their index and, in index order, the
+    #: position of each name: the filters whose fields all take ints as
+    #: they are (``Declaration._index_for``'s fast path).
+    by_names: dict[tuple[str, ...], tuple[Index, tuple[int, ...]] | None] = dataclass_field(default_factory=dict)
 
 
 class Declaration:
@@ -366,8 +371,46 @@ class Declaration:
         except ValidationError as exc:
             raise ValueError(f"{name}={value!r}: {'; '.join(exc.messages)}") from None
 
+    def _fast_index(self, names: tuple[str, ...], resolved: _Resolved) -> tuple[Index, tuple[int, ...]] | None:
+        """What ``_index_for`` may reuse for filters named ``names``: their
+        index and where each of its attnames is among the names; None when
+        the names do not name one index of integer fields (the full path
+        then checks, coerces and raises)."""
+        attnames: list[str] = []
+        for name in names:
+            f: Any = self._field(name[: -len("__exact")] if name.endswith("__exact") else name)
+            if f is None or f.attname in attnames:
+                return None
+            # f: a concrete field (a ForeignKey has target_field; django-stubs' Field has not)
+            target = f.target_field if f.is_relation and (f.many_to_one or f.one_to_one) else f
+            if target.get_internal_type() not in _INT_TYPES:
+                return None
+            attnames.append(f.attname)
+        index = resolved.by_set.get(frozenset(attnames))
+        if index is None:
+            return None
+        return index, tuple(attnames.index(a) for a in index)
+
     def _index_for(self, filters: Mapping[str, Any], *, allow_all: bool = False) -> tuple[Index, tuple[Any, ...]]:
         resolved = self._resolve()
+        names = tuple(filters)
+        try:
+            fast = resolved.by_names[names]
+        except KeyError:
+            fast = self._fast_index(names, resolved)
+            if len(resolved.by_names) < 256:  # names come from call sites: few
+                resolved.by_names[names] = fast
+        if fast is not None:
+            # Ints given as they are need no coercion (as in ``_coerce``).
+            # (A loop: a comprehension would make a function per call.)
+            found: list[Any] = []
+            for i in fast[1]:
+                value = filters[names[i]]
+                if type(value) is not int:
+                    break
+                found.append(value)
+            else:
+                return fast[0], tuple(found)
         norm = self._normalise(filters)
         if not norm and allow_all:
             return (), ()

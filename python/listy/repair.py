@@ -228,13 +228,10 @@ def ready(client: Client, alias: str) -> bool:
     wakes it and reads go to the database until its pass is done; without
     one, the pass runs here, after a fault only."""
     state = _states.get(alias)
-    if (
-        state is not None
-        and state[0] == _faults
-        and state[2] == _store.epoch()
-        and client.engine_label not in _blocked.get(alias, frozenset())
-    ):
-        return True
+    if state is not None and state[0] == _faults and state[2] == _store.epoch():
+        blocked = _blocked.get(alias)
+        if not blocked or client.engine_label not in blocked:
+            return True
     if background:
         if wake is not None:
             wake()

@@ -44,10 +44,16 @@ _deleting: ContextVar[frozenset[tuple[type, Any]]] = ContextVar("listy_deleting"
 #: Instance attribute that marks a save made by Listy itself.
 SKIP_SIGNALS = "_listy_skip_signals"
 
-#: ``pending`` is True in a thread that scheduled Listy cache work inside a
-#: transaction which may not have committed yet (database connections are
-#: per thread); reads then look at the connection's on-commit queue.
-_tls = threading.local()
+class _WriteState(threading.local):
+    """``pending`` is True in a thread that scheduled Listy cache work inside
+    a transaction which may not have committed yet (database connections are
+    per thread); reads then look at the connection's on-commit queue. A
+    class default: a read's check raises and clears no AttributeError."""
+
+    pending = False
+
+
+_tls = _WriteState()
 
 
 class Writes(Declaration):
@@ -216,7 +222,7 @@ class Writes(Declaration):
         """True inside a transaction that has Listy writes of this model not
         yet committed: a list built now could hold rows that a rollback would
         take back, so reads go to the database without storing anything."""
-        if not getattr(_tls, "pending", False):
+        if not _tls.pending:
             return False
         conn = connections[self._resolve().db_alias]
         mine = others = False

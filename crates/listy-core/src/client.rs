@@ -578,6 +578,7 @@ pub struct Connection {
     parser: ReplyParser,
     rbuf: Vec<u8>,
     rpos: usize,
+    rend: usize,
     /// Whether any reply byte arrived during the current `execute`.
     received: bool,
     failure: Option<(Failure, String)>,
@@ -645,6 +646,7 @@ impl Connection {
             parser: ReplyParser::new(max_item_size.max(MAX_SERVER_ITEM_SIZE)),
             rbuf: Vec::new(),
             rpos: 0,
+            rend: 0,
             received: false,
             failure: None,
         })
@@ -823,7 +825,7 @@ impl Connection {
     /// The next reply frame, reading as needed; `None` once poisoned.
     fn next_frame(&mut self) -> Option<Frame> {
         loop {
-            match self.parser.parse(&self.rbuf[self.rpos..]) {
+            match self.parser.parse(&self.rbuf[self.rpos..self.rend]) {
                 Ok(Parsed::Frame(frame, used)) => {
                     self.rpos += used;
                     return Some(frame);
@@ -844,21 +846,28 @@ impl Connection {
 
     /// Reads at least one more byte, making room for `at_least` unparsed
     /// bytes (the whole pending frame when its size is known).
+    /// `rbuf[rpos..rend]` are the unparsed bytes; the buffer stays
+    /// allocated (and zeroed) between reads, so a read does not clear it.
     fn fill(&mut self, at_least: usize) -> io::Result<()> {
-        self.rbuf.drain(..self.rpos);
-        self.rpos = 0;
-        let have = self.rbuf.len();
+        if self.rpos > 0 {
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
+        let have = self.rend;
         let target = at_least.clamp(have + READ_CHUNK, have + MAX_READ_AHEAD);
-        self.rbuf.resize(target, 0);
+        if self.rbuf.len() < target {
+            self.rbuf.resize(target, 0);
+        }
         let read = loop {
             // A signal handler installed without SA_RESTART (Python's are)
             // interrupts recv: that is no reason to drop the connection.
-            match self.stream.read(&mut self.rbuf[have..]) {
+            match self.stream.read(&mut self.rbuf[have..target]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
         };
-        self.rbuf.truncate(have + *read.as_ref().unwrap_or(&0));
+        self.rend = have + *read.as_ref().unwrap_or(&0);
         match read {
             Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server")),
             Ok(_) => {

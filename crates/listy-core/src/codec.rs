@@ -283,6 +283,8 @@ pub struct Layout {
     schema: Arc<Schema>,
     /// Schema positions stored in each record, after the pk.
     stored: Vec<usize>,
+    /// The kind and nullability of each of `stored` (what decoding reads).
+    kinds: Vec<(Kind, bool)>,
     /// How many of `stored` are nullable (they get a null bitmap).
     nullable: usize,
     fingerprint: u32,
@@ -298,7 +300,8 @@ impl Layout {
         for i in &stored {
             h.write(&(*i as u32).to_le_bytes());
         }
-        Layout { schema, stored, nullable, fingerprint: h.finish() }
+        let kinds = stored.iter().map(|&i| (schema.fields[i].kind, schema.fields[i].nullable)).collect();
+        Layout { schema, stored, kinds, nullable, fingerprint: h.finish() }
     }
 
     /// The schema the layout is cut from.
@@ -524,18 +527,29 @@ impl Layout {
         Ok(pk)
     }
 
-    fn decode_fields<'a>(&self, r: &mut Reader<'a>, mut out: Option<&mut Vec<ValueRef<'a>>>) -> Result<()> {
+    fn decode_fields<'a>(&self, r: &mut Reader<'a>, out: Option<&mut Vec<ValueRef<'a>>>) -> Result<()> {
         let nulls = if self.nullable > 0 { r.varint()? } else { 0 };
         let mut n = 0;
-        for &i in &self.stored {
-            let field = &self.schema.fields[i];
-            let is_null = field.nullable && {
+        let mut is_null = |nullable: bool| {
+            nullable && {
                 n += 1;
                 nulls & (1 << (n - 1)) != 0
-            };
-            let value = if is_null { ValueRef::Null } else { decode_value(field.kind, r)? };
-            if let Some(out) = out.as_deref_mut() {
-                out.push(value);
+            }
+        };
+        match out {
+            Some(out) => {
+                out.reserve(self.kinds.len());
+                for &(kind, nullable) in &self.kinds {
+                    out.push(if is_null(nullable) { ValueRef::Null } else { decode_value(kind, r)? });
+                }
+            }
+            // Skipping a frame checks what decoding it would.
+            None => {
+                for &(kind, nullable) in &self.kinds {
+                    if !is_null(nullable) {
+                        skip_value(kind, r)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -735,7 +749,22 @@ impl<'a> ListView<'a> {
             }
             bodies.push(&part[..part.len() - TRAILER_LEN]);
         }
-        let hard = hard_tombstones(layout, bodies[0])?;
+        // The head is walked once: its frames are kept for the second look
+        // below, once its final tombstones (which hide a pk wherever it is)
+        // are known.
+        let mut head_frames: Vec<(u8, i64, u32, u32)> = Vec::with_capacity(bodies[0].len() / 8);
+        let mut hard = Vec::new();
+        let mut pos = 0;
+        while pos < bodies[0].len() {
+            let (tag, pk, end) = layout.frame_at(bodies[0], pos)?;
+            if tag == TAG_FINAL_TOMBSTONE {
+                hard.push(pk);
+            }
+            if tag != TAG_INDEX {
+                head_frames.push((tag, pk, pos as u32, end as u32));
+            }
+            pos = end;
+        }
         let hard_set: PkSet = hard.iter().copied().collect();
         let frames_hint = parts.iter().map(|p| p.len()).sum::<usize>() / 8;
         let mut placed: PkSet = HashSet::with_capacity_and_hasher(frames_hint, Default::default());
@@ -745,15 +774,26 @@ impl<'a> ListView<'a> {
         let mut frames = 0;
         for (p, body) in bodies.iter().enumerate() {
             let mut pos = 0;
-            while pos < body.len() {
-                let (tag, pk, end) = layout.frame_at(body, pos)?;
-                if tag == TAG_INDEX {
+            let mut next_head_frame = 0;
+            loop {
+                let (tag, pk, start, end) = if p == 0 {
+                    let Some(&frame) = head_frames.get(next_head_frame) else { break };
+                    next_head_frame += 1;
+                    frame
+                } else {
+                    if pos >= body.len() {
+                        break;
+                    }
+                    let (tag, pk, end) = layout.frame_at(body, pos)?;
+                    let start = pos;
                     pos = end;
-                    continue;
-                }
+                    if tag == TAG_INDEX {
+                        continue;
+                    }
+                    (tag, pk, start as u32, end as u32)
+                };
                 frames += 1;
-                let here = (p as u16, pos as u32, end as u32);
-                pos = end;
+                let here = (p as u16, start, end);
                 if placed.contains(&pk) {
                     continue;
                 }
@@ -842,19 +882,6 @@ impl<'a> ListView<'a> {
 }
 
 /// The pks of the final tombstones in a head's frames, newest first.
-fn hard_tombstones(layout: &Layout, body: &[u8]) -> Result<Vec<i64>> {
-    let mut hard = Vec::new();
-    let mut pos = 0;
-    while pos < body.len() {
-        let (tag, pk, end) = layout.frame_at(body, pos)?;
-        if tag == TAG_FINAL_TOMBSTONE {
-            hard.push(pk);
-        }
-        pos = end;
-    }
-    Ok(hard)
-}
-
 /// Describes every frame of `bytes` (even of an incomplete value) for
 /// inspection; stops at the first undecodable byte.
 pub fn describe(layout: &Layout, bytes: &[u8]) -> (Vec<FrameInfo>, Option<String>) {
@@ -948,6 +975,15 @@ fn decode_value<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<ValueRef<'a>> {
     })
 }
 
+/// Steps over one value, with the checks `decode_value` makes: integers
+/// (the bulk of most records) are skipped without being assembled.
+fn skip_value(kind: Kind, r: &mut Reader<'_>) -> Result<()> {
+    match kind {
+        Kind::Int | Kind::Datetime | Kind::Time => r.skip_varint(),
+        other => decode_value(other, r).map(|_| ()),
+    }
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -964,6 +1000,24 @@ impl<'a> Reader<'a> {
         let (v, n) = get_varint(&self.buf[self.pos.min(self.buf.len())..])?;
         self.pos += n;
         Ok(v)
+    }
+
+    /// Steps over a varint that `varint` would accept.
+    fn skip_varint(&mut self) -> Result<()> {
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        for (i, &b) in rest.iter().enumerate().take(10) {
+            if b < 0x80 {
+                if i == 9 && b > 1 {
+                    return Err(Error::Decode("varint overflows 64 bits".into()));
+                }
+                self.pos += i + 1;
+                return Ok(());
+            }
+            if i == 9 {
+                return Err(Error::Decode("varint overflows 64 bits".into()));
+            }
+        }
+        Err(truncated())
     }
 
     fn len(&mut self) -> Result<usize> {
@@ -998,6 +1052,11 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Reads a varint; returns (value, bytes used).
 pub fn get_varint(buf: &[u8]) -> Result<(u64, usize)> {
+    if let Some(&b) = buf.first() {
+        if b < 0x80 {
+            return Ok((b as u64, 1));
+        }
+    }
     let mut v = 0u64;
     for (i, &b) in buf.iter().enumerate().take(10) {
         if i == 9 && b > 1 {
@@ -1124,6 +1183,42 @@ mod tests {
         layout.encode_record(&follow(1, 10), &mut late).unwrap();
         late.extend_from_slice(&compact[0]);
         assert_eq!(decode_all(&layout, &late).len(), 1);
+    }
+
+    #[test]
+    fn a_list_reads_only_if_every_frame_decodes() {
+        // Walking a list steps over the fields of each frame without
+        // decoding them: it must refuse exactly what decoding refuses.
+        let layout = Layout::new(follow_schema(), &[2]);
+        let good = layout.encode_list(&[follow(1, 10)]).unwrap();
+        let record = |created: &[u8], followee: &[u8]| {
+            let mut frame = vec![TAG_RECORD];
+            put_varint(&mut frame, zigzag(5));
+            frame.extend_from_slice(created);
+            frame.extend_from_slice(followee);
+            let mut bytes = frame.clone();
+            bytes.extend_from_slice(&good);
+            (frame, bytes)
+        };
+        let cases: [(&[u8], &[u8], bool); 6] = [
+            (&[0x02], &[0x04], true),
+            (&[0xff; 9], &[0x01], false), // the followee byte ends `created`: the frame is cut off
+            (&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &[0x04], true),
+            (&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], &[0x04], false), // overflows
+            (&[0xff; 10], &[0x04], false),                                                   // no end within 10 bytes
+            (&[0x02], &[0x80], false),                                                       // cut off
+        ];
+        for (created, followee, ok) in cases {
+            let (frame, bytes) = record(created, followee);
+            let decoded = layout.decode_record(&frame, &mut Vec::new()).is_ok()
+                && frame.len() == {
+                    let mut r = Reader { buf: &frame, pos: 1 };
+                    r.varint().unwrap();
+                    layout.decode_fields(&mut r, Some(&mut Vec::new())).map(|_| r.pos).unwrap_or(0)
+                };
+            assert_eq!(layout.read(&bytes).is_ok(), ok, "{created:x?} {followee:x?}");
+            assert_eq!(decoded, ok, "{created:x?} {followee:x?}");
+        }
     }
 
     #[test]

@@ -199,13 +199,14 @@ struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Meta {
     generation: u64,
-    entries: Vec<Entry>,
+    /// Shared: a read clones the meta it last saw, with no allocation.
+    entries: Arc<Vec<Entry>>,
 }
 
 impl Meta {
     fn encode(&self) -> Vec<u8> {
         let mut s = format!("listy-meta 1\ng {:x}\n", self.generation);
-        for e in &self.entries {
+        for e in self.entries.iter() {
             s.push_str(&format!("i {:08x} {:08x} {}\n", e.schema_fp, e.layout_fp, e.fields.join(",")));
         }
         s.into_bytes()
@@ -226,7 +227,7 @@ impl Meta {
             let fields = parts.next()?.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect();
             entries.push(Entry { schema_fp, layout_fp, fields });
         }
-        Some(Meta { generation, entries })
+        Some(Meta { generation, entries: Arc::new(entries) })
     }
 }
 
@@ -377,7 +378,11 @@ pub struct Engine {
     /// few days builds a few sets of keys, not 5,000 (bounded: cleared past
     /// [`COUNTER_KEYS_MEMO`] entries).
     counter_keys: Mutex<HashMap<CounterDay, Arc<[String]>>>,
-    meta: Mutex<Option<Meta>>,
+    /// The meta last seen, with the bytes it was read from (None: written
+    /// by this engine); see `meta_from`.
+    meta: Mutex<Option<(Meta, Option<Vec<u8>>)>>,
+    /// Lists read lately and what their bytes read as (`read_view`).
+    views: Mutex<std::collections::VecDeque<ReadView>>,
     options: Options,
     hook: Option<Hook>,
     events: Option<EventSink>,
@@ -435,6 +440,24 @@ fn new_token() -> u64 {
     (now_micros() ^ (pid << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
 }
 
+/// The bytes of a list read lately and where its live records are in
+/// them: the same bytes read again (a hit on a list no write changed since)
+/// are not walked again.
+struct ReadView {
+    key: String,
+    layout_fp: u32,
+    parts: Vec<Vec<u8>>,
+    live: Vec<(u16, u32, u32)>,
+    complete: bool,
+    dead_frames: usize,
+}
+
+/// How many lists, and how many of their bytes, an engine keeps read views
+/// of (a list larger than `READ_VIEW_BYTES / 4` is walked on every read);
+/// a copy of their bytes is what a view costs.
+const READ_VIEWS: usize = 32;
+const READ_VIEW_BYTES: usize = 2 << 20;
+
 /// What a reader found under a list key.
 enum Found {
     List(Item),
@@ -476,6 +499,7 @@ impl Engine {
             specs: Mutex::new(HashMap::new()),
             counter_keys: Mutex::new(HashMap::new()),
             meta: Mutex::new(None),
+            views: Mutex::new(std::collections::VecDeque::new()),
             options,
             hook: None,
             events: None,
@@ -634,15 +658,15 @@ impl Engine {
     /// None before its first contact): read it before a delete commits and
     /// hand it to [`Engine::change_many_since`].
     pub fn generation_seen(&self) -> Option<u64> {
-        self.meta.lock().expect("meta poisoned").as_ref().map(|m| m.generation)
+        self.meta.lock().expect("meta poisoned").as_ref().map(|(m, _)| m.generation)
     }
 
     fn cached_meta(&self) -> Option<Meta> {
-        self.meta.lock().expect("meta poisoned").clone()
+        self.meta.lock().expect("meta poisoned").as_ref().map(|(meta, _)| meta.clone())
     }
 
     fn remember_meta(&self, meta: &Meta) {
-        *self.meta.lock().expect("meta poisoned") = Some(meta.clone());
+        *self.meta.lock().expect("meta poisoned") = Some((meta.clone(), None));
     }
 
     /// The meta value as the store has it now, created if missing.
@@ -655,12 +679,20 @@ impl Engine {
     /// replaced by a fresh generation (never an old one: lists of an evicted
     /// generation must stay unreachable).
     fn meta_from(&self, item: Option<Item>) -> Result<Meta> {
-        if let Some(meta) = item.as_ref().and_then(|i| Meta::decode(&i.value)) {
-            self.remember_meta(&meta);
-            return Ok(meta);
+        if let Some(item) = &item {
+            // The bytes last decoded: the same meta (every read fetches it).
+            if let Some((meta, Some(raw))) = self.meta.lock().expect("meta poisoned").as_ref() {
+                if *raw == item.value {
+                    return Ok(meta.clone());
+                }
+            }
+            if let Some(meta) = Meta::decode(&item.value) {
+                *self.meta.lock().expect("meta poisoned") = Some((meta.clone(), Some(item.value.clone())));
+                return Ok(meta);
+            }
         }
         let floor = self.cached_meta().map(|m| m.generation + 1).unwrap_or(0);
-        let fresh = Meta { generation: now_micros().max(floor), entries: Vec::new() };
+        let fresh = Meta { generation: now_micros().max(floor), entries: Arc::default() };
         let op = match item {
             Some(broken) => Op::Cas { key: self.meta_key(), value: fresh.encode(), cas: broken.cas },
             None => Op::Add { key: self.meta_key(), value: fresh.encode() },
@@ -703,7 +735,7 @@ impl Engine {
                 continue;
             };
             let mut next = meta.clone();
-            next.entries.extend(missing.into_iter().cloned());
+            Arc::make_mut(&mut next.entries).extend(missing.into_iter().cloned());
             if self.store.one(Op::Cas { key: self.meta_key(), value: next.encode(), cas: item.cas })? == Reply::Stored {
                 self.remember_meta(&next);
                 return Ok(next);
@@ -852,7 +884,7 @@ impl Engine {
         if let Ok(Some(segments)) = self.fetch_segments(&spec, &partial.key, head) {
             let mut parts = vec![head.clone()];
             parts.extend(segments);
-            if let Some(fetched) = Self::fetched(&spec, partial.key.clone(), parts, true, None) {
+            if let Some(fetched) = self.read_view(&spec, partial.key.clone(), parts) {
                 return Ok(fetched);
             }
         }
@@ -880,6 +912,41 @@ impl Engine {
             }
         }
         Ok(Some(out))
+    }
+
+    /// `fetched` of parts read from the cache (a hit), reusing what the
+    /// same bytes read as last time: identical bytes make an identical
+    /// list, so a list no write changed is not walked again.
+    fn read_view(&self, spec: &ListSpec, key: String, parts: Vec<Vec<u8>>) -> Option<Fetched> {
+        let layout_fp = spec.layout.fingerprint();
+        {
+            let views = self.views.lock().expect("views poisoned");
+            if let Some(v) = views.iter().find(|v| v.key == key && v.layout_fp == layout_fp && v.parts == parts) {
+                let (live, complete, dead_frames) = (v.live.clone(), v.complete, v.dead_frames);
+                return Some(Fetched { key, parts, live, complete, dead_frames, hit: true, fault: None });
+            }
+        }
+        let fetched = Self::fetched(spec, key, parts, true, None)?;
+        let size: usize = fetched.parts.iter().map(Vec::len).sum();
+        if size <= READ_VIEW_BYTES / 4 {
+            let mut views = self.views.lock().expect("views poisoned");
+            // One view per list and kind of read (head only, or whole).
+            views.retain(|v| v.key != fetched.key || v.parts.len() != fetched.parts.len());
+            let mut total = size + views.iter().map(|v| v.parts.iter().map(Vec::len).sum::<usize>()).sum::<usize>();
+            while views.len() >= READ_VIEWS || (total > READ_VIEW_BYTES && !views.is_empty()) {
+                let dropped = views.pop_front().expect("not empty");
+                total -= dropped.parts.iter().map(Vec::len).sum::<usize>();
+            }
+            views.push_back(ReadView {
+                key: fetched.key.clone(),
+                layout_fp,
+                parts: fetched.parts.clone(),
+                live: fetched.live.clone(),
+                complete: fetched.complete,
+                dead_frames: fetched.dead_frames,
+            });
+        }
+        Some(fetched)
     }
 
     /// Wraps parts that read as a list; `None` when they do not.
@@ -999,7 +1066,7 @@ impl Engine {
             let Some(segments) = self.fetch_segments(spec, key, &item.value)? else { return Ok(None) };
             parts.extend(segments);
         }
-        let fetched = Self::fetched(spec, key.to_string(), parts, true, None);
+        let fetched = self.read_view(spec, key.to_string(), parts);
         if let Some(f) = &fetched {
             if f.complete {
                 self.maybe_compact(spec, key, item, f);
@@ -1190,7 +1257,7 @@ impl Engine {
     pub fn registered_indexes(&self) -> Result<Vec<Vec<String>>> {
         let meta = self.current_meta()?;
         let mut out: Vec<Vec<String>> = Vec::new();
-        for e in meta.entries {
+        for e in meta.entries.iter().cloned() {
             if !out.contains(&e.fields) {
                 out.push(e.fields);
             }
@@ -1462,7 +1529,7 @@ impl Engine {
             }
         }
         if let Some(Arriving { row, day, counted }) = added {
-            for e in &meta.entries {
+            for e in meta.entries.iter() {
                 let values = self.values_of(row, &e.fields)?;
                 if e.schema_fp != self.schema_fp {
                     let key = self.list_key(e.layout_fp, gen, &e.fields, &values);
@@ -1902,7 +1969,7 @@ mod tests {
     fn meta_round_trips() {
         let m = Meta {
             generation: 0x1234,
-            entries: vec![Entry { schema_fp: 1, layout_fp: 2, fields: vec!["a".into(), "b".into()] }],
+            entries: Arc::new(vec![Entry { schema_fp: 1, layout_fp: 2, fields: vec!["a".into(), "b".into()] }]),
         };
         assert_eq!(Meta::decode(&m.encode()), Some(m));
         assert_eq!(Meta::decode(b"garbage"), None);

@@ -345,6 +345,26 @@ impl Records {
     }
 }
 
+/// `(start, stop, step)` of a slice as `PySlice_Unpack` gives them (an
+/// omitted bound is `isize::MAX` or `isize::MIN` by the step's sign; a zero
+/// step raises `ValueError`).
+fn unpack_slice(slice: &Bound<'_, PySlice>) -> PyResult<(isize, isize, isize)> {
+    let (mut start, mut stop, mut step) = (0, 0, 0);
+    // SAFETY: GIL held, `slice` a live slice object, three valid outputs.
+    if unsafe { ffi::PySlice_Unpack(slice.as_ptr(), &mut start, &mut stop, &mut step) } < 0 {
+        return Err(PyErr::fetch(slice.py()));
+    }
+    Ok((start, stop, step))
+}
+
+/// The unpacked slice clipped to a sequence of `len` items, as
+/// `slice.indices(len)`: `(start, stop, step, slice length)`.
+fn adjust_slice(len: isize, (mut start, mut stop, step): (isize, isize, isize)) -> (isize, isize, isize, isize) {
+    // SAFETY: plain arithmetic on the given values (no object involved).
+    let n = unsafe { ffi::PySlice_AdjustIndices(len, &mut start, &mut stop, step) };
+    (start, stop, step, n)
+}
+
 #[pymethods]
 impl Records {
     /// The list's key (its head's).
@@ -382,26 +402,32 @@ impl Records {
 
     fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         if let Ok(slice) = index.cast::<PySlice>() {
-            let stop: Option<isize> = slice.getattr("stop")?.extract()?;
-            let start: Option<isize> = slice.getattr("start")?.extract()?;
-            let step: Option<isize> = slice.getattr("step")?.extract()?;
+            let (start, stop, step) = unpack_slice(slice)?;
             // `[i:n]` needs records i..n only: the head, or the segments
             // they are in (a list in segments is never read whole for it).
-            let span = match stop {
-                Some(n) if n >= 0 && step.unwrap_or(1) > 0 && start.unwrap_or(0) >= 0 => {
-                    self.list.span(start.unwrap_or(0) as usize, n as usize)?
-                }
-                _ => Span { content: self.list.whole()?, first: 0 },
+            // An omitted stop unpacks as `isize::MAX`: the whole list.
+            let span = if step > 0 && start >= 0 && (0..isize::MAX).contains(&stop) {
+                self.list.span(start as usize, stop as usize)?
+            } else {
+                Span { content: self.list.whole()?, first: 0 }
             };
             // Indices over the list as far as the span reaches.
-            let ind = slice.indices(span.end() as isize)?;
-            let out = PyList::empty(py);
-            let local = (ind.start - span.first as isize, ind.step, ind.slicelength as isize);
-            if ind.slicelength > 0 && local.0 < 0 {
+            let (start, _, step, n) = adjust_slice(span.end() as isize, (start, stop, step));
+            let local = (start - span.first as isize, step, n);
+            if n > 0 && local.0 < 0 {
                 return Err(PyIndexError::new_err("Records slice out of the span read"));
             }
-            self.build_range(py, &span.content, local, |o| out.append(o))?;
-            return Ok(out.into_any());
+            // SAFETY: GIL held; a list of `n` NULL slots, each filled
+            // below (or the list dropped on error) with a new reference
+            // the list steals.
+            let out = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(n))? };
+            let mut at = 0;
+            self.build_range(py, &span.content, local, |o| {
+                unsafe { ffi::PyList_SetItem(out.as_ptr(), at, o.into_ptr()) };
+                at += 1;
+                Ok(())
+            })?;
+            return Ok(out);
         }
         let i: isize = index.extract()?;
         let span = if i < 0 {
