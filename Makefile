@@ -110,7 +110,7 @@ STRESS_RUNS ?= 20
 .PHONY: stress
 stress: test-deps build ## the high-contention stress (tests/test_contention.py, kills) STRESS_RUNS times on PostgreSQL and MariaDB with memcached
 	@fails=0; for i in $$(seq $(STRESS_RUNS)); do for db in postgres mariadb; do \
-	  LISTY_CONTENTION_SEED=$$((i*6)) LISTY_TEST_DB=$$db LISTY_TEST_STORE=memcached $(PYTEST) tests/test_contention.py tests/test_kill.py -k "contended" -p no:cacheprovider || fails=$$((fails+1)); \
+	  LISTY_STRESS=1 LISTY_CONTENTION_SEED=$$((i*6)) LISTY_TEST_DB=$$db LISTY_TEST_STORE=memcached $(PYTEST) tests/test_contention.py tests/test_kill.py -k "contended" -p no:cacheprovider || fails=$$((fails+1)); \
 	done; done; echo "stress: $$fails failed runs of $$(( $(STRESS_RUNS) * 2 ))"; test $$fails -eq 0
 
 bench: ## run the side-by-side benchmark (bench/run.sh; builds its own bench/.venv)
