@@ -314,6 +314,9 @@ def collector_delete(collector: Any, run: Callable[[], tuple[int, dict[str, int]
     models_ = [c.model for c, _ in sources + updated] + [r.client.model for r in returning]
     with transaction.atomic(using=using, savepoint=False), origin.handled(*models_):
         deleted = [(c, _read(c.writers(), rows, using, lock=True)) for c, rows in sources]
+        for (_, rows), (_, olds) in zip(sources, deleted):
+            if isinstance(rows, models.QuerySet):
+                _delete_exactly(collector, rows, sorted(next(iter(olds.values()), {}).keys()), using)
         changed = [(c, pks, _read(c.writers(), pks, using, lock=True)) for c, pks in updated]
         # the collector calls each fast delete's ``_raw_delete``: on these
         # querysets (whatever their manager's class) it is the capture's
@@ -335,6 +338,17 @@ def collector_delete(collector: Any, run: Callable[[], tuple[int, dict[str, int]
             else:
                 _schedule(client, using, change_ops(olds, _read(list(olds), pks, using, lock=False)))
     return result
+
+
+def _delete_exactly(collector: Any, qs: models.QuerySet[Any], pks: list[Any], using: str) -> None:
+    """Narrows the collector's fast delete ``qs`` to the rows its locked
+    read found: without row locks on rows not there yet, a row committed
+    between that read and the ``DELETE`` (READ COMMITTED has no gap locks)
+    would be deleted with no tombstone and stay listed. Left alone, as if
+    this delete ran first (as ``update()`` does)."""
+    at = next((i for i, q in enumerate(collector.fast_deletes) if q is qs), None)
+    if at is not None:
+        collector.fast_deletes[at : at + 1] = pk_filter(qs, pks, using)
 
 
 class _Returning:
