@@ -269,7 +269,7 @@ def test_a_reader_killed_while_compacting_leaves_the_list_right(  # type: ignore
 @pytest.mark.skipif(DB == "sqlite", reason="SQLite locks the whole database file: concurrent writers fail")
 @pytest.mark.skipif(
     DB == "mariadb" and os.environ.get("LISTY_STRESS") != "1",
-    reason="MariaDB: the contention stress's open divergence (tests/test_contention.py); runs with `make stress`",
+    reason="MariaDB: runs with `make stress` (see tests/test_contention.py)",
 )
 def test_contended_rows_with_writers_sigkilled_and_restarted_end_right(  # type: ignore[no-untyped-def]
     memcached_server, transactional_db, capsys

@@ -63,6 +63,28 @@ def test_a_row_recreated_by_a_stale_save_is_listed_again(entry):  # type: ignore
     assert Mark.cache.count() == 1
 
 
+def test_a_row_recreated_unlisted_shows_once_a_later_save_lists_it(entry):  # type: ignore[no-untyped-def]
+    """The same re-creation of a soft-deleted stale instance: the row comes
+    back unlisted, so no list changes, but the lists must still start
+    afresh. Else the earlier row's final tombstones hid it for good once a
+    later save listed it again (found by the contention stress on MariaDB:
+    a live row missing from its own pk list)."""
+    obj = Mark.cache.add(entry_id=entry.pk, name="a", color=1)
+    pk = obj.pk
+    stale = Mark._base_manager.get(pk=pk)
+    stale.deleted = True
+    Mark._base_manager.get(pk=pk).delete()  # its pk list holds the final tombstone
+    assert Mark.cache.get_one(pk) is None
+    stale.save()  # re-created under its old pk, soft-deleted: unlisted
+    assert Mark.cache.get_one(pk) is None
+    stale.deleted = False
+    stale.save(update_fields=["deleted"])  # listed again
+    assert Mark.cache.get_one(pk) is not None
+    assert [m.pk for m in Mark.cache.get(pk=pk)] == [pk]
+    assert cached(entry, 1) == db(entry, 1) == [pk]
+    assert Mark.cache.count() == 1
+
+
 def test_add_reviving_a_row_deleted_meanwhile_does_not_raise(entry):  # type: ignore[no-untyped-def]
     obj = Mark.cache.add(entry_id=entry.pk, name="a", color=1)
     assert Mark.cache.delete(pk=obj.pk)  # soft-deleted: add() will revive it

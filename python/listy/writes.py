@@ -263,13 +263,17 @@ class Writes(Declaration):
                 new = after[client]
             else:
                 new = None if obj is None else source.state_of(obj)
+            engine = client.engine
+            if recreated and old is None and new is not None:
+                # Even when the row is not listed (soft-deleted, disabled):
+                # the earlier row's final tombstones would hide it once a
+                # later change lists it (found by the contention stress).
+                ops.append((client, partial(engine.recreate, new, source.rows, source.stored_state)))
+                continue
             plan = _native.change_plan(None if old is None else old[1], None if new is None else new[1])
             if plan == "nothing":
                 continue
-            engine = client.engine
-            if recreated and old is None and new is not None:
-                ops.append((client, partial(engine.recreate, new, source.rows, source.stored_state)))
-            elif old is None and new is not None:
+            if old is None and new is not None:
                 ops.append((client, partial(_insert, client, new)))
             else:
                 ops.append((client, partial(engine.change, old, new, source.rows, source.stored_state)))
