@@ -96,8 +96,10 @@ def change_ops(olds: States, news: States | None, *, recount: bool = False) -> l
                     pairs.append((o, n))
         if pairs:
             source = w.source
-            change = partial(w.engine.change_many, pairs, source.rows, source.states_by_pk, recount=recount)
-            ops.append((w, partial(change, generation=generation) if generation is not None else change))
+            change = partial(
+                w.engine.change_many, pairs, source.rows, source.states_by_pk, recount=recount, generation=generation
+            )
+            ops.append((w, change))
     return ops
 
 
