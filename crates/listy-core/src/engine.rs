@@ -278,7 +278,8 @@ enum Missing {
     Counter,
     /// Build the list from the source (when the write builds missing lists).
     Build(Arc<ListSpec>, Vec<Value>),
-    /// Store it whole: it holds one row at most, so the frame and a
+    /// Store it whole: a primary-key list holds only this row (a row
+    /// re-created under its pk starts a new generation), so the frame and a
     /// trailer are all of it.
     Create(Vec<u8>),
 }
